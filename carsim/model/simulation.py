@@ -1,0 +1,110 @@
+"""Run one cohort (or one chunk of a cohort) under one policy in one SimPy
+environment.  Patients who share a finite resource must be in the same
+environment: their queues are the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from .cohort import arrival_days, sample_cohort
+from .definition import ModelDefinition
+from .patient import Patient
+from .random import RandomStreams
+from .records import OutcomeTable, event_columns
+
+
+@dataclass
+class CohortResult:
+    """Flat columns for one (replication, policy, chunk)."""
+
+    replication: int
+    policy: str
+    outcomes: dict  # column -> array, one row per patient
+    covariates: dict  # column -> array
+    events: dict  # column -> array, one row per event
+    resource_use: dict  # resource -> {"busy_days": float, "capacity": int|None, "span_days": float}
+
+
+def simulate_cohort(model: ModelDefinition, policy: str, replication: int, n_patients: int,
+                    seed: int, start: int = 0, stop: int | None = None,
+                    record_events: bool = True) -> CohortResult:
+    """Simulate patients ``start .. stop-1`` of a cohort of ``n_patients``."""
+    stop = n_patients if stop is None else stop
+    streams = RandomStreams(seed, replication, stop, model.stream_slots)
+    covariates = sample_cohort(model.scenario.cohort, model.blast_multiplier, streams)
+    arrivals = arrival_days(model.scenario.cohort.arrivals.rate_per_day, streams)
+    env = simpy.Environment()
+    sim = _Simulation(env, model, model.policies[policy], streams)
+    names = list(covariates)
+    columns = [covariates[n][start:stop].tolist() for n in names]
+    arrival_list = arrivals[start:stop].tolist()
+
+    def enrol():
+        for offset, patient in enumerate(range(start, stop)):
+            yield env.timeout(arrival_list[offset] - env.now)
+            values = {n: col[offset] for n, col in zip(names, columns)}
+            Patient(sim, patient, values, env.now).start()
+
+    env.process(enrol())
+    env.run()
+    outcomes = sim.outcomes.columns()
+    outcomes["patient"] = np.arange(start, stop)
+    return CohortResult(
+        replication=replication,
+        policy=policy,
+        outcomes=outcomes,
+        covariates={n: covariates[n][start:stop] for n in names},
+        events=event_columns(sim.events) if record_events else event_columns([]),
+        resource_use=sim.resource_use(env.now),
+    )
+
+
+class _TrackedResource(simpy.Resource):
+    """A Resource that integrates its busy slots over time (utilisation)."""
+
+    def __init__(self, env, capacity):
+        super().__init__(env, capacity)
+        self.busy_days = 0.0
+        self._last = env.now
+
+    def _tally(self):
+        now = self._env.now
+        self.busy_days += len(self.users) * (now - self._last)
+        self._last = now
+
+    def request(self):
+        self._tally()
+        return super().request()
+
+    def release(self, request):
+        self._tally()
+        return super().release(request)
+
+
+class _Simulation:
+    """Shared context for the patients of one environment."""
+
+    def __init__(self, env, model: ModelDefinition, policy, streams: RandomStreams):
+        self.env = env
+        self.model = model
+        self.policy = policy
+        self.streams = streams
+        self.outcomes = OutcomeTable()
+        self.events: list[tuple] = []
+        self.resources = {
+            name: (None if capacity is None else _TrackedResource(env, capacity))
+            for name, capacity in model.capacities.items()
+        }
+
+    def resource_use(self, end: float) -> dict:
+        out = {}
+        for name, resource in self.resources.items():
+            if resource is None:
+                out[name] = {"busy_days": float("nan"), "capacity": None, "span_days": end}
+            else:
+                resource._tally()
+                out[name] = {"busy_days": resource.busy_days, "capacity": resource.capacity, "span_days": end}
+        return out

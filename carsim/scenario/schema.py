@@ -1,0 +1,525 @@
+"""The scenario schema (pydantic).
+
+A scenario is a YAML file with six blocks: ``cohort``, ``pathway``,
+``resources``, ``surveillance``, ``policies`` and ``run``.  Unknown keys are
+errors.  Every number a user supplies for the clinical model carries a
+``source:`` (a publication) or an ``assumption:`` (why this value) note.
+Times in laws are given with a ``unit`` and converted to days here, once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .._units import DAYS_PER_MONTH, DAYS_PER_UNIT
+from ..model import distributions as dist
+
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Noted(Strict):
+    """A value with provenance: a published ``source`` or a stated ``assumption``."""
+
+    source: Optional[str] = None
+    assumption: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _needs_a_note(self):
+        if not (self.source or self.assumption):
+            raise ValueError("needs a 'source:' (publication) or an 'assumption:' note")
+        return self
+
+
+class Uncertainty(Strict):
+    """Parameter uncertainty for probabilistic sensitivity analysis: a family and
+    either a 95% interval (``ci``) or the family's own parameters."""
+
+    family: Literal["beta", "lognormal", "gamma", "normal", "uniform"]
+    ci: Optional[tuple[float, float]] = None
+    a: Optional[float] = Field(None, gt=0)
+    b: Optional[float] = Field(None, gt=0)
+    sdlog: Optional[float] = Field(None, gt=0)
+    shape: Optional[float] = Field(None, gt=0)
+    sd: Optional[float] = Field(None, gt=0)
+    low: Optional[float] = None
+    high: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _complete(self):
+        if self.ci is not None:
+            lo, hi = self.ci
+            if not lo < hi:
+                raise ValueError("ci must be [lower, upper] with lower < upper")
+            return self
+        needs = {"beta": ("a", "b"), "lognormal": ("sdlog",), "gamma": ("shape",), "normal": ("sd",),
+                 "uniform": ("low", "high")}[self.family]
+        missing = [k for k in needs if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"{self.family} uncertainty needs 'ci: [lower, upper]' or {', '.join(needs)}")
+        return self
+
+
+class Scalar(Noted):
+    value: float
+    distribution: Optional[Uncertainty] = None
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v):
+        if not math.isfinite(v):
+            raise ValueError("expected a finite number")
+        return v
+
+
+class NonNegative(Scalar):
+    @field_validator("value")
+    @classmethod
+    def _non_negative(cls, v):
+        if v < 0:
+            raise ValueError(f"expected a number >= 0, got {v}")
+        return v
+
+
+class Count(Noted):
+    value: int = Field(ge=0)
+
+
+class Probability(Scalar):
+    @field_validator("value")
+    @classmethod
+    def _in_unit_interval(cls, v):
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"expected a probability between 0 and 1, got {v}")
+        return v
+
+
+class Multiplier(Scalar):
+    """A ratio applied when a condition holds (``if``), or raised to the power of
+    a numeric variable (``per``: e.g. per additional prior line)."""
+
+    when_true: Optional[str] = Field(None, alias="if")
+    per: Optional[str] = None
+
+    @field_validator("value")
+    @classmethod
+    def _positive(cls, v):
+        if v < 0:
+            raise ValueError(f"expected a ratio >= 0, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _one_of_if_per(self):
+        if (self.when_true is None) == (self.per is None):
+            raise ValueError("needs exactly one of 'if: <condition>' or 'per: <numeric variable>'")
+        return self
+
+
+class LogisticProbability(Probability):
+    """Probability for the reference patient, shifted by odds ratios:
+    logit p = logit(value) + sum log(OR) over the rules that apply."""
+
+    odds_ratios: list[Multiplier] = []
+
+
+_LAW_PARAMETERS = {
+    "fixed": [("value",)],
+    "exponential": [("rate", "mean", "median")],
+    "weibull": [("shape",), ("scale", "median")],
+    "lognormal": [("sdlog",), ("meanlog", "median")],
+    "gamma": [("shape",), ("scale", "mean")],
+    "loglogistic": [("shape",), ("scale", "median")],
+    "gompertz": [("rate",), ("growth",)],
+    "piecewise": [("breaks",), ("rates",)],
+}
+
+
+class Law(Noted):
+    """A time-to-event law.  Scale-like parameters (value, scale, mean, median,
+    breaks) are in ``unit``; rates (rate, rates, growth) are per ``unit``."""
+
+    family: Literal["fixed", "exponential", "weibull", "lognormal", "gamma", "loglogistic", "gompertz",
+                    "piecewise"]
+    unit: Literal["days", "weeks", "months", "years"] = "days"
+    value: Optional[float] = Field(None, ge=0)
+    rate: Optional[float] = Field(None, ge=0)
+    mean: Optional[float] = Field(None, gt=0)
+    median: Optional[float] = Field(None, gt=0)
+    scale: Optional[float] = Field(None, gt=0)
+    shape: Optional[float] = Field(None, gt=0)
+    meanlog: Optional[float] = None
+    sdlog: Optional[float] = Field(None, gt=0)
+    growth: Optional[float] = None
+    breaks: Optional[list[float]] = None
+    rates: Optional[list[float]] = None
+    distribution: Optional[Uncertainty] = None  # uncertainty of the time scale (PSA)
+
+    @model_validator(mode="after")
+    def _parameters_complete(self):
+        given = {k for k in ("value", "rate", "mean", "median", "scale", "shape", "meanlog", "sdlog", "growth",
+                             "breaks", "rates") if getattr(self, k) is not None}
+        needed = _LAW_PARAMETERS[self.family]
+        for options in needed:
+            chosen = given & set(options)
+            if len(chosen) != 1:
+                raise ValueError(
+                    f"{self.family} needs exactly one of {', '.join(repr(o) for o in options)}"
+                    if len(options) > 1 else f"{self.family} needs {options[0]!r}"
+                )
+        allowed = {o for options in needed for o in options}
+        extra = sorted(given - allowed)
+        if extra:
+            raise ValueError(f"{self.family} does not take {', '.join(repr(e) for e in extra)}")
+        if self.family == "piecewise":
+            if len(self.breaks) != len(self.rates) or not self.breaks or self.breaks[0] != 0:
+                raise ValueError("piecewise needs 'breaks' starting at 0 and one rate per break")
+            if any(b2 <= b1 for b1, b2 in zip(self.breaks, self.breaks[1:])):
+                raise ValueError("piecewise 'breaks' must increase")
+            if any(r < 0 for r in self.rates):
+                raise ValueError("piecewise 'rates' must be >= 0")
+        if self.family == "gompertz" and self.rate == 0:
+            raise ValueError("gompertz 'rate' must be > 0")
+        return self
+
+    def build(self, time_scale: float = 1.0) -> dist.Distribution:
+        """The law in days; ``time_scale`` stretches time (PSA draws)."""
+        d = DAYS_PER_UNIT[self.unit] * time_scale
+        f = self.family
+        if f == "fixed":
+            return dist.Fixed(self.value * d)
+        if f == "exponential":
+            if self.rate is not None:
+                return dist.Exponential(self.rate / d)
+            mean = self.mean if self.mean is not None else self.median / math.log(2)
+            return dist.Exponential(1.0 / (mean * d))
+        if f == "weibull":
+            scale = self.scale if self.scale is not None else self.median / math.log(2) ** (1 / self.shape)
+            return dist.Weibull(self.shape, scale * d)
+        if f == "lognormal":
+            meanlog = self.meanlog + math.log(d) if self.meanlog is not None else math.log(self.median * d)
+            return dist.LogNormal(meanlog, self.sdlog)
+        if f == "gamma":
+            scale = self.scale if self.scale is not None else self.mean / self.shape
+            return dist.Gamma(self.shape, scale * d)
+        if f == "loglogistic":
+            return dist.LogLogistic(self.shape, (self.scale if self.scale is not None else self.median) * d)
+        if f == "gompertz":
+            return dist.Gompertz(self.rate / d, self.growth / d)
+        return dist.PiecewiseExponential(tuple(b * d for b in self.breaks), tuple(r / d for r in self.rates))
+
+
+class Hazard(Strict):
+    """A cause-specific hazard: a baseline law and proportional-hazards
+    multipliers, re-evaluated whenever the patient's state changes."""
+
+    law: Law
+    multipliers: list[Multiplier] = []
+
+
+# ---------------------------------------------------------------- cohort
+
+
+class CovariateSpec(Noted):
+    """One covariate's distribution: ``bernoulli: p``, ``categorical: {level: p}``
+    or a continuous ``family`` (beta scaled to ``scale``, uniform, normal,
+    lognormal), clipped to [low, high] when given."""
+
+    bernoulli: Optional[float] = Field(None, ge=0, le=1)
+    categorical: Optional[dict[Union[int, str], float]] = None
+    family: Optional[Literal["beta", "uniform", "normal", "lognormal"]] = None
+    a: Optional[float] = Field(None, gt=0)
+    b: Optional[float] = Field(None, gt=0)
+    scale: float = Field(1.0, gt=0)
+    mean: Optional[float] = None
+    sd: Optional[float] = Field(None, gt=0)
+    median: Optional[float] = Field(None, gt=0)
+    sdlog: Optional[float] = Field(None, gt=0)
+    low: Optional[float] = None
+    high: Optional[float] = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k in ("bernoulli", "categorical", "family") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("needs exactly one of 'bernoulli: p', 'categorical: {level: p}' or 'family:'")
+        if self.categorical is not None:
+            probs = list(self.categorical.values())
+            if not probs or any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:
+                raise ValueError(f"categorical probabilities must be >= 0 and sum to 1 (sum is {sum(probs):g})")
+        need = {"beta": ("a", "b"), "uniform": ("low", "high"), "normal": ("mean", "sd"),
+                "lognormal": ("median", "sdlog")}.get(self.family, ())
+        missing = [k for k in need if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"{self.family} covariate needs {', '.join(need)}")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError("'low' must not exceed 'high'")
+        return self
+
+
+class Arrivals(Noted):
+    rate_per_day: float = Field(gt=0)
+
+
+class Cohort(Strict):
+    size: int = Field(ge=1)
+    arrivals: Arrivals
+    covariates: dict[str, CovariateSpec]
+    fixed: dict[str, Union[bool, int, float, str]] = {}
+
+
+# ---------------------------------------------------------------- pathway
+
+
+class Referral(Strict):
+    delay: Law
+
+
+class Apheresis(Strict):
+    duration: Law
+    deferral: Law  # extra wait when ALC < 300/uL or hyperleukocytosis (covariate apheresis_deferred)
+
+
+class Manufacturing(Strict):
+    duration: Law
+    failure_probability: Probability
+    recollection_probability: Probability
+    max_attempts: Count
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _at_least_one(cls, v):
+        if v.value < 1:
+            raise ValueError("expected at least 1 manufacturing attempt")
+        return v
+
+
+class Bridging(Strict):
+    blast_multiplier: dict[str, NonNegative]
+
+
+class PreInfusion(Strict):
+    death: Hazard
+    withdrawal: Hazard
+    survival_after_withdrawal: Law
+
+
+class Infusion(Strict):
+    delay_after_manufacturing: Law
+
+
+class Toxicity(Strict):
+    severe_crs: LogisticProbability
+    severe_icans: LogisticProbability
+    early_death: LogisticProbability
+    time_to_early_death: Law
+
+
+class Response(Strict):
+    assessment_day: NonNegative
+    complete_remission: LogisticProbability
+    survival_after_nonresponse: Law
+
+
+class BcaBiology(Strict):
+    loss: Hazard
+
+
+class MrdBiology(Strict):
+    positive_at_assessment: LogisticProbability
+    emergence: Hazard
+
+
+class Relapse(Strict):
+    cd19pos: Hazard
+    cd19neg: Hazard
+    lineage_switch: Hazard
+
+
+class PostRelapse(Strict):
+    survival: dict[Literal["cd19pos", "cd19neg", "lineage_switch"], Law]
+    reremission: LogisticProbability
+    time_to_reremission: Law
+
+    @field_validator("survival")
+    @classmethod
+    def _all_phenotypes(cls, v):
+        missing = {"cd19pos", "cd19neg", "lineage_switch"} - set(v)
+        if missing:
+            raise ValueError(f"needs a survival law for {', '.join(sorted(missing))}")
+        return v
+
+
+class Hsct(Strict):
+    donor_search: Law
+    bed_occupancy: Law
+    transplant_related_death: LogisticProbability
+    time_to_transplant_death: Law
+    acute_gvhd: Probability
+    chronic_gvhd: Probability
+    max_after_car: Count
+
+
+class Reinfusion(Strict):
+    delay: Law
+    regain_bca: LogisticProbability
+    max_reinfusions: Count
+
+
+class NonRelapseMortality(Strict):
+    death: Hazard
+
+
+class Pathway(Strict):
+    referral: Referral
+    apheresis: Apheresis
+    manufacturing: Manufacturing
+    bridging: Bridging
+    pre_infusion: PreInfusion
+    infusion: Infusion
+    toxicity: Toxicity
+    response: Response
+    bca: BcaBiology
+    mrd: MrdBiology
+    relapse: Relapse
+    post_relapse: PostRelapse
+    hsct: Hsct
+    reinfusion: Reinfusion
+    non_relapse_mortality: NonRelapseMortality
+
+
+# ---------------------------------------------------------------- resources, surveillance
+
+
+class Capacity(Noted):
+    capacity: Optional[int] = Field(None, ge=1)  # null: unlimited
+
+
+class Resources(Strict):
+    apheresis: Capacity
+    manufacturing: Capacity
+    hsct_beds: Capacity
+
+
+class Repeat(Strict):
+    every_months: float = Field(gt=0)
+    from_months: float = Field(ge=0)
+    until_months: float = Field(gt=0)
+
+
+class Schedule(Strict):
+    at_days: list[float] = []
+    at_months: list[float] = []
+    repeat: list[Repeat] = []
+
+    @field_validator("at_days", "at_months")
+    @classmethod
+    def _non_negative(cls, v):
+        if any(x < 0 for x in v):
+            raise ValueError("test times must be >= 0")
+        return v
+
+    def days(self) -> tuple[float, ...]:
+        """Sorted, de-duplicated test days after infusion."""
+        times = set(self.at_days) | {m * DAYS_PER_MONTH for m in self.at_months}
+        for r in self.repeat:
+            k = 0
+            while r.from_months + k * r.every_months <= r.until_months + 1e-9:
+                times.add((r.from_months + k * r.every_months) * DAYS_PER_MONTH)
+                k += 1
+        return tuple(sorted(round(t, 6) for t in times))
+
+
+class MrdSurveillance(Strict):
+    schedule: Schedule
+    sensitivity: Probability
+    uninformative: Probability  # share without a trackable IgH clone
+
+
+class BcaSurveillance(Strict):
+    schedule: Schedule
+
+
+class Surveillance(Strict):
+    mrd: MrdSurveillance
+    bca: BcaSurveillance
+
+
+# ---------------------------------------------------------------- policies, run
+
+EVENTS = ("response", "mrd_result", "bca_loss", "relapse", "reremission", "reinfusion_result")
+ACTIONS = ("observe", "hsct", "reinfuse", "salvage")
+# Which actions make sense after which event (checked when the scenario loads).
+ALLOWED_ACTIONS = {
+    "response": {"observe", "hsct", "reinfuse"},
+    "mrd_result": {"observe", "hsct", "reinfuse"},
+    "bca_loss": {"observe", "hsct", "reinfuse"},
+    "reinfusion_result": {"observe", "hsct", "reinfuse"},
+    "reremission": {"observe", "hsct"},
+    "relapse": {"salvage", "observe"},
+}
+
+
+class Rule(Strict):
+    when: Literal["response", "mrd_result", "bca_loss", "relapse", "reremission", "reinfusion_result"]
+    condition: str = Field("true", alias="if")
+    then: Literal["observe", "hsct", "reinfuse", "salvage"]
+    note: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _action_fits_event(self):
+        if self.then not in ALLOWED_ACTIONS[self.when]:
+            raise ValueError(
+                f"action {self.then!r} cannot follow event {self.when!r}; expected one of "
+                + ", ".join(sorted(ALLOWED_ACTIONS[self.when]))
+            )
+        return self
+
+
+class Policy(Strict):
+    description: str = ""
+    rules: list[Rule] = []
+
+
+class Run(Strict):
+    replications: int = Field(1, ge=1)
+    seed: int = Field(20261124, ge=0)
+    horizon_years: float = Field(5.0, gt=0)
+    n_jobs: int = 1
+    policies: Optional[list[str]] = None  # which policies to run, in order (the first is the reference)
+    write_events: bool = True
+
+    @field_validator("n_jobs")
+    @classmethod
+    def _jobs(cls, v):
+        if v == 0 or v < -1:
+            raise ValueError("expected a positive number of jobs, or -1 for all cores")
+        return v
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    cohort: Cohort
+    pathway: Pathway
+    resources: Resources
+    surveillance: Surveillance
+    policies: dict[str, Policy]
+    run: Run = Run()
+
+    @model_validator(mode="after")
+    def _policies_known(self):
+        if not self.policies:
+            raise ValueError("needs at least one policy")
+        for name in self.run.policies or ():
+            if name not in self.policies:
+                raise ValueError(f"run.policies names unknown policy {name!r}; known: {', '.join(self.policies)}")
+        return self
+
+    @property
+    def policy_names(self) -> list[str]:
+        return list(self.run.policies or self.policies)
