@@ -78,13 +78,18 @@ class Patient:
 
     def start(self):
         self.main = self.spawn(self._pathway())
-        self.spawn(self._follow_up_ends(self.sim.model.horizon_days))
+        self.follow_up = self.spawn(self._follow_up_ends(self.sim.model.horizon_days))
 
     def _follow_up_ends(self, horizon):
-        try:
-            yield self.env.timeout(horizon)
-        except simpy.Interrupt:
-            return
+        """Follow-up lasts the horizon from enrolment, and from infusion once
+        infused (so post-infusion outcomes are observed to the horizon too)."""
+        while True:
+            try:
+                yield self.env.timeout(horizon)
+                break
+            except simpy.Interrupt as interrupt:
+                if interrupt.cause != "infused":
+                    return
         if not self.ended:
             self.record("censored")
             self.finish()
@@ -224,6 +229,7 @@ class Patient:
         if self.ended:
             return
         self.outcome["withdrawn"] = reason == "withdrawal"
+        self.outcome["pathway_exit_day"] = self.day()
         if reason == "withdrawal":
             self.record("withdrawal")
         for clock in self.pre_infusion_clocks:
@@ -240,6 +246,7 @@ class Patient:
         out["infusion_day"] = self.day()
         out["vein_to_vein_days"] = self.day() - out["apheresis_day"]
         self.record("infusion")
+        self.interrupt(self.follow_up, "infused")
         tox = self.row("toxicity")
         st.severe_crs = tox[0] < m.severe_crs.probability(st)
         st.severe_icans = tox[1] < m.severe_icans.probability(st)

@@ -20,6 +20,7 @@ OUTCOME_FIELDS: dict[str, object] = {
     "manufacturing_failure": False,
     "wait_manufacturing_days": 0.0,
     "withdrawn": False,
+    "pathway_exit_day": NAN,
     "infused": False,
     "infusion_day": NAN,
     "vein_to_vein_days": NAN,

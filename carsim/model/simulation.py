@@ -68,6 +68,8 @@ class _TrackedResource(simpy.Resource):
     def __init__(self, env, capacity):
         super().__init__(env, capacity)
         self.busy_days = 0.0
+        self.first_request = None
+        self.last_release = None
         self._last = env.now
 
     def _tally(self):
@@ -77,10 +79,13 @@ class _TrackedResource(simpy.Resource):
 
     def request(self):
         self._tally()
+        if self.first_request is None:
+            self.first_request = self._env.now
         return super().request()
 
     def release(self, request):
         self._tally()
+        self.last_release = self._env.now
         return super().release(request)
 
 
@@ -102,9 +107,10 @@ class _Simulation:
     def resource_use(self, end: float) -> dict:
         out = {}
         for name, resource in self.resources.items():
-            if resource is None:
-                out[name] = {"busy_days": float("nan"), "capacity": None, "span_days": end}
+            if resource is None or resource.first_request is None:
+                out[name] = {"busy_days": float("nan"), "capacity": None, "span_days": 0.0}
             else:
                 resource._tally()
-                out[name] = {"busy_days": resource.busy_days, "capacity": resource.capacity, "span_days": end}
+                span = (resource.last_release or end) - resource.first_request
+                out[name] = {"busy_days": resource.busy_days, "capacity": resource.capacity, "span_days": span}
         return out

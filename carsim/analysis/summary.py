@@ -1,0 +1,104 @@
+"""Summary per policy and comparison against the reference policy.
+
+Intervals are 95% Monte Carlo intervals for the model's expected value:
+
+* with several replications, mean +- t(0.975, R-1) * sd / sqrt(R) across
+  replications (differences: the same on the per-replication paired
+  differences, which common random numbers make small);
+* with one replication, a patient bootstrap; differences use the same
+  resampled patients under both policies (the CRN pairing).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .endpoints import compute_metrics
+from .survival import bootstrap_weights
+
+SUMMARY_COLUMNS = ["policy", "metric", "origin", "time_months", "estimate", "lower", "upper", "n"]
+COMPARISON_COLUMNS = ["policy", "reference", "metric", "origin", "time_months", "difference", "lower",
+                      "upper", "n"]
+
+
+def _t_interval(values: np.ndarray):
+    """Mean and 95% t-interval over axis 0 (replications), ignoring NaN."""
+    values = np.asarray(values, dtype=float)
+    count = np.sum(~np.isnan(values), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(values, axis=0) if values.size else np.nan
+        sd = np.nanstd(values, axis=0, ddof=1)
+        half = stats.t.ppf(0.975, np.maximum(count - 1, 1)) * sd / np.sqrt(count)
+    half = np.where(count > 1, half, np.nan)
+    return mean, mean - half, mean + half
+
+
+def _percentile_interval(samples: np.ndarray):
+    with np.errstate(invalid="ignore"):
+        ok = ~np.isnan(samples)
+        if ok.sum() < 10:
+            return np.nan, np.nan
+        return tuple(np.percentile(samples[ok], [2.5, 97.5]))
+
+
+def summarise(result, n_boot: int = 200):
+    """(summary, comparison) DataFrames for an :class:`ExperimentResult`."""
+    horizon_days = result.scenario.run.horizon_years * 365.25
+    policies = result.policies
+    reference = policies[0]
+    summary_rows, comparison_rows = [], []
+    if result.replications > 1:
+        # per (policy) -> list over replications of metric rows
+        per_policy = {
+            pol: [compute_metrics(result.group(pol, r), horizon_days) for r in range(result.replications)]
+            for pol in policies
+        }
+        for pol in policies:
+            reps = per_policy[pol]
+            for i, (metric, origin, t, _, _) in enumerate(reps[0]):
+                values = np.array([rows[i][3] for rows in reps])
+                n = int(sum(rows[i][4] for rows in reps))
+                est, lo, hi = _t_interval(values)
+                summary_rows.append((pol, metric, origin, t, est, lo, hi, n))
+                if pol != reference:
+                    diffs = values - np.array([rows[i][3] for rows in per_policy[reference]])
+                    d, dlo, dhi = _t_interval(diffs)
+                    comparison_rows.append((pol, reference, metric, origin, t, d, dlo, dhi, n))
+            for name, estimate in _utilisation(result, pol):
+                est, lo, hi = _t_interval(np.array(estimate))
+                summary_rows.append((pol, name, "enrollment", np.nan, est, lo, hi, result.replications))
+    else:
+        seed_seq = np.random.SeedSequence(result.seed, spawn_key=(2**31 - 1,))
+        weights = bootstrap_weights(np.random.default_rng(seed_seq), result.n_patients, n_boot)
+        boot, point = {}, {}
+        for pol in policies:
+            group = result.group(pol, 0)
+            point[pol] = compute_metrics(group, horizon_days)
+            boot[pol] = compute_metrics(group, horizon_days, weights=weights)
+        for pol in policies:
+            for i, (metric, origin, t, est, n) in enumerate(point[pol]):
+                lo, hi = _percentile_interval(np.asarray(boot[pol][i][3], dtype=float))
+                summary_rows.append((pol, metric, origin, t, est, lo, hi, n))
+                if pol != reference:
+                    diff = est - point[reference][i][3]
+                    samples = np.asarray(boot[pol][i][3], float) - np.asarray(boot[reference][i][3], float)
+                    dlo, dhi = _percentile_interval(samples)
+                    comparison_rows.append((pol, reference, metric, origin, t, diff, dlo, dhi, n))
+            for name, estimate in _utilisation(result, pol):
+                summary_rows.append((pol, name, "enrollment", np.nan, estimate[0], np.nan, np.nan, 1))
+    summary = pd.DataFrame(summary_rows, columns=SUMMARY_COLUMNS)
+    comparison = pd.DataFrame(comparison_rows, columns=COMPARISON_COLUMNS)
+    return summary, comparison
+
+
+def _utilisation(result, policy):
+    """Share of finite resource capacity in use over the run, per replication."""
+    out = {}
+    for r in range(result.replications):
+        for name, use in result.resource_use(policy, r).items():
+            if use.get("capacity"):
+                out.setdefault(f"utilisation_{name}", []).append(
+                    use["busy_days"] / (use["capacity"] * use["span_days"]) if use["span_days"] > 0 else np.nan)
+    return list(out.items())
