@@ -20,6 +20,9 @@ import pandas as pd
 
 from .. import __version__
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 RESULT_FILES = ("summary.csv", "comparison.csv", "patients.parquet", "events.parquet", "survival.png",
                 "manifest.json")
 
@@ -42,6 +45,7 @@ def atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are for sharing
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,31 @@
+"""Shared helpers: scenarios derived from the bundled baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from carsim.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+BASELINE = ROOT / "scenarios" / "baseline.yaml"
+
+
+def write_scenario(directory: Path, overrides: dict, name: str = "derived.yaml", extends=BASELINE) -> Path:
+    """Write a scenario that extends ``extends`` with ``overrides`` (nested dict)."""
+    path = Path(directory) / name
+    data = {"extends": str(extends), **overrides}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def derived_scenario(tmp_path):
+    """``derived_scenario({...})`` -> validated Scenario extending the baseline."""
+
+    def make(overrides: dict, name: str = "derived.yaml"):
+        return load_scenario(write_scenario(tmp_path, overrides, name))
+
+    return make
