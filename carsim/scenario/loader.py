@@ -41,11 +41,17 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
+# A mapping that names its kind (a law's family, a covariate's distribution)
+# replaces the inherited one whole: parameters of two families never mix.
+_REPLACING_KEYS = frozenset({"family", "bernoulli", "categorical"})
+
+
 def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` wins; mappings merge key by key, anything else replaces."""
+    """``override`` wins; mappings merge key by key, anything else replaces.
+    A mapping with ``family``/``bernoulli``/``categorical`` replaces whole."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not (_REPLACING_KEYS & set(value)):
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
