@@ -13,6 +13,10 @@ Definitions (times in the patient table are days since enrolment):
   are shares of enrolled patients; ``cr``, ``hsct``, ``hsct_death`` and
   ``reinfusion`` are shares of infused patients; ``relapse_share_*`` are
   shares of relapses.
+* Medians: ``wait_manufacturing_days`` (queueing for a manufacturing slot,
+  patients who started manufacturing), ``vein_to_vein_days`` (first apheresis
+  to infusion), ``wait_hsct_bed_days`` (queueing for a transplant bed,
+  transplanted patients).
 
 Every metric takes optional bootstrap ``weights`` of shape (B, n_patients).
 """
@@ -127,6 +131,9 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
     rows.append(("wait_manufacturing_days", "enrollment", np.nan,
                  _median(p["wait_manufacturing_days"], started, weights), int(started.sum())))
     rows.append(("vein_to_vein_days", "infusion", np.nan, _median(p["vein_to_vein_days"], infused, weights), n_inf))
+    transplanted = p["hsct_count"] > 0
+    rows.append(("wait_hsct_bed_days", "infusion", np.nan, _median(p["hsct_bed_wait_days"], transplanted, weights),
+                 int(transplanted.sum())))
 
     times_days = np.asarray(TIMES_MONTHS, dtype=float) * DAYS_PER_MONTH
     for origin in ("infusion", "enrollment"):
