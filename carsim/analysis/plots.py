@@ -24,7 +24,7 @@ def plot_survival(result, path, origin: str = "infusion") -> None:
         for policy in result.policies:
             durations, events = [], []
             for r in range(result.replications):
-                mask, d, e = endpoint_arrays(result.group(policy, r), endpoint, origin)
+                _mask, d, e = endpoint_arrays(result.group(policy, r), endpoint, origin)
                 durations.append(d)
                 events.append(e)
             d, e = np.concatenate(durations), np.concatenate(events)

@@ -10,6 +10,7 @@ task order, so they are identical for any number of workers.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_pati
         chunks = max(1, min(per_task, n_patients // 500))
     bounds = np.linspace(0, n_patients, chunks + 1).round().astype(int)
     return [Task(r, p, int(a), int(b)) for r in range(replications) for p in policies
-            for a, b in zip(bounds[:-1], bounds[1:])]
+            for a, b in itertools.pairwise(bounds)]
 
 
 def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, record_events: bool) -> CohortResult:

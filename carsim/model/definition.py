@@ -25,7 +25,7 @@ class Factor:
     per: str | None = None
 
     @classmethod
-    def from_spec(cls, spec: Multiplier, value: float | None = None) -> "Factor":
+    def from_spec(cls, spec: Multiplier, value: float | None = None) -> Factor:
         v = spec.value if value is None else value
         if spec.when_true is not None:
             return cls(v, condition=parse_condition(spec.when_true))

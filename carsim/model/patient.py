@@ -325,10 +325,9 @@ class Patient:
         for other in (*self.relapse_clocks, self.mrd_clock, self.bca_clock, self.nrm_clock):
             if other is not None and other is not clock:
                 other.stop()
-        if st.hsct_pending and not self.hsct_done_in_process:
-            if self.interrupt(self.hsct_process, "cancel"):
-                st.hsct_pending = False
-                self.record("hsct_cancelled", "relapse")
+        if st.hsct_pending and not self.hsct_done_in_process and self.interrupt(self.hsct_process, "cancel"):
+            st.hsct_pending = False
+            self.record("hsct_cancelled", "relapse")
         if self.interrupt(self.reinfusion_process, "cancel"):
             self.record("reinfusion_cancelled", "relapse")
         rel = self.row("relapse")

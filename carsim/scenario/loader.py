@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import difflib
+import re
+import types
 import typing
 from pathlib import Path
 
@@ -21,23 +23,58 @@ from .conditions import ConditionSyntaxError, parse_condition
 from .schema import Multiplier, Scenario
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML
+    would silently keep the last one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *anchor' merges, and may be overridden, by design
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:
+                continue  # unhashable key: the base class reports it
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {first.line + 1})",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                                 _UniqueKeyLoader.construct_mapping)
+
+
 def read_yaml(path: Path) -> dict:
     """Parse one YAML file into a mapping, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(path, "", "file not found" if not path.exists() else "expected a file, got a folder")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown position)"
-        raise ScenarioError(path, where, f"malformed YAML: {exc.problem}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ScenarioError(path, "", f"malformed YAML: {exc}") from None
+        problem = " ".join(str(exc.problem).split())  # one line, even for multi-line problems
+        if exc.context and exc.context_mark and exc.context_mark.line != getattr(mark, "line", None):
+            start = exc.context_mark
+            context = " ".join(str(exc.context).split())
+            problem += f" ({context} that starts on line {start.line + 1}, column {start.column + 1})"
+        raise ScenarioError(path, where, f"malformed YAML: {problem}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(path, "", f"expected a UTF-8 text file, byte {exc.object[exc.start]:#04x} "
+                                      f"at position {exc.start} is not UTF-8") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(path, "", "malformed YAML: " + " ".join(str(exc).split())) from None
     if data is None:
-        data = {}
+        raise ScenarioError(path, "", "the file is empty; expected a mapping of scenario keys "
+                                      "(cohort, pathway, ...) or 'extends: <parent file>'")
     if not isinstance(data, dict):
-        raise ScenarioError(path, "", f"expected a mapping of keys at the top level, got {type(data).__name__}")
+        raise ScenarioError(path, "", "expected a mapping of keys at the top level, "
+                                      f"got a YAML {type(data).__name__}")
     return data
 
 
@@ -79,7 +116,9 @@ def resolve_extends(path: Path, _chain: tuple = ()) -> tuple[dict, dict]:
             raise ScenarioError(path, "extends", "expected the path of another scenario file")
         parent = (path.parent / parent_name).resolve()
         if not parent.is_file():
-            raise ScenarioError(path, "extends", f"expected an existing scenario file, '{parent_name}' not found")
+            what = "is a folder" if parent.exists() else "not found"
+            raise ScenarioError(path, "extends", f"expected an existing scenario file, {parent_name!r} "
+                                                 f"{what} (looked for {parent})")
         base, origin = resolve_extends(parent, _chain + (path,))
         data = deep_merge(base, data)
         _record_origin(read_yaml(path), path, (), origin)
@@ -103,12 +142,15 @@ def _model_at(loc: tuple):
         annotation = _unwrap(annotation, part)
         if annotation is None:
             return None
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # Optional[Model]
+        annotation = next((a for a in typing.get_args(annotation)
+                           if isinstance(a, type) and issubclass(a, BaseModel)), None)
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
 def _unwrap(annotation, part):
     origin = typing.get_origin(annotation)
-    if origin is typing.Union:
+    if origin in (typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
             found = _unwrap(arg, part)
             if found is not None:
@@ -140,10 +182,8 @@ def _clean_loc(loc: tuple, data) -> tuple:
     """Drop pydantic's internal segments (union members, validator names)."""
     clean, node = [], data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            clean.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        if (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and part < len(node)):
             node = node[part]
             clean.append(part)
         elif isinstance(part, str) and ("[" in part or "-" in part):
@@ -154,8 +194,27 @@ def _clean_loc(loc: tuple, data) -> tuple:
     return tuple(clean)
 
 
-def _describe(error: dict, loc: tuple) -> str:
-    kind, msg = error["type"], error["msg"]
+# A model-level check may name the key it is about by starting its message
+# with "key: " or "key.sub: " (relative to the model); the loader moves that
+# into the key path.
+_KEY_PREFIX = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (.+)$", re.DOTALL)
+
+
+def _split_key_prefix(message: str, loc: tuple) -> tuple[tuple, str]:
+    match = _KEY_PREFIX.match(message)
+    if match:
+        sub = tuple(match.group(1).split("."))
+        model = _model_at(loc)
+        if model is not None and sub[0] in _allowed_keys(model):
+            return loc + sub, match.group(2)
+    return loc, message
+
+
+def _describe(error: dict, loc: tuple) -> tuple[tuple, str]:
+    """``(key path, what was expected)`` for one pydantic error."""
+    kind, msg = error["type"], " ".join(error["msg"].split())
+    got = error.get("input")
+    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
     if kind == "extra_forbidden":
         model = _model_at(loc[:-1])
         allowed = _allowed_keys(model) if model else []
@@ -163,17 +222,36 @@ def _describe(error: dict, loc: tuple) -> str:
         text = f"unknown key {loc[-1]!r}"
         if hint:
             text += f" (did you mean {hint[0]!r}?)"
-        return text + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
+        return loc, text + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
     if kind == "missing":
-        return "missing required key"
-    if msg.startswith("Value error, "):
-        return msg[len("Value error, "):]
-    if msg.startswith("Assertion failed, "):
-        return msg[len("Assertion failed, "):]
-    got = error.get("input")
-    if kind.startswith("literal_error"):
-        return f"{msg[0].lower()}{msg[1:]} (got {got!r})"
-    return f"{msg[0].lower()}{msg[1:]} (got {got!r})" if not isinstance(got, (dict, list)) else msg
+        return loc, "missing required key"
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return _split_key_prefix(msg[len(prefix):], loc)
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
+        what = "key" if error["loc"] and error["loc"][-1] == "[key]" else "value"
+        hint = difflib.get_close_matches(str(got), choices, n=1)
+        return loc, (f"unknown {what} {got!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                     + f"; expected one of: {', '.join(choices)}")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return loc, f"expected a mapping of keys (key: value){shown}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return loc, msg.replace("Input should be ", "expected a number ") + shown
+    if kind.endswith("_parsing") or kind == "int_from_float":
+        msg = msg.split(",")[0]  # "Input should be a valid integer, unable to parse ..." -> the first part
+    if msg.startswith("Input should be "):
+        msg = "expected " + msg[len("Input should be "):]
+    return loc, f"{msg[0].lower()}{msg[1:]}{shown}"
+
+
+def _validate(data: dict, file_for) -> Scenario:
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc, expected = _describe(error, _clean_loc(tuple(error["loc"]), data))
+        raise ScenarioError(file_for(loc), _key_path(loc), expected) from None
 
 
 def load_scenario(path, overrides: dict | None = None) -> Scenario:
@@ -184,20 +262,27 @@ def load_scenario(path, overrides: dict | None = None) -> Scenario:
     """
     path = Path(path)
     data, origin = resolve_extends(path)
-    for dotted, value in (overrides or {}).items():
-        node = data
-        keys = dotted.split(".")
-        for key in keys[:-1]:
-            node = node.setdefault(key, {})
-        node[keys[-1]] = value
     data.setdefault("name", path.stem)
-    try:
-        scenario = Scenario.model_validate(data)
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = _clean_loc(tuple(error["loc"]), data)
-        raise ScenarioError(_file_for(loc, origin, path), _key_path(loc), _describe(error, loc)) from None
-    check_semantics(scenario, lambda loc: _file_for(loc, origin, path))
+
+    def file_for(loc):
+        return _file_for(loc, origin, path)
+
+    # The file as written must be valid on its own, even where an option
+    # overrides a value (a bad 'cohort.size' is an error with '--patients').
+    scenario = _validate(data, file_for)
+    if overrides:
+        for dotted, value in overrides.items():
+            keys = tuple(dotted.split("."))
+            node = data
+            for i, key in enumerate(keys[:-1]):
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise ScenarioError(file_for(keys[:i + 1]), _key_path(keys[:i + 1]),
+                                        f"expected a mapping of keys, so that '{dotted}' can be set")
+            node[keys[-1]] = value
+            origin[keys] = path
+        scenario = _validate(data, file_for)
+    check_semantics(scenario, file_for)
     return scenario
 
 
@@ -234,11 +319,20 @@ def check_semantics(scenario: Scenario, file_for) -> None:
         fail(("pathway", "bridging", "blast_multiplier"),
              f"expected one multiplier per bridging level {sorted(levels)}, got {sorted(given)}")
 
-    def check_condition(text, loc, names):
+    def check_condition(text, loc, names, usable=None):
+        """``names``: every variable; ``usable``: those this condition may read (listed if unknown)."""
         try:
-            return parse_condition(text, names)
+            cond = parse_condition(text)
         except ConditionSyntaxError as exc:
             fail(loc, str(exc))
+        unknown = sorted(cond.names - names)
+        if unknown:
+            usable = sorted(usable if usable is not None else names)
+            hint = difflib.get_close_matches(unknown[0], usable, n=1)
+            fail(loc, f"condition {text!r} uses unknown variable {unknown[0]!r}"
+                      + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + "; known variables: " + ", ".join(usable))
+        return cond
 
     for loc, multiplier in iter_multipliers(scenario):
         if multiplier.when_true is not None:
@@ -253,7 +347,7 @@ def check_semantics(scenario: Scenario, file_for) -> None:
     for pname, policy in scenario.policies.items():
         for i, rule in enumerate(policy.rules):
             loc = ("policies", pname, "rules", i, "if")
-            cond = check_condition(rule.condition, loc, all_names)
+            cond = check_condition(rule.condition, loc, all_names, observable)
             hidden = sorted(cond.names - observable)
             if hidden:
                 fail(loc, f"a policy can only use what clinicians observe; {hidden[0]!r} is hidden biology "

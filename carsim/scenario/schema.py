@@ -10,13 +10,12 @@ Times in laws are given with a ``unit`` and converted to days here, once.
 from __future__ import annotations
 
 import math
-from typing import Literal, Optional, Union
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .._units import DAYS_PER_MONTH, DAYS_PER_UNIT
 from ..model import distributions as dist
-
 
 
 class Strict(BaseModel):
@@ -26,8 +25,8 @@ class Strict(BaseModel):
 class Noted(Strict):
     """A value with provenance: a published ``source`` or a stated ``assumption``."""
 
-    source: Optional[str] = None
-    assumption: Optional[str] = None
+    source: str | None = None
+    assumption: str | None = None
 
     @model_validator(mode="after")
     def _needs_a_note(self):
@@ -41,21 +40,21 @@ class Uncertainty(Strict):
     either a 95% interval (``ci``) or the family's own parameters."""
 
     family: Literal["beta", "lognormal", "gamma", "normal", "uniform"]
-    ci: Optional[tuple[float, float]] = None
-    a: Optional[float] = Field(None, gt=0)
-    b: Optional[float] = Field(None, gt=0)
-    sdlog: Optional[float] = Field(None, gt=0)
-    shape: Optional[float] = Field(None, gt=0)
-    sd: Optional[float] = Field(None, gt=0)
-    low: Optional[float] = None
-    high: Optional[float] = None
+    ci: tuple[float, float] | None = None
+    a: float | None = Field(None, gt=0)
+    b: float | None = Field(None, gt=0)
+    sdlog: float | None = Field(None, gt=0)
+    shape: float | None = Field(None, gt=0)
+    sd: float | None = Field(None, gt=0)
+    low: float | None = None
+    high: float | None = None
 
     @model_validator(mode="after")
     def _complete(self):
         if self.ci is not None:
             lo, hi = self.ci
             if not lo < hi:
-                raise ValueError("ci must be [lower, upper] with lower < upper")
+                raise ValueError("ci: expected [lower, upper] with lower < upper")
             return self
         needs = {"beta": ("a", "b"), "lognormal": ("sdlog",), "gamma": ("shape",), "normal": ("sd",),
                  "uniform": ("low", "high")}[self.family]
@@ -67,7 +66,7 @@ class Uncertainty(Strict):
 
 class Scalar(Noted):
     value: float
-    distribution: Optional[Uncertainty] = None
+    distribution: Uncertainty | None = None
 
     @field_validator("value")
     @classmethod
@@ -103,8 +102,8 @@ class Multiplier(Scalar):
     """A ratio applied when a condition holds (``if``), or raised to the power of
     a numeric variable (``per``: e.g. per additional prior line)."""
 
-    when_true: Optional[str] = Field(None, alias="if")
-    per: Optional[str] = None
+    when_true: str | None = Field(None, alias="if")
+    per: str | None = None
 
     @field_validator("value")
     @classmethod
@@ -146,18 +145,18 @@ class Law(Noted):
     family: Literal["fixed", "exponential", "weibull", "lognormal", "gamma", "loglogistic", "gompertz",
                     "piecewise"]
     unit: Literal["days", "weeks", "months", "years"] = "days"
-    value: Optional[float] = Field(None, ge=0)
-    rate: Optional[float] = Field(None, ge=0)
-    mean: Optional[float] = Field(None, gt=0)
-    median: Optional[float] = Field(None, gt=0)
-    scale: Optional[float] = Field(None, gt=0)
-    shape: Optional[float] = Field(None, gt=0)
-    meanlog: Optional[float] = None
-    sdlog: Optional[float] = Field(None, gt=0)
-    growth: Optional[float] = None
-    breaks: Optional[list[float]] = None
-    rates: Optional[list[float]] = None
-    distribution: Optional[Uncertainty] = None  # uncertainty of the time scale (PSA)
+    value: float | None = Field(None, ge=0)
+    rate: float | None = Field(None, ge=0)
+    mean: float | None = Field(None, gt=0)
+    median: float | None = Field(None, gt=0)
+    scale: float | None = Field(None, gt=0)
+    shape: float | None = Field(None, gt=0)
+    meanlog: float | None = None
+    sdlog: float | None = Field(None, gt=0)
+    growth: float | None = None
+    breaks: list[float] | None = None
+    rates: list[float] | None = None
+    distribution: Uncertainty | None = None  # uncertainty of the time scale (PSA)
 
     @model_validator(mode="after")
     def _parameters_complete(self):
@@ -179,11 +178,11 @@ class Law(Noted):
             if len(self.breaks) != len(self.rates) or not self.breaks or self.breaks[0] != 0:
                 raise ValueError("piecewise needs 'breaks' starting at 0 and one rate per break")
             if any(b2 <= b1 for b1, b2 in zip(self.breaks, self.breaks[1:])):
-                raise ValueError("piecewise 'breaks' must increase")
+                raise ValueError("breaks: piecewise 'breaks' must increase")
             if any(r < 0 for r in self.rates):
-                raise ValueError("piecewise 'rates' must be >= 0")
+                raise ValueError("rates: piecewise 'rates' must be >= 0")
         if self.family == "gompertz" and self.rate == 0:
-            raise ValueError("gompertz 'rate' must be > 0")
+            raise ValueError("rate: gompertz 'rate' must be > 0")
         return self
 
     def build(self, time_scale: float = 1.0) -> dist.Distribution:
@@ -229,18 +228,18 @@ class CovariateSpec(Noted):
     or a continuous ``family`` (beta scaled to ``scale``, uniform, normal,
     lognormal), clipped to [low, high] when given."""
 
-    bernoulli: Optional[float] = Field(None, ge=0, le=1)
-    categorical: Optional[dict[Union[int, str], float]] = None
-    family: Optional[Literal["beta", "uniform", "normal", "lognormal"]] = None
-    a: Optional[float] = Field(None, gt=0)
-    b: Optional[float] = Field(None, gt=0)
+    bernoulli: float | None = Field(None, ge=0, le=1)
+    categorical: dict[int | str, float] | None = None
+    family: Literal["beta", "uniform", "normal", "lognormal"] | None = None
+    a: float | None = Field(None, gt=0)
+    b: float | None = Field(None, gt=0)
     scale: float = Field(1.0, gt=0)
-    mean: Optional[float] = None
-    sd: Optional[float] = Field(None, gt=0)
-    median: Optional[float] = Field(None, gt=0)
-    sdlog: Optional[float] = Field(None, gt=0)
-    low: Optional[float] = None
-    high: Optional[float] = None
+    mean: float | None = None
+    sd: float | None = Field(None, gt=0)
+    median: float | None = Field(None, gt=0)
+    sdlog: float | None = Field(None, gt=0)
+    low: float | None = None
+    high: float | None = None
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -250,14 +249,15 @@ class CovariateSpec(Noted):
         if self.categorical is not None:
             probs = list(self.categorical.values())
             if not probs or any(p < 0 for p in probs) or abs(sum(probs) - 1) > 1e-6:
-                raise ValueError(f"categorical probabilities must be >= 0 and sum to 1 (sum is {sum(probs):g})")
+                raise ValueError(f"categorical: expected probabilities >= 0 that sum to 1 "
+                                 f"(sum is {sum(probs):g})")
         need = {"beta": ("a", "b"), "uniform": ("low", "high"), "normal": ("mean", "sd"),
                 "lognormal": ("median", "sdlog")}.get(self.family, ())
         missing = [k for k in need if getattr(self, k) is None]
         if missing:
             raise ValueError(f"{self.family} covariate needs {', '.join(need)}")
         if self.low is not None and self.high is not None and self.low > self.high:
-            raise ValueError("'low' must not exceed 'high'")
+            raise ValueError("high: expected 'high' >= 'low'")
         return self
 
 
@@ -269,7 +269,7 @@ class Cohort(Strict):
     size: int = Field(ge=1)
     arrivals: Arrivals
     covariates: dict[str, CovariateSpec]
-    fixed: dict[str, Union[bool, int, float, str]] = {}
+    fixed: dict[str, bool | int | float | str] = {}
 
 
 # ---------------------------------------------------------------- pathway
@@ -396,7 +396,7 @@ class Pathway(Strict):
 
 
 class Capacity(Noted):
-    capacity: Optional[int] = Field(None, ge=1)  # null: unlimited
+    capacity: int | None = Field(None, ge=1)  # null: unlimited
 
 
 class Resources(Strict):
@@ -468,13 +468,13 @@ class Rule(Strict):
     when: Literal["response", "mrd_result", "bca_loss", "relapse", "reremission", "reinfusion_result"]
     condition: str = Field("true", alias="if")
     then: Literal["observe", "hsct", "reinfuse", "salvage"]
-    note: Optional[str] = None
+    note: str | None = None
 
     @model_validator(mode="after")
     def _action_fits_event(self):
         if self.then not in ALLOWED_ACTIONS[self.when]:
             raise ValueError(
-                f"action {self.then!r} cannot follow event {self.when!r}; expected one of "
+                f"then: action {self.then!r} cannot follow event {self.when!r}; expected one of: "
                 + ", ".join(sorted(ALLOWED_ACTIONS[self.when]))
             )
         return self
@@ -490,7 +490,7 @@ class Run(Strict):
     seed: int = Field(20261124, ge=0)
     horizon_years: float = Field(5.0, gt=0)
     n_jobs: int = 1
-    policies: Optional[list[str]] = None  # which policies to run, in order (the first is the reference)
+    policies: list[str] | None = None  # which policies to run, in order (the first is the reference)
     write_events: bool = True
 
     @field_validator("n_jobs")
@@ -514,10 +514,11 @@ class Scenario(Strict):
     @model_validator(mode="after")
     def _policies_known(self):
         if not self.policies:
-            raise ValueError("needs at least one policy")
+            raise ValueError("policies: needs at least one policy")
         for name in self.run.policies or ():
             if name not in self.policies:
-                raise ValueError(f"run.policies names unknown policy {name!r}; known: {', '.join(self.policies)}")
+                raise ValueError(f"run.policies: unknown policy {name!r}; "
+                                 f"expected one of: {', '.join(self.policies)}")
         return self
 
     @property
