@@ -45,8 +45,15 @@ def _jobs(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Option errors as one line (exit status 2), like scenario errors."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="carsim",
         description="Discrete-event simulation of CD19 CAR T-cell therapy pathways for r/r B-ALL.",
     )
