@@ -7,20 +7,19 @@ import re
 import numpy as np
 import pytest
 import yaml
+from conftest import BASELINE, ROOT, write_scenario
 
 from carsim.cli import main
 from carsim.model.definition import ModelDefinition
 from carsim.model.simulation import simulate_cohort
 from carsim.scenario import load_scenario
 
-from conftest import BASELINE, ROOT, write_scenario
-
 README = (ROOT / "README.md").read_text()
 
 
 def yaml_examples() -> dict[str, dict]:
     """Fenced YAML blocks whose first line is '# example: <title>'."""
-    blocks = re.findall(r"```yaml\n(# example: (.*?)\n.*?)```", README, flags=re.S)
+    blocks = re.findall(r"```yaml\n(# example: (.*?)\n.*?)```", README, flags=re.DOTALL)
     return {title: yaml.safe_load(body) for body, title in blocks}
 
 
@@ -53,7 +52,7 @@ def test_fifth_policy_example_runs_and_acts(tmp_path):
 
 
 def test_error_example_is_what_the_cli_prints(tmp_path, monkeypatch, capsys):
-    (shown,) = re.findall(r"^carsim: error: .*$", README, flags=re.M)
+    (shown,) = re.findall(r"^carsim: error: .*$", README, flags=re.MULTILINE)
     (tmp_path / "scenarios").mkdir()
     write_scenario(tmp_path / "scenarios", {"pathway": {"relapse": {"cd19pos": {"law": {
         "family": "weibull", "median": 12, "unit": "months", "assumption": "example"}}}}}, name="my.yaml",
@@ -71,7 +70,7 @@ def test_bundled_scenarios_in_the_readme_exist_and_load():
 
 
 def test_first_command_runs_the_baseline():
-    first_block = re.search(r"```bash\n(.*?)```", README, flags=re.S).group(1)
+    first_block = re.search(r"```bash\n(.*?)```", README, flags=re.DOTALL).group(1)
     assert "carsim run scenarios/baseline.yaml" in first_block
     ci = (ROOT / ".ci" / "run").read_text()
     assert "test-command" in ci and "pytest" in README.split("<!-- test-command -->")[1].split("```")[1]
