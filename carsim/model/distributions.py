@@ -231,7 +231,8 @@ class Gompertz(Distribution):
         t = np.asarray(t, dtype=float)
         if self.growth == 0:
             return self.rate * t
-        return self.rate / self.growth * np.expm1(self.growth * t)
+        with np.errstate(over="ignore"):  # H overflows to inf for a growing hazard at huge t: S = 0, as it should
+            return self.rate / self.growth * np.expm1(self.growth * t)
 
     def inverse_cumulative_hazard(self, x):
         x = np.asarray(x, dtype=float)
@@ -249,8 +250,7 @@ class Gompertz(Distribution):
 
     @property
     def variance(self):
-        m1 = _numeric_moment(self, 1)
-        return float(_numeric_moment(self, 2) - m1**2)
+        return _numeric_variance(self)
 
 
 @dataclass(frozen=True)
@@ -291,8 +291,7 @@ class PiecewiseExponential(Distribution):
 
     @property
     def variance(self):
-        m1 = _numeric_moment(self, 1)
-        return float(_numeric_moment(self, 2) - m1**2)
+        return _numeric_variance(self)
 
 
 def _numeric_moment(dist: Distribution, order: int) -> float:
@@ -300,10 +299,19 @@ def _numeric_moment(dist: Distribution, order: int) -> float:
     closed form); infinite when a cure fraction leaves S above 0."""
     from scipy import integrate
 
-    if float(dist.survival(1e12)) > 1e-12:
+    with np.errstate(over="ignore"):  # a growing hazard overflows H at huge t: S is 0 there
+        never = float(dist.survival(1e12))
+    if never > 1e-12:
         return _INF
     value, _ = integrate.quad(lambda t: order * t ** (order - 1) * float(dist.survival(t)), 0, np.inf, limit=200)
     return value
+
+
+def _numeric_variance(dist: Distribution) -> float:
+    first = _numeric_moment(dist, 1)
+    if first == _INF:
+        return _INF
+    return float(_numeric_moment(dist, 2) - first**2)
 
 
 KINDS = {
