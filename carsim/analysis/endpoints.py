@@ -42,10 +42,12 @@ def _first(*arrays):
     return out
 
 
-def endpoint_arrays(p: dict, endpoint: str, origin: str):
+def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None):
     """(mask, durations in days, event labels) for one endpoint.
 
-    Labels are booleans for efs/rfs/os and cause codes for cir (0 censored)."""
+    Labels are booleans for efs/rfs/os and cause codes for cir (0 censored).
+    ``censor_day`` (days since enrolment, NaN = none) censors follow-up early,
+    as papers that censor at subsequent therapy (e.g. HSCT in remission) do."""
     infused = p["infused"]
     cr = p["cr"]
     end = p["end_day"]
@@ -64,6 +66,9 @@ def endpoint_arrays(p: dict, endpoint: str, origin: str):
         event_day = _first(relapse, death)
     else:
         raise ValueError(f"unknown endpoint {endpoint!r}")
+    if censor_day is not None:
+        end = np.fmin(end, censor_day)
+        event_day = np.where(event_day <= end, event_day, np.inf)
     happened = np.isfinite(event_day)
     time_day = np.where(happened, event_day, end)
     mask = population.astype(bool)

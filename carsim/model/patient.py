@@ -106,6 +106,7 @@ class Patient:
             return
         self.outcome["death_day"] = self.day()
         self.outcome["death_cause"] = cause
+        self.outcome["hsct_death"] = cause == "transplant"
         self.record("death", cause)
         self.finish()
 
@@ -464,7 +465,6 @@ class Patient:
         if not consolidative:
             return  # survival after relapse already reflects salvage transplants
         if u[2] < trm:
-            out["hsct_death"] = True
             self.schedule_death(m.time_to_transplant_death.from_uniform(u[3]), "transplant")
         if u[4] < m.acute_gvhd:
             self.record("acute_gvhd")
