@@ -71,7 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replications", type=_positive_int, help="replications (default from the scenario)")
     run.add_argument("--no-events", action="store_true", help="do not keep the per-event log (smaller output)")
     run.add_argument("--quiet", action="store_true", help="print only the results folder")
+
+    cal = commands.add_parser("calibrate", help="fit free parameters to published targets",
+                              description="Fit the free parameters named in a calibration file to the published "
+                                          "targets it maps, write the fitted parameter file and a report "
+                                          "(report.md, report.csv, report.png).")
+    cal.add_argument("calibration", type=Path, help="calibration YAML file (e.g. calibration/eliana.yaml)")
+    cal.add_argument("--patients", type=_positive_int, help="simulated patients per cohort (default from the file)")
+    cal.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the file)")
+    cal.add_argument("--max-evaluations", type=_positive_int,
+                     help="simulations per stage at most (default from the file; small values for a quick look)")
     return parser
+
+
+def command_calibrate(args) -> int:
+    from .calibration.run import run_calibration
+
+    result = run_calibration(args.calibration, patients=args.patients, n_jobs=args.n_jobs,
+                             max_evaluations=args.max_evaluations)
+    table = result["table"]
+    fitted = table[(table.kind == "target") & table.fitted]
+    print(f"{int(fitted.inside.sum())} of {len(fitted)} fitted targets inside their interval; "
+          f"{int(table[table.kind == 'input recovered'].inside.sum())} of "
+          f"{int((table.kind == 'input recovered').sum())} recovered inputs inside; "
+          f"{result['seconds'] / 60:.1f} min")
+    return 0
 
 
 def _progress_printer(total: int, enabled: bool):
@@ -136,6 +160,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             return command_run(args)
+        if args.command == "calibrate":
+            return command_calibrate(args)
     except CarsimError as exc:
         print(f"carsim: error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,2 @@
+"""Calibration to published targets: mapping (spec), outputs, fitting,
+input recovery and the report."""

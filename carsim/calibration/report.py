@@ -1,0 +1,185 @@
+"""The calibration report: every target next to the model, in Markdown, CSV
+and a picture; fitted values with each target's share of the objective;
+hazard ratios recovered from the simulated cohort."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..experiment.output import atomic_write
+from .fit import MAIN, Calibrator
+from .outputs import compute_output
+
+REPORT_COLUMNS = ["id", "kind", "what", "cohort", "output", "published", "interval_lower", "interval_upper",
+                  "interval", "model", "model_lower", "model_upper", "difference", "inside", "fitted",
+                  "objective_share", "note", "source"]
+
+
+def monte_carlo_interval(calibrator: Calibrator, patients: dict, target, n_boot: int = 200, seed: int = 0):
+    """95% patient-bootstrap interval of the model output."""
+    m = target.mapping
+    group = patients[m.subgroup or MAIN]
+    n = len(group["end_day"])
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(11,)))
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        sample = {k: v[idx] for k, v in group.items()}
+        values.append(compute_output(sample, m.output, m.origin, target.time_months, m.censor_at_hsct))
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if values.size < 10:
+        return math.nan, math.nan
+    return tuple(np.percentile(values, [2.5, 97.5]))
+
+
+def target_rows(calibrator: Calibrator, patients: dict, outputs: dict, contributions: dict) -> pd.DataFrame:
+    total = sum(contributions.values()) or 1.0
+    rows = []
+    for target_id, target in calibrator.targets.items():
+        model = outputs[target_id]
+        lo, hi = monte_carlo_interval(calibrator, patients, target, seed=calibrator.spec.seed)
+        m = target.mapping
+        rows.append({
+            "id": target_id, "kind": "target", "what": target.entry.get("what", ""),
+            "cohort": (f"subgroup {m.subgroup}" if m.subgroup else "cohort"),
+            "output": _describe_output(target), "published": target.value,
+            "interval_lower": target.lower, "interval_upper": target.upper, "interval": target.interval_kind,
+            "model": model, "model_lower": lo, "model_upper": hi,
+            "difference": model - target.value if not math.isnan(model) else math.nan,
+            "inside": bool(target.inside(model)) if not math.isnan(model) else False,
+            "fitted": m.fit, "objective_share": contributions.get(target_id, math.nan) / total,
+            "note": m.note, "source": target.entry.get("source", ""),
+        })
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
+def recovery_rows(spec, published: dict, recovered: list[tuple]) -> pd.DataFrame:
+    rows = []
+    for recovery, result in recovered:
+        entry = published[recovery.id]
+        ci = entry.get("ci")
+        value = float(entry["value"])
+        if ci:
+            (lo, hi), kind = ci, "published 95% CI"
+        elif recovery.tolerance_ratio:
+            r = recovery.tolerance_ratio
+            (lo, hi), kind = (value / r, value * r), f"stated tolerance x/ {r:g} (no CI published)"
+        else:
+            (lo, hi), kind = (math.nan, math.nan), "none published"
+        inside = bool(lo <= result["hr"] <= hi) if not math.isnan(lo) else False
+        rows.append({
+            "id": recovery.id, "kind": "input recovered", "what": entry.get("what", ""), "cohort": "cohort",
+            "output": result["method"], "published": float(entry["value"]), "interval_lower": lo,
+            "interval_upper": hi, "interval": kind,
+            "model": result["hr"], "model_lower": result["lower"], "model_upper": result["upper"],
+            "difference": result["hr"] - float(entry["value"]), "inside": inside, "fitted": False,
+            "objective_share": math.nan, "note": f"{result['events']} events; {recovery.note}".strip("; "),
+            "source": entry.get("source", ""),
+        })
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
+def _describe_output(target) -> str:
+    m = target.mapping
+    text = f"{m.output} from {m.origin}"
+    if target.time_months is not None:
+        text += f" at {target.time_months:g} mo"
+    if m.censor_at_hsct:
+        text += ", censored at HSCT"
+    return text
+
+
+def _fmt(x, digits=3):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seconds: float,
+             evaluations: int) -> str:
+    targets = table[table.kind == "target"]
+    fitted = targets[targets.fitted]
+    inside = int(fitted.inside.sum())
+    lines = [f"# Calibration report: {spec.name}", "",
+             (f"Model `{spec.scenario}`, {spec.patients} simulated patients per cohort, policy `{spec.policy}`, "
+             f"seed {spec.seed}; {evaluations} simulations in {seconds / 60:.1f} min."), "",
+             (f"**{inside} of {len(fitted)} fitted targets ({100 * inside / max(len(fitted), 1):.0f}%) fall inside "
+             "their published interval or stated tolerance.**"), "",
+             ("Model values carry a 95% Monte Carlo interval (patient bootstrap). Intervals of the published "
+             "figures: the published 95% CI where there is one, a binomial 95% interval from n where only n is "
+             "published, otherwise a stated tolerance."), "", "## Targets", "",
+             "| target | what | published | interval | model (95% MC) | diff | inside | share of objective |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in targets.itertuples():
+        lines.append(
+            f"| `{row.id}` | {row.what} ({row.output}{'; ' + row.cohort if row.cohort != 'cohort' else ''}) | "
+            f"{_fmt(row.published)} | {_fmt(row.interval_lower)}-{_fmt(row.interval_upper)} ({row.interval}) | "
+            f"{_fmt(row.model)} ({_fmt(row.model_lower)}-{_fmt(row.model_upper)}) | {_fmt(row.difference)} | "
+            f"{'yes' if row.inside else '**no**'}{'' if row.fitted else ' (not fitted)'} | "
+            f"{_fmt(row.objective_share, 2)} |")
+    outside = targets[~targets.inside]
+    if len(outside):
+        lines += ["", "## Outside their interval, and why", ""]
+        for row in outside.itertuples():
+            reason = row.note or "the fit trades this target against the others (see the objective shares)"
+            lines.append(f"- `{row.id}` ({row.what}): model {_fmt(row.model)} vs {_fmt(row.published)}. {reason}")
+    recovered = table[table.kind == "input recovered"]
+    if len(recovered):
+        lines += ["", "## Inputs recovered from the simulated cohort", "",
+                  "| input | published HR (95% CI) | recovered HR (95% CI) | inside | method |",
+                  "| --- | --- | --- | --- | --- |"]
+        for row in recovered.itertuples():
+            lines.append(f"| `{row.id}` | {_fmt(row.published, 2)} ({_fmt(row.interval_lower, 2)}-"
+                         f"{_fmt(row.interval_upper, 2)}) | {_fmt(row.model, 2)} ({_fmt(row.model_lower, 2)}-"
+                         f"{_fmt(row.model_upper, 2)}) | {'yes' if row.inside else '**no**'} | {row.output}; "
+                         f"{row.note} |")
+    lines += ["", "## Fitted parameters", "", "| stage | parameter | prior | fitted |", "| --- | --- | --- | --- |"]
+    for stage in stages:
+        for path, value in stage.values.items():
+            lines.append(f"| {stage.name} | `{path}` | {priors[path]:.6g} | {value:.6g} |")
+    lines += ["", "| stage | objective before | after | evaluations |", "| --- | --- | --- | --- |"]
+    for stage in stages:
+        lines.append(f"| {stage.name} | {stage.objective_before:.2f} | {stage.objective_after:.2f} | "
+                     f"{stage.evaluations} |")
+    lines += ["", "## Sources", ""]
+    for row in table.drop_duplicates("id").itertuples():
+        lines.append(f"- `{row.id}`: {row.source}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = table[(table.kind == "target") & table.model.notna()]
+    rows = rows[rows.published.abs() <= 1.5]  # shares and survival; days and months would squash the axis
+    figure = Figure(figsize=(8, 0.38 * len(rows) + 1.5), dpi=110)
+    ax = figure.subplots()
+    y = np.arange(len(rows))[::-1]
+    ax.errorbar(rows.published, y + 0.15, xerr=[rows.published - rows.interval_lower,
+                                                rows.interval_upper - rows.published],
+                fmt="s", color="black", label="published (interval)", capsize=2)
+    ax.errorbar(rows.model, y - 0.15, xerr=[np.maximum(rows.model - rows.model_lower, 0),
+                                            np.maximum(rows.model_upper - rows.model, 0)],
+                fmt="o", color="tab:red", label="model (95% MC)", capsize=2)
+    ax.set_yticks(y, rows.id)
+    ax.set_xlim(0, 1)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def write_report(folder: Path, table: pd.DataFrame, text: str, title: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "report.csv", lambda p: table.to_csv(p, index=False))
+    atomic_write(folder / "report.md", lambda p: p.write_text(text))
+    atomic_write(folder / "report.png", lambda p: plot(table, p, title))

@@ -1,0 +1,184 @@
+"""The calibration file: which published targets, mapped to which model
+outputs, constrain which free parameters.
+
+Mappings live here in YAML, not in code: each target names a model output
+(:data:`carsim.calibration.outputs.OUTPUTS`), its time origin, time point,
+endpoint options (e.g. censoring at HSCT, as the paper did) and the subgroup
+it was measured in.  Everything is checked when the file loads: an unknown
+target id, output, subgroup covariate or parameter path is a one-line error.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from ..errors import ScenarioError
+from ..scenario.loader import read_yaml
+from ..scenario.schema import Strict
+from .outputs import OUTPUTS
+
+
+class Subgroup(Strict):
+    fixed: dict
+    note: str = ""
+
+
+class TargetMapping(Strict):
+    id: str
+    output: str
+    origin: Literal["infusion", "enrollment"] = "infusion"
+    time_months: float | None = Field(None, gt=0)
+    censor_at_hsct: bool = False
+    subgroup: str | None = None
+    tolerance: float | None = Field(None, gt=0)
+    fit: bool = True  # false: reported, not fitted (e.g. a different cohort or era)
+    note: str = ""
+
+
+class Parameter(Strict):
+    path: str
+    also: list[str] = Field(default_factory=list)  # further paths tied to the same value (a shared shape, say)
+    bounds: tuple[float, float]
+    scale: Literal["linear", "log"] = "linear"
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        lo, hi = self.bounds
+        if not lo < hi:
+            raise ValueError("bounds: expected [lower, upper] with lower < upper")
+        if self.scale == "log" and lo <= 0:
+            raise ValueError("bounds: a log-scale parameter needs a positive lower bound")
+        return self
+
+
+class Stage(Strict):
+    name: str
+    parameters: list[Parameter]
+    targets: list[str]
+    max_evaluations: int = Field(150, ge=1)
+
+
+class Recovery(Strict):
+    id: str
+    analysis: Literal["bca_loss_relapse", "burden_efs", "mrd_day28_relapse", "mrd_month3_relapse"]
+    tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
+    note: str = ""
+
+
+class CalibrationSpec(Strict):
+    name: str
+    scenario: str
+    writes: str
+    report: str
+    targets_file: str = "targets.yaml"
+    patients: int = Field(3000, ge=100)
+    seed: int = Field(20261124, ge=0)
+    policy: str = "observe"
+    n_jobs: int = -1
+    default_tolerance: float = Field(0.05, gt=0)
+    starts: int = Field(1, ge=1)
+    subgroups: dict[str, Subgroup] = Field(default_factory=dict)
+    targets: list[TargetMapping]
+    stages: list[Stage]
+    recover: list[Recovery] = Field(default_factory=list)
+
+
+class Target:
+    """A published figure resolved against its mapping: value and interval."""
+
+    def __init__(self, mapping: TargetMapping, entry: dict, default_tolerance: float):
+        self.mapping = mapping
+        self.entry = entry
+        self.id = mapping.id
+        raw = entry["value"]
+        self.one_sided = isinstance(raw, str)
+        n = entry.get("n")
+        if self.one_sided:  # e.g. "> 0.50"
+            bound = float(raw.strip().lstrip("><= "))
+            self.value, self.lower, self.upper = bound, bound, 1.0
+            self.interval_kind = "one-sided"
+        else:
+            value = float(raw)
+            is_count = n is not None and value > 1 and mapping.output not in ("enrollment_to_infusion_days",)
+            self.value = value / n if is_count else value
+            if entry.get("ci"):
+                self.lower, self.upper = map(float, entry["ci"])
+                self.interval_kind = "published 95% CI"
+            elif mapping.tolerance is not None:
+                self.lower, self.upper = self.value - mapping.tolerance, self.value + mapping.tolerance
+                self.interval_kind = f"tolerance +-{mapping.tolerance:g}"
+            elif n is not None and 0 < self.value < 1:
+                self.lower, self.upper = wilson_interval(self.value, n)
+                self.interval_kind = f"binomial 95% CI, n={n}"
+            else:
+                tol = default_tolerance
+                self.lower, self.upper = self.value - tol, self.value + tol
+                self.interval_kind = f"tolerance +-{tol:g}"
+        self.time_months = mapping.time_months if mapping.time_months is not None else entry.get("time")
+        self.standard_error = max((self.upper - self.lower) / 3.92, 1e-6)
+
+    def inside(self, model_value: float) -> bool:
+        return self.lower - 1e-12 <= model_value <= self.upper + 1e-12
+
+    def discrepancy(self, model_value: float) -> float:
+        """Standardised distance to the target (0 inside a one-sided bound)."""
+        if math.isnan(model_value):
+            return 10.0
+        if self.one_sided:
+            return max(0.0, self.value - model_value) / self.standard_error
+        return (model_value - self.value) / self.standard_error
+
+
+def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def load_targets_file(path: Path) -> dict[str, dict]:
+    data = yaml.safe_load(Path(path).read_text())
+    return {entry["id"]: {**entry, "group": group} for group, entries in data.items() for entry in entries}
+
+
+def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
+    """Read and check a calibration file; paths in it are relative to it."""
+    path = Path(path)
+    data = read_yaml(path)
+    try:
+        spec = CalibrationSpec.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = ".".join(str(x) for x in error["loc"])
+        raise ScenarioError(path, loc, error["msg"].removeprefix("Value error, ")) from None
+    base = path.parent
+    targets_path = base / spec.targets_file
+    if not targets_path.is_file():
+        raise ScenarioError(path, "targets_file", f"expected an existing targets file, {targets_path} not found")
+    published = load_targets_file(targets_path)
+    targets = {}
+    for i, mapping in enumerate(spec.targets):
+        where = f"targets[{i}]"
+        if mapping.id not in published:
+            raise ScenarioError(path, f"{where}.id", f"unknown target id {mapping.id!r}; it must be in {targets_path.name}")
+        if mapping.output not in OUTPUTS:
+            raise ScenarioError(path, f"{where}.output",
+                                f"unknown model output {mapping.output!r}; expected one of: {', '.join(OUTPUTS)}")
+        if mapping.subgroup is not None and mapping.subgroup not in spec.subgroups:
+            raise ScenarioError(path, f"{where}.subgroup", f"unknown subgroup {mapping.subgroup!r}")
+        target = Target(mapping, published[mapping.id], spec.default_tolerance)
+        if OUTPUTS[mapping.output][1] and target.time_months is None:
+            raise ScenarioError(path, f"{where}.time_months", f"output {mapping.output!r} needs a time point")
+        targets[mapping.id] = target
+    for s, stage in enumerate(spec.stages):
+        for t, target_id in enumerate(stage.targets):
+            if target_id not in targets:
+                raise ScenarioError(path, f"stages[{s}].targets[{t}]", f"{target_id!r} is not one of the mapped targets")
+    for r, recovery in enumerate(spec.recover):
+        if recovery.id not in published:
+            raise ScenarioError(path, f"recover[{r}].id", f"unknown target id {recovery.id!r}")
+    return spec, targets

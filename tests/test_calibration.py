@@ -1,0 +1,168 @@
+"""Calibration: mappings resolve, typos are clear errors, a synthetic problem
+with known parameters is recovered, and the same seed gives the same fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from carsim.calibration.fit import Calibrator, fit
+from carsim.calibration.outputs import compute_output
+from carsim.calibration.run import fitted_overrides, run_calibration
+from carsim.calibration.spec import load_calibration
+from carsim.cli import main
+from carsim.errors import ScenarioError
+from carsim.model.definition import ModelDefinition
+from carsim.model.simulation import simulate_cohort
+from carsim.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "scenarios" / "model.yaml"
+TRUE_CR = 0.90
+TRUE_CD19NEG_RATE = 0.004  # per month
+
+
+@pytest.mark.parametrize("name", ["eliana.yaml", "real_world.yaml"])
+def test_every_shipped_mapping_resolves(name):
+    path = ROOT / "calibration" / name
+    spec, targets = load_calibration(path)
+    calibrator = Calibrator(spec, targets, path, patients=100, n_jobs=1)  # checks every parameter path
+    assert len(targets) >= 10
+    fitted = sum(t.mapping.fit for t in targets.values())
+    assert fitted >= 0.6 * len(targets)
+    for target in targets.values():
+        assert target.lower <= target.value <= target.upper
+    # every output is computable on a small simulated cohort
+    patients = calibrator.simulate(calibrator.prior_values([p for s in spec.stages for p in s.parameters]))
+    outputs = calibrator.outputs(patients, list(targets))
+    assert set(outputs) == set(targets)
+
+
+def _write(tmp_path: Path, spec: dict, targets: dict | None = None) -> Path:
+    (tmp_path / "targets.yaml").write_text(yaml.safe_dump(targets or {"synthetic": [
+        {"id": "cr", "what": "synthetic CR", "value": 0.8, "ci": [0.78, 0.82], "kind": "target", "source": "test"},
+    ]}))
+    path = tmp_path / "calibration.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def _spec(scenario: Path, **changes) -> dict:
+    spec = {
+        "name": "synthetic", "scenario": str(scenario), "writes": "fitted.yaml", "report": "report",
+        "patients": 200, "seed": 5, "n_jobs": 1,
+        "targets": [{"id": "cr", "output": "cr"}],
+        "stages": [{"name": "one", "max_evaluations": 5, "targets": ["cr"],
+                    "parameters": [{"path": "pathway.response.complete_remission.value", "bounds": [0.5, 0.999]}]}],
+    }
+    spec.update(changes)
+    return spec
+
+
+@pytest.mark.parametrize("change, key, expected", [
+    ({"targets": [{"id": "no_such_target", "output": "cr"}]}, "targets[0].id", "unknown target id"),
+    ({"targets": [{"id": "cr", "output": "complete_response"}]}, "targets[0].output", "unknown model output"),
+    ({"targets": [{"id": "cr", "output": "efs"}]}, "targets[0].time_months", "needs a time point"),
+    ({"targets": [{"id": "cr", "output": "cr", "subgroup": "infants"}]}, "targets[0].subgroup", "unknown subgroup"),
+    ({"stages": [{"name": "one", "targets": ["crr"], "parameters": []}]}, "stages[0].targets[0]",
+     "is not one of the mapped targets"),
+    ({"stages": [{"name": "one", "targets": ["cr"], "parameters": [
+        {"path": "pathway.response.complete_remision.value", "bounds": [0.5, 0.99]}]}]},
+     "stages[0].parameters[0].path", "does not name a number"),
+    ({"stages": [{"name": "one", "targets": ["cr"], "parameters": [
+        {"path": "pathway.response.complete_remission.value", "bounds": [0.1, 0.2]}]}]},
+     "stages[0].parameters[0].bounds", "outside"),
+    ({"subgroups": {"infants": {"fixed": {"age": 0.5}}}}, "subgroups.infants.fixed.age", "unknown covariate"),
+    ({"targets_of": []}, "targets_of", "Extra inputs"),
+])
+def test_mapping_typos_are_one_line_errors(tmp_path, capsys, change, key, expected):
+    path = _write(tmp_path, _spec(MODEL, **change))
+    assert main(["calibrate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "calibration.yaml" in err and key in err and expected in err
+
+
+def _synthetic_targets(tmp_path: Path) -> tuple[Path, Path]:
+    """A scenario with known CR and CD19-negative relapse rate, and targets
+    measured on a large cohort simulated from it with another seed."""
+    truth = tmp_path / "truth.yaml"
+    quick = {"run": {"horizon_years": 1.1},
+             "resources": {"apheresis": {"capacity": None}, "manufacturing": {"capacity": None},
+                           "hsct_beds": {"capacity": None}}}
+    truth.write_text(yaml.safe_dump({
+        "extends": str(MODEL), **quick,
+        "pathway": {"response": {"complete_remission": {"value": TRUE_CR}},
+                    "relapse": {"cd19neg": {"law": {"rate": TRUE_CD19NEG_RATE}}}},
+    }))
+    scenario = load_scenario(truth)
+    p = simulate_cohort(ModelDefinition(scenario), "observe", 0, 6000, seed=999, record_events=False)
+    p = {**p.outcomes, **{k: v for k, v in p.covariates.items() if k not in p.outcomes}}
+    cr = compute_output(p, "cr")
+    cir = compute_output(p, "cir_cd19neg", "infusion", 12)
+    targets = {"synthetic": [
+        {"id": "cr", "value": round(cr, 4), "ci": [cr - 0.02, cr + 0.02], "kind": "target", "source": "simulated"},
+        {"id": "cir_neg", "value": round(cir, 4), "ci": [cir - 0.02, cir + 0.02], "time": 12, "kind": "target",
+         "source": "simulated"},
+    ]}
+    start = tmp_path / "start.yaml"
+    start.write_text(yaml.safe_dump({
+        "extends": str(MODEL), **quick,
+        "pathway": {"response": {"complete_remission": {"value": 0.75}},
+                    "relapse": {"cd19neg": {"law": {"rate": 0.0012}}}},
+    }))
+    spec = _spec(start, patients=1500, seed=3, targets=[
+        {"id": "cr", "output": "cr"}, {"id": "cir_neg", "output": "cir_cd19neg"}],
+        stages=[{"name": "both", "max_evaluations": 45, "targets": ["cr", "cir_neg"], "parameters": [
+            {"path": "pathway.response.complete_remission.value", "bounds": [0.5, 0.999]},
+            {"path": "pathway.relapse.cd19neg.law.rate", "bounds": [0.0002, 0.05], "scale": "log"}]}])
+    return _write(tmp_path, spec, targets), start
+
+
+def test_synthetic_problem_recovers_known_parameters(tmp_path):
+    path, _ = _synthetic_targets(tmp_path)
+    result = run_calibration(path, log=lambda *_: None)
+    values = result["values"]
+    # Targets carry Monte Carlo noise (6000 patients) and the fit uses 1500:
+    # CR within 0.03, the relapse rate within 30% (about 3 standard errors).
+    assert abs(values["pathway.response.complete_remission.value"] - TRUE_CR) < 0.03
+    assert abs(np.log(values["pathway.relapse.cd19neg.law.rate"] / TRUE_CD19NEG_RATE)) < np.log(1.3)
+    assert result["stages"][0].objective_after < result["stages"][0].objective_before
+    # The fitted file extends the starting scenario and reproduces the fitted values.
+    fitted = load_scenario(tmp_path / "fitted.yaml")
+    assert fitted.pathway.response.complete_remission.value == pytest.approx(
+        values["pathway.response.complete_remission.value"], rel=1e-5)
+    assert "fitted" in fitted.pathway.relapse.cd19neg.law.assumption
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "cir_neg" in report and (tmp_path / "report" / "report.png").stat().st_size > 1000
+
+
+def test_same_seed_same_fit(tmp_path):
+    path, _ = _synthetic_targets(tmp_path)
+    spec, targets = load_calibration(path)
+    spec = spec.model_copy(update={"patients": 300, "stages": [
+        s.model_copy(update={"max_evaluations": 8}) for s in spec.stages]})
+    fits = []
+    for _ in range(2):
+        with Calibrator(spec, targets, path, n_jobs=1) as calibrator:
+            fits.append(fit(calibrator, log=lambda *_: None)[0])
+    assert fits[0] == fits[1]
+
+
+def test_fitted_overrides_bring_whole_lists_and_notes():
+    raw = {"pathway": {"response": {"complete_remission": {
+        "value": 0.9, "assumption": "pending", "odds_ratios": [{"if": "x", "value": 0.2, "assumption": "a"}]}}}}
+    out = fitted_overrides(raw, {"pathway.response.complete_remission.odds_ratios.0.value": 0.123456789},
+                           note="fitted")
+    ratios = out["pathway"]["response"]["complete_remission"]["odds_ratios"]
+    assert ratios == [{"if": "x", "value": 0.123457, "assumption": "fitted"}]
+    assert raw["pathway"]["response"]["complete_remission"]["odds_ratios"][0]["value"] == 0.2  # not mutated
+
+
+def test_scenario_error_type_for_unknown_output(tmp_path):
+    path = _write(tmp_path, _spec(MODEL, targets=[{"id": "cr", "output": "nope"}]))
+    with pytest.raises(ScenarioError):
+        load_calibration(path)
