@@ -1,0 +1,89 @@
+"""Running independent work items in parallel: joblib with loky on this
+machine, or a dask.distributed cluster through joblib's Dask backend.
+
+Results come back in item order, so they do not depend on the backend or
+the number of workers.  No scheduler of our own: joblib does the work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterable, Sequence
+
+from joblib import Parallel, delayed, parallel_config
+
+from ..errors import CarsimError
+from .runner import effective_jobs
+
+BACKENDS = ("loky", "dask")
+
+
+class BackendError(CarsimError):
+    pass
+
+
+@contextlib.contextmanager
+def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs: int = -1):
+    """Configure joblib for ``backend``; for dask, connect a Client to
+    ``scheduler`` (an address such as tcp://host:8786) or start a local one."""
+    if backend == "loky":
+        with parallel_config(backend="loky", n_jobs=effective_jobs(n_jobs)):
+            yield
+        return
+    if backend != "dask":
+        raise BackendError(f"unknown backend {backend!r}; expected one of: {', '.join(BACKENDS)}")
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise BackendError("the dask backend needs dask.distributed: pip install 'carsim[cluster]'") from None
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except OSError as exc:
+            raise BackendError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
+        cluster = None
+    else:
+        cluster = LocalCluster(n_workers=effective_jobs(n_jobs), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        client = Client(cluster)
+    try:
+        with parallel_config(backend="dask"):
+            yield
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress: str | None = None,
+                 on_result: Callable | None = None) -> list:
+    """``[function(item) for item in items]`` in parallel, in order.
+
+    Uses the joblib backend configured by :func:`backend_context` (loky by
+    default).  ``on_result(index, result)`` is called as each result arrives
+    (in order), e.g. to checkpoint it.  A progress bar is shown on a terminal."""
+    jobs = effective_jobs(n_jobs)
+    bar = _progress_bar(len(items), progress)
+    results = []
+    if jobs == 1 or len(items) <= 1:
+        iterator: Iterable = (function(item) for item in items)
+    else:
+        iterator = Parallel(n_jobs=jobs, return_as="generator")(delayed(function)(item) for item in items)
+    for index, result in enumerate(iterator):
+        results.append(result)
+        if on_result is not None:
+            on_result(index, result)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return results
+
+
+def _progress_bar(total: int, label: str | None):
+    if label is None or total <= 1 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, file=sys.stderr, leave=False)

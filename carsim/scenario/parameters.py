@@ -1,0 +1,122 @@
+"""Uncertain parameters: every value in a scenario that states a
+``distribution:`` (its uncertainty), with its quantile function.
+
+This is the problem specification that sensitivity analyses chain through:
+sample (uniforms -> values), evaluate (apply values, simulate), analyse.
+A parameter is addressed by its dotted key path in the scenario, e.g.
+``pathway.hsct.transplant_related_death.value`` or, for a time-to-event law,
+the law's scale field (``pathway.post_relapse.survival.cd19pos.median``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import stats
+
+from .schema import Law, Scalar, Scenario, Uncertainty
+
+Z975 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class UncertainParameter:
+    path: str
+    point: float
+    uncertainty: Uncertainty
+    kind: str  # "probability", "ratio", "duration", "value"
+
+    @property
+    def frozen(self):
+        """The scipy distribution of this parameter."""
+        u, m = self.uncertainty, self.point
+        if u.family == "beta":
+            if u.a is not None:
+                return stats.beta(u.a, u.b)
+            sd = (u.ci[1] - u.ci[0]) / (2 * Z975)
+            var = min(sd**2, 0.99 * m * (1 - m))
+            common = m * (1 - m) / var - 1
+            return stats.beta(m * common, (1 - m) * common)
+        if u.family == "lognormal":
+            if u.sdlog is not None:
+                return stats.lognorm(s=u.sdlog, scale=m)
+            lo, hi = u.ci
+            # centred on the point value used in the base case; the CI sets the spread
+            return stats.lognorm(s=(math.log(hi) - math.log(lo)) / (2 * Z975), scale=m)
+        if u.family == "gamma":
+            if u.shape is not None:
+                return stats.gamma(u.shape, scale=m / u.shape)
+            sd = (u.ci[1] - u.ci[0]) / (2 * Z975)
+            return stats.gamma((m / sd) ** 2, scale=sd**2 / m)
+        if u.family == "normal":
+            sd = u.sd if u.sd is not None else (u.ci[1] - u.ci[0]) / (2 * Z975)
+            return stats.norm(m, sd)
+        lo, hi = (u.low, u.high) if u.low is not None else u.ci
+        return stats.uniform(lo, hi - lo)
+
+    def ppf(self, q):
+        """Value at probability ``q`` (uniform(s) -> parameter values)."""
+        return self.frozen.ppf(q)
+
+    def interval(self) -> tuple[float, float]:
+        """Low and high values for one-way analysis: the published 95% CI when
+        given, else the 2.5% and 97.5% quantiles."""
+        if self.uncertainty.ci is not None:
+            return tuple(float(x) for x in self.uncertainty.ci)
+        lo, hi = self.frozen.ppf([0.025, 0.975])
+        return float(lo), float(hi)
+
+
+_LAW_SCALE_FIELDS = ("median", "mean", "scale", "value", "rate")
+
+
+def uncertain_parameters(scenario: Scenario) -> list[UncertainParameter]:
+    """Every parameter with a ``distribution:``, in scenario order."""
+    found: list[UncertainParameter] = []
+
+    def walk(node, path):
+        if isinstance(node, Law):
+            if node.distribution is not None:
+                field = next(f for f in _LAW_SCALE_FIELDS if getattr(node, f) is not None)
+                found.append(UncertainParameter(f"{path}.{field}", float(getattr(node, field)), node.distribution,
+                                                "duration"))
+            return
+        if isinstance(node, Scalar) and node.distribution is not None:
+            kind = {"beta": "probability", "lognormal": "ratio"}.get(node.distribution.family, "value")
+            found.append(UncertainParameter(f"{path}.value", float(node.value), node.distribution, kind))
+        if isinstance(node, BaseModel):
+            for name in type(node).model_fields:
+                walk(getattr(node, name), f"{path}.{name}" if path else name)
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{path}.{i}")
+
+    walk(scenario.pathway, "pathway")
+    walk(scenario.surveillance, "surveillance")
+    return found
+
+
+def apply_values(scenario: Scenario, values: dict[str, float]) -> Scenario:
+    """A copy of ``scenario`` with the values at the given key paths replaced
+    (validated again, so an impossible draw is reported, not simulated)."""
+    data = scenario.model_dump(by_alias=True, exclude_none=True)
+    for path, value in values.items():
+        parts = path.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[int(parts[-1]) if isinstance(node, list) else parts[-1]] = float(value)
+    return Scenario.model_validate(data)
+
+
+def sample_values(parameters: list[UncertainParameter], uniforms: np.ndarray) -> list[dict[str, float]]:
+    """Rows of uniforms (n_draws, n_parameters) -> one value mapping per draw."""
+    columns = [np.asarray(p.ppf(uniforms[:, j]), dtype=float) for j, p in enumerate(parameters)]
+    return [{p.path: float(col[i]) for p, col in zip(parameters, columns, strict=True)}
+            for i in range(uniforms.shape[0])]
