@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--patients", type=_positive_int, help="cohort size (default from the scenario)")
     run.add_argument("--replications", type=_positive_int, help="replications (default from the scenario)")
     run.add_argument("--no-events", action="store_true", help="do not keep the per-event log (smaller output)")
+    run.add_argument("--engine", choices=("auto", "vectorised", "simpy"),
+                     help="simulation engine: auto (vectorised, SimPy where transplant beds queue; default), "
+                          "vectorised, or simpy (the reference)")
     run.add_argument("--quiet", action="store_true", help="print only the results folder")
 
     cal = commands.add_parser("calibrate", help="fit free parameters to published targets",
@@ -81,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the file)")
     cal.add_argument("--max-evaluations", type=_positive_int,
                      help="simulations per stage at most (default from the file; small values for a quick look)")
+    from .experiment import dsa, psa
+
+    psa.add_parser(commands)
+    dsa.add_parser(commands)
     return parser
 
 
@@ -132,11 +139,13 @@ def command_run(args) -> int:
         overrides["run.n_jobs"] = args.n_jobs
     if args.no_events:
         overrides["run.write_events"] = False
+    if args.engine is not None:
+        overrides["run.engine"] = args.engine
     scenario = load_scenario(args.scenario, overrides)
     out_dir = args.out or default_output_dir(scenario.name)
     model = ModelDefinition(scenario)
     n_tasks = len(plan_tasks(model, scenario.policy_names, scenario.run.replications, scenario.cohort.size,
-                             scenario.run.n_jobs))
+                             scenario.run.n_jobs, scenario.run.engine))
     show_progress = sys.stderr.isatty() and not args.quiet
     result = run_experiment(scenario, progress=_progress_printer(n_tasks, show_progress))
     started = time.perf_counter()
@@ -148,7 +157,8 @@ def command_run(args) -> int:
               f"{scenario.run.replications} replication(s) | seed {scenario.run.seed}")
         print(f"95% Monte Carlo intervals in brackets; reference policy: {result.policies[0]}\n")
         print(policy_table(summary, result.policies))
-        print(f"\nsimulated in {result.timings['simulate_seconds']:.1f} s on {result.timings['workers']} worker(s); "
+        print(f"\nsimulated in {result.timings['simulate_seconds']:.1f} s on {result.timings['workers']} worker(s) "
+              f"({result.timings['engine']} engine); "
               f"summarised in {summary_seconds:.1f} s")
     print(f"results: {out_dir}")
     return 0
@@ -162,6 +172,14 @@ def main(argv=None) -> int:
             return command_run(args)
         if args.command == "calibrate":
             return command_calibrate(args)
+        if args.command == "psa":
+            from .experiment.psa import command_psa
+
+            return command_psa(args)
+        if args.command == "dsa":
+            from .experiment.dsa import command_dsa
+
+            return command_dsa(args)
     except CarsimError as exc:
         print(f"carsim: error: {exc}", file=sys.stderr)
         return 2

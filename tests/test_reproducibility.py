@@ -15,7 +15,7 @@ from conftest import BASELINE, write_scenario
 from carsim.cli import main
 from carsim.experiment.runner import plan_tasks
 from carsim.model.definition import ModelDefinition
-from carsim.model.simulation import simulate_cohort
+from carsim.model.simulation import simulate_cohort, simulate_policies
 from carsim.scenario import load_scenario
 
 NO_LIMITS = {"resources": {"apheresis": {"capacity": None}, "manufacturing": {"capacity": None},
@@ -115,10 +115,30 @@ def test_chunked_cohort_equals_one_chunk(tmp_path):
     scenario = load_scenario(scenario_path, {"cohort.size": n})
     tasks = plan_tasks(ModelDefinition(scenario), scenario.policy_names, 1, n, jobs)
     assert len(tasks) == 4 and {(t.start, t.stop) for t in tasks} == {(0, 500), (500, 1000)}
-    assert len(plan_tasks(ModelDefinition(scenario), scenario.policy_names, 1, n, 1)) == 2
-    _run_cli(scenario_path, tmp_path / "serial", "--patients", str(n), "--n-jobs", "1", "--seed", "3")
-    _run_cli(scenario_path, tmp_path / "chunked", "--patients", str(n), "--n-jobs", str(jobs), "--seed", "3")
+    # each policy covers every patient exactly once
+    for policy in scenario.policy_names:
+        covered = sorted((t.start, t.stop) for t in tasks if policy in t.policies)
+        assert covered == [(0, 500), (500, 1000)]
+    assert len(plan_tasks(ModelDefinition(scenario), scenario.policy_names, 1, n, 1)) == 1
+    # The SimPy engine always uses the workers it is given (small vectorised runs stay in-process).
+    _run_cli(scenario_path, tmp_path / "serial", "--patients", str(n), "--n-jobs", "1", "--seed", "3",
+             "--engine", "simpy")
+    _run_cli(scenario_path, tmp_path / "chunked", "--patients", str(n), "--n-jobs", str(jobs), "--seed", "3",
+             "--engine", "simpy")
     _assert_same_results(tmp_path / "serial", tmp_path / "chunked")
+
+
+@pytest.mark.parametrize("engine", ["vectorised", "simpy"])
+def test_vectorised_chunks_equal_the_whole_cohort(derived_scenario, engine):
+    model = ModelDefinition(derived_scenario(NO_LIMITS))
+    policies = ["observe", "reinfuse"]
+    whole = simulate_policies(model, policies, 1, 150, 5, engine=engine)
+    parts = [simulate_policies(model, policies, 1, 150, 5, start=a, stop=b, engine=engine)
+             for a, b in ((0, 61), (61, 150))]
+    for k, policy in enumerate(policies):
+        for name, values in whole[k].outcomes.items():
+            np.testing.assert_array_equal(np.concatenate([p[k].outcomes[name] for p in parts]), values,
+                                          err_msg=f"{policy} {name}")
 
 
 def test_chunks_equal_the_whole_cohort_in_process(derived_scenario):

@@ -19,14 +19,14 @@ import numpy as np
 from joblib import Parallel, delayed
 
 from ..model.definition import ModelDefinition
-from ..model.simulation import CohortResult, simulate_cohort
+from ..model.simulation import CohortResult, simulate_policies
 from ..scenario.schema import Scenario
 
 
 @dataclass(frozen=True)
 class Task:
     replication: int
-    policy: str
+    policies: tuple
     start: int
     stop: int
 
@@ -62,22 +62,40 @@ def effective_jobs(n_jobs: int) -> int:
 
 
 def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_patients: int,
-               n_jobs: int) -> list[Task]:
+               n_jobs: int, engine: str = "auto") -> list[Task]:
+    """Split the work into tasks that never split a shared queue.
+
+    The vectorised engine simulates the access pathway once for the policies
+    of a task, so policies are grouped (as many groups as workers can use);
+    the SimPy engine takes one policy per task."""
+    jobs = effective_jobs(n_jobs)
+    if engine == "simpy":
+        groups = [(p,) for p in policies]
+    else:
+        k = max(1, min(len(policies), jobs // max(1, replications)))
+        groups = [tuple(g) for g in np.array_split(np.array(policies, dtype=object), k) if len(g)]
     chunks = 1
     if not model.has_finite_resources:
-        per_task = max(1, effective_jobs(n_jobs) // max(1, len(policies) * replications))
+        per_task = max(1, jobs // max(1, len(groups) * replications))
         chunks = max(1, min(per_task, n_patients // 500))
     bounds = np.linspace(0, n_patients, chunks + 1).round().astype(int)
-    return [Task(r, p, int(a), int(b)) for r in range(replications) for p in policies
+    return [Task(r, group, int(a), int(b)) for r in range(replications) for group in groups
             for a, b in itertools.pairwise(bounds)]
 
 
-def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, record_events: bool) -> CohortResult:
-    return simulate_cohort(model, task.policy, task.replication, n_patients, seed,
-                           start=task.start, stop=task.stop, record_events=record_events)
+def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, record_events: bool,
+              engine: str) -> list[CohortResult]:
+    return simulate_policies(model, task.policies, task.replication, n_patients, seed, start=task.start,
+                             stop=task.stop, record_events=record_events, engine=engine)
 
 
-def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress=None) -> ExperimentResult:
+# Below this many patient-policy trajectories, starting worker processes
+# costs more than it saves.
+IN_PROCESS_BELOW = 40_000
+
+
+def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress=None,
+                   engine: str | None = None) -> ExperimentResult:
     """Simulate every replication and policy of ``scenario``."""
     started = time.perf_counter()
     model = ModelDefinition(scenario)
@@ -85,22 +103,24 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress=None)
     n_jobs = run.n_jobs if n_jobs is None else n_jobs
     policies = scenario.policy_names
     n_patients = scenario.cohort.size
-    tasks = plan_tasks(model, policies, run.replications, n_patients, n_jobs)
+    engine = run.engine if engine is None else engine
+    trajectories = n_patients * len(policies) * run.replications
+    if trajectories < IN_PROCESS_BELOW and engine != "simpy":
+        n_jobs = 1
+    tasks = plan_tasks(model, policies, run.replications, n_patients, n_jobs, engine)
     jobs = min(effective_jobs(n_jobs), len(tasks))
-    calls = (delayed(_run_task)(model, t, n_patients, run.seed, run.write_events) for t in tasks)
+    calls = [delayed(_run_task)(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks]
     if jobs == 1:
-        parts = []
-        for call, task in zip(calls, tasks):
-            function, args, kwargs = call
-            parts.append(function(*args, **kwargs))
-            if progress:
-                progress(task)
+        iterator = (function(*args, **kwargs) for function, args, kwargs in calls)
     else:
-        parts = []
-        for part, task in zip(Parallel(n_jobs=jobs, return_as="generator")(calls), tasks):
-            parts.append(part)
-            if progress:
-                progress(task)
+        iterator = Parallel(n_jobs=jobs, return_as="generator")(calls)
+    parts = []
+    for results, task in zip(iterator, tasks, strict=True):
+        parts.extend(results)
+        if progress:
+            progress(task)
     elapsed = time.perf_counter() - started
+    engines = sorted({p.engine for p in parts})
     return ExperimentResult(scenario, policies, run.replications, n_patients, run.seed, parts,
-                            timings={"simulate_seconds": round(elapsed, 3), "tasks": len(tasks), "workers": jobs})
+                            timings={"simulate_seconds": round(elapsed, 3), "tasks": len(tasks), "workers": jobs,
+                                     "engine": "+".join(engines)})

@@ -13,7 +13,9 @@ from .cohort import arrival_days, sample_cohort
 from .definition import ModelDefinition
 from .patient import Patient
 from .random import RandomStreams
-from .records import OutcomeTable, event_columns
+from .records import OUTCOME_FIELDS, OutcomeTable, event_columns
+
+ENGINES = ("auto", "vectorised", "simpy")
 
 
 @dataclass
@@ -26,12 +28,48 @@ class CohortResult:
     covariates: dict  # column -> array
     events: dict  # column -> array, one row per event
     resource_use: dict  # resource -> {"busy_days": float, "capacity": int|None, "span_days": float}
+    engine: str = "simpy"
+
+
+def simulate_policies(model: ModelDefinition, policies, replication: int, n_patients: int, seed: int,
+                      start: int = 0, stop: int | None = None, record_events: bool = True,
+                      engine: str = "auto") -> list[CohortResult]:
+    """Simulate patients ``start .. stop-1`` under each policy (same patients,
+    same random numbers).  ``engine``: "simpy" (the reference, one process per
+    patient), "vectorised" or "auto" (the vectorised engine, which falls back
+    to SimPy for a policy whose transplant beds would have queued)."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
+    if engine == "simpy":
+        return [simulate_cohort(model, policy, replication, n_patients, seed, start, stop, record_events)
+                for policy in policies]
+    from .vectorised import simulate_policies as vectorised_policies
+
+    stop = n_patients if stop is None else stop
+    streams = RandomStreams(seed, replication, stop, model.stream_slots)
+    covariates = sample_cohort(model.scenario.cohort, model.blast_multiplier, streams)
+    arrivals = arrival_days(model.scenario.cohort.arrivals.rate_per_day, streams)
+    fast = vectorised_policies(model, policies, streams, covariates, arrivals, start, stop)
+    results = []
+    for policy in policies:
+        if fast[policy] is None:
+            results.append(simulate_cohort(model, policy, replication, n_patients, seed, start, stop, record_events))
+            continue
+        outcomes, events, use = fast[policy]
+        outcomes = {"patient": outcomes["patient"], **{k: outcomes[k] for k in OUTCOME_FIELDS}}
+        results.append(CohortResult(
+            replication=replication, policy=policy, outcomes=outcomes,
+            covariates={n: covariates[n][start:stop] for n in covariates},
+            events=event_columns(events) if record_events else event_columns([]),
+            resource_use=use, engine="vectorised"))
+    return results
 
 
 def simulate_cohort(model: ModelDefinition, policy: str, replication: int, n_patients: int,
                     seed: int, start: int = 0, stop: int | None = None,
                     record_events: bool = True) -> CohortResult:
-    """Simulate patients ``start .. stop-1`` of a cohort of ``n_patients``."""
+    """Simulate patients ``start .. stop-1`` of a cohort of ``n_patients``
+    with the SimPy reference engine (one process per patient)."""
     stop = n_patients if stop is None else stop
     streams = RandomStreams(seed, replication, stop, model.stream_slots)
     covariates = sample_cohort(model.scenario.cohort, model.blast_multiplier, streams)

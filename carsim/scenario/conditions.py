@@ -15,6 +15,8 @@ import ast
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 _ALLOWED = (
     ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
     ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
@@ -90,3 +92,70 @@ def parse_condition(text, known_names=None) -> Condition:
     )
     code = compile(ast.fix_missing_locations(lam), f"<condition {text}>", "eval")
     return Condition(source=text.strip(), names=frozenset(rewriter.names), evaluate=eval(code, {}))
+
+
+class _Vectorise(ast.NodeTransformer):
+    """Rewrite a condition to work element-wise on NumPy arrays:
+    and/or/not become logical_and/or/not, chained comparisons are split, and
+    ``x in (...)`` becomes ``isin``."""
+
+    def visit_BoolOp(self, node):
+        self.generic_visit(node)
+        fn = "_and" if isinstance(node.op, ast.And) else "_or"
+        return ast.copy_location(ast.Call(ast.Name(fn, ast.Load()), node.values, []), node)
+
+    def visit_UnaryOp(self, node):
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not):
+            return ast.copy_location(ast.Call(ast.Name("_not", ast.Load()), [node.operand], []), node)
+        return node
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        parts, left = [], node.left
+        for op, right in zip(node.ops, node.comparators, strict=True):
+            if isinstance(op, (ast.In, ast.NotIn)):
+                call = ast.Call(ast.Name("_isin", ast.Load()), [left, right], [])
+                part = ast.Call(ast.Name("_not", ast.Load()), [call], []) if isinstance(op, ast.NotIn) else call
+            else:
+                part = ast.Compare(left, [op], [right])
+            parts.append(part)
+            left = right
+        if len(parts) == 1:
+            return ast.copy_location(parts[0], node)
+        return ast.copy_location(ast.Call(ast.Name("_and", ast.Load()), parts, []), node)
+
+
+def _and(*values):
+    out = values[0]
+    for v in values[1:]:
+        out = np.logical_and(out, v)
+    return out
+
+
+def _or(*values):
+    out = values[0]
+    for v in values[1:]:
+        out = np.logical_or(out, v)
+    return out
+
+
+def _isin(value, options):
+    return np.isin(value, list(options))
+
+
+_VECTOR_GLOBALS = {"_and": _and, "_or": _or, "_not": np.logical_not, "_isin": _isin}
+
+
+def vectorise_condition(condition: Condition):
+    """An element-wise version of ``condition``: a function of a state whose
+    attributes are arrays, returning a boolean array (or a scalar for a
+    condition on constants only)."""
+    tree = ast.parse(condition.source, mode="eval")
+    tree = _RewriteNames().visit(tree)
+    tree = ast.fix_missing_locations(_Vectorise().visit(tree))
+    lam = ast.Expression(body=ast.Lambda(
+        args=ast.arguments(posonlyargs=[], args=[ast.arg(arg="s")], kwonlyargs=[], kw_defaults=[], defaults=[]),
+        body=tree.body))
+    return eval(compile(ast.fix_missing_locations(lam), f"<vector condition {condition.source}>", "eval"),
+                dict(_VECTOR_GLOBALS))

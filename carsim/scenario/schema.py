@@ -492,6 +492,7 @@ class Run(Strict):
     n_jobs: int = 1
     policies: list[str] | None = None  # which policies to run, in order (the first is the reference)
     write_events: bool = True
+    engine: Literal["auto", "vectorised", "simpy"] = "auto"
 
     @field_validator("n_jobs")
     @classmethod

@@ -1,0 +1,873 @@
+"""The fast engine: the same model as :mod:`carsim.model.patient`, computed
+for a whole cohort at once.
+
+* Before infusion, patients interact through the apheresis and
+  manufacturing queues.  That stretch is an exact discrete-event loop over a
+  heap (first come, first served, leaving the queue at death or withdrawal),
+  in plain Python but only a handful of events a patient.  It does not depend
+  on the policy, so it runs once for all policies.
+* After infusion, every patient advances one event per round: each round
+  computes all patients' next event times from their hazard clocks and
+  schedules, takes the earliest per patient, and applies that event to all
+  patients who have it with array operations.  Hazard clocks bank used
+  hazard exactly as :class:`carsim.model.hazards.HazardClock` does.
+* Transplant beds are the one post-infusion resource.  The engine assumes a
+  free bed at the end of the donor search and then checks the assumption:
+  if beds would ever have been over-subscribed, the cohort is simulated by
+  the SimPy engine instead (``engine`` in the result says which ran).
+
+With the same random numbers (the same per-patient rows, see
+:mod:`carsim.model.random`) the two engines produce the same patients.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+
+import numpy as np
+
+from .._units import DAYS_PER_MONTH
+from ..scenario.conditions import vectorise_condition
+from .definition import CompiledHazard, CompiledProbability, Factor, ModelDefinition
+from .patient import DEFAULT_ACTIONS, RELAPSE_PHENOTYPES
+from .records import OUTCOME_FIELDS
+
+INF = np.inf
+_DAY28, _MONTH3 = 28.0, 365.25 / 4
+
+# ------------------------------------------------------------------ vector functions of the state
+
+
+class _View:
+    """Attribute access to the state arrays of the patients ``idx`` at ``now``."""
+
+    __slots__ = ("_arrays", "_idx", "_infusion", "_now")
+
+    def __init__(self, arrays: dict, idx, now, infusion):
+        self._arrays, self._idx, self._now, self._infusion = arrays, idx, now, infusion
+
+    def __getattr__(self, name):
+        if name == "days_since_infusion":
+            return np.where(np.isnan(self._infusion[self._idx]), 0.0, self._now - self._infusion[self._idx])
+        if name == "months_since_infusion":
+            return self.days_since_infusion / DAYS_PER_MONTH
+        return self._arrays[name][self._idx]
+
+
+def _vector_factor(factor: Factor):
+    if factor.condition is not None:
+        test = vectorise_condition(factor.condition)
+        return lambda view, n: np.where(np.broadcast_to(test(view), (n,)), factor.value, 1.0)
+    return lambda view, n: factor.value ** np.asarray(getattr(view, factor.per), dtype=float)
+
+
+class _VectorProduct:
+    def __init__(self, factors):
+        self.parts = [_vector_factor(f) for f in factors]
+
+    def __call__(self, view, n):
+        out = np.ones(n)
+        for part in self.parts:
+            out = out * part(view, n)
+        return out
+
+
+def _vector_probability(probability: CompiledProbability):
+    product = _VectorProduct(probability.odds_ratios)
+    base = probability.base
+
+    def evaluate(view, n):
+        if not product.parts:
+            return np.full(n, base)
+        ratio = product(view, n)
+        if base >= 1.0:
+            return np.ones(n)
+        if base <= 0.0:
+            return np.zeros(n)
+        odds = base / (1.0 - base) * ratio
+        with np.errstate(invalid="ignore", over="ignore"):
+            p = odds / (1.0 + odds)
+        return np.where(np.isinf(ratio), 1.0, np.where(ratio == 0, 0.0, p))
+
+    return evaluate
+
+
+class VectorModel:
+    """Array versions of a ModelDefinition's multipliers, probabilities and rules."""
+
+    def __init__(self, model: ModelDefinition):
+        self.model = model
+        self.hazards = {}
+        self.probabilities = {}
+        for name in ("pre_infusion_death", "pre_infusion_withdrawal", "bca_loss", "mrd_emergence",
+                     "non_relapse_death"):
+            self.hazards[name] = _VectorProduct(getattr(model, name).factors)
+        for name, hazard in model.relapse.items():
+            self.hazards[name] = _VectorProduct(hazard.factors)
+        for name in ("severe_crs", "severe_icans", "early_death", "complete_remission", "mrd_positive_at_assessment",
+                     "reremission", "transplant_death", "regain_bca"):
+            self.probabilities[name] = _vector_probability(getattr(model, name))
+        self.rules = {
+            policy_name: {event: [(rule.index, vectorise_condition(rule.condition), rule.action) for rule in rules]
+                          for event, rules in policy.rules_by_event.items()}
+            for policy_name, policy in model.policies.items()
+        }
+
+
+def vector_model(model: ModelDefinition) -> VectorModel:
+    cached = getattr(model, "_vector_model", None)
+    if cached is None:
+        cached = VectorModel(model)
+        model._vector_model = cached
+    return cached
+
+
+def _fire_times(law, origin, since, used, threshold, multiplier):
+    """Absolute time each clock fires (inf when the multiplier is 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        base = law.cumulative_hazard(since - origin)
+        target = base + (threshold - used) / multiplier
+        out = origin + law.inverse_cumulative_hazard(target)
+    return np.where(multiplier > 0, out, INF)
+
+
+def _exp1(u):
+    return -np.log1p(-np.asarray(u, dtype=float))
+
+
+# ------------------------------------------------------------------ before infusion (shared by all policies)
+
+_ARRIVE, _REFERRED, _DEFERRED, _APH_DONE, _MFG_DONE, _INFUSE, _EXIT = range(7)
+
+
+class PreInfusion:
+    """Outcome of the access pathway for patients start..stop-1 (policy-independent)."""
+
+    def __init__(self, model: ModelDefinition, streams, covariates: dict, arrivals: np.ndarray, start: int, stop: int):
+        vm = vector_model(model)
+        n = stop - start
+        self.n = n
+        self.start = start
+        self.events: list[tuple] = []
+        arrays = {name: np.asarray(values[start:stop]) for name, values in covariates.items()}
+        arrays.update(_initial_state(n))
+        self.covariates = arrays
+        view = _View(arrays, slice(None), 0.0, np.full(n, np.nan))
+        arrival = np.asarray(arrivals[start:stop], dtype=float)
+        pre = streams.block("pre_infusion")[start:stop]
+        horizon = model.horizon_days
+        t_death = arrival + _clock_once(model.pre_infusion_death, vm.hazards["pre_infusion_death"](view, n), pre[:, 0])
+        t_withdraw = arrival + _clock_once(model.pre_infusion_withdrawal,
+                                           vm.hazards["pre_infusion_withdrawal"](view, n), pre[:, 1])
+        t_censor = arrival + horizon
+        survival_after_exit = model.survival_after_withdrawal.from_uniform(pre[:, 2])
+        referral = model.referral_delay.from_uniform(streams.block("referral")[start:stop, 0])
+        aph = streams.block("apheresis")[start:stop]
+        mfg = streams.block("manufacturing")[start:stop]
+        attempts = model.max_manufacturing_attempts
+        deferral = model.apheresis_deferral.from_uniform(aph[:, 0])
+        aph_duration = np.column_stack([model.apheresis_duration.from_uniform(aph[:, 2 * a + 1])
+                                        for a in range(attempts)])
+        mfg_duration = np.column_stack([model.manufacturing_duration.from_uniform(mfg[:, 3 * a])
+                                        for a in range(attempts)])
+        infusion_delay = model.infusion_delay.from_uniform(streams.block("infusion")[start:stop, 0])
+
+        out = {name: np.full(n, default, dtype=_dtype(default)) for name, default in OUTCOME_FIELDS.items()}
+        out["arrival_day"] = arrival.copy()
+        self.out = out
+        self.infusion_time = np.full(n, np.nan)
+
+        # Python lists: scalar access in the event loop is several times faster than NumPy's.
+        arrival_l, death_l, withdraw_l, censor_l = arrival.tolist(), t_death.tolist(), t_withdraw.tolist(), \
+            t_censor.tolist()
+        exit_time = np.minimum(np.minimum(t_death, t_withdraw), t_censor).tolist()
+        referral_l, deferral_l, infusion_l = referral.tolist(), deferral.tolist(), infusion_delay.tolist()
+        aph_l, mfg_l = aph_duration.tolist(), mfg_duration.tolist()
+        fail_l = [[mfg[i, 3 * a + 1] for a in range(attempts)] for i in range(n)]
+        recollect_l = [[mfg[i, 3 * a + 2] for a in range(attempts)] for i in range(n)]
+        deferred_l = np.asarray(arrays["apheresis_deferred"], dtype=bool).tolist()
+        survival_l = survival_after_exit.tolist()
+        failure_p, recollection_p = model.manufacturing_failure, model.recollection
+        caps = {"apheresis": model.capacities["apheresis"], "manufacturing": model.capacities["manufacturing"]}
+        busy = {"apheresis": 0, "manufacturing": 0}
+        waiting = {"apheresis": deque(), "manufacturing": deque()}
+        holding = [None] * n
+        status = [0] * n  # 0 on the pathway, 1 infused, 2 left
+        token = [0] * n
+        attempt = [0] * n
+        asked = [0.0] * n
+        hold_start = [0.0] * n
+        busy_days = {"apheresis": 0.0, "manufacturing": 0.0}
+        first_request = {"apheresis": None, "manufacturing": None}
+        last_release = {"apheresis": None, "manufacturing": None}
+        started = [0.0] * n
+        aph_day = [np.nan] * n
+        mfg_wait = [0.0] * n
+        record = self.events.append
+        patient_ids = list(range(start, stop))
+        heap = []
+        seq = 0
+
+        def push(time, kind, i):
+            nonlocal seq
+            heapq.heappush(heap, (time, seq, kind, i, token[i]))
+            seq += 1
+
+        def request(resource, i, now):
+            asked[i] = now
+            if first_request[resource] is None:
+                first_request[resource] = now
+            cap = caps[resource]
+            if cap is None or busy[resource] < cap:
+                begin(resource, i, now)
+            else:
+                waiting[resource].append(i)
+
+        def begin(resource, i, now):
+            if caps[resource] is not None:
+                busy[resource] += 1
+                holding[i] = resource
+                hold_start[i] = now
+            if resource == "apheresis":
+                push(now + aph_l[i][attempt[i]], _APH_DONE, i)
+            else:
+                record((patient_ids[i], now - arrival_l[i], "manufacturing_start", ""))
+                started[i] = now
+                push(now + mfg_l[i][attempt[i]], _MFG_DONE, i)
+
+        def release(i, now):
+            resource = holding[i]
+            if resource is None:
+                return
+            holding[i] = None
+            busy[resource] -= 1
+            busy_days[resource] += now - hold_start[i]
+            last_release[resource] = now
+            queue = waiting[resource]
+            while queue:
+                j = queue.popleft()
+                if status[j] == 0:
+                    begin(resource, j, now)
+                    break
+
+        def leave(i, now, reason):
+            """Withdrawn or final product failure: followed for survival."""
+            status[i] = 2
+            token[i] += 1
+            out["pathway_exit_day"][i] = now - arrival_l[i]
+            out["withdrawn"][i] = reason == "withdrawal"
+            if reason == "withdrawal":
+                record((patient_ids[i], now - arrival_l[i], "withdrawal", ""))
+            release(i, now)
+            dies = now + survival_l[i]
+            if dies < censor_l[i]:
+                self._finish(i, dies, "death", "after_" + reason)
+            else:
+                self._finish(i, censor_l[i], "censored", "")
+
+        for i in range(n):
+            push(arrival_l[i], _ARRIVE, i)
+        while heap:
+            now, _, kind, i, tok = heapq.heappop(heap)
+            if tok != token[i] or status[i] != 0:
+                continue
+            if kind == _ARRIVE:
+                record((patient_ids[i], 0.0, "enrolled", ""))
+                push(exit_time[i], _EXIT, i)
+                push(now + referral_l[i], _REFERRED, i)
+            elif kind == _EXIT:
+                if exit_time[i] == death_l[i]:
+                    self._finish(i, now, "death", "pre_infusion")
+                    status[i] = 2
+                    release(i, now)
+                elif exit_time[i] == withdraw_l[i]:
+                    leave(i, now, "withdrawal")
+                else:
+                    self._finish(i, now, "censored", "")
+                    status[i] = 2
+                    release(i, now)
+            elif kind == _REFERRED:
+                if deferred_l[i]:
+                    record((patient_ids[i], now - arrival_l[i], "apheresis_deferred", ""))
+                    push(now + deferral_l[i], _DEFERRED, i)
+                else:
+                    aph_day[i] = now - arrival_l[i]
+                    request("apheresis", i, now)
+            elif kind == _DEFERRED:
+                aph_day[i] = now - arrival_l[i]
+                request("apheresis", i, now)
+            elif kind == _APH_DONE:
+                release(i, now)
+                record((patient_ids[i], now - arrival_l[i], "apheresis", f"attempt {attempt[i] + 1}"))
+                record((patient_ids[i], now - arrival_l[i], "manufacturing_queued", ""))
+                request("manufacturing", i, now)
+            elif kind == _MFG_DONE:
+                release(i, now)
+                mfg_wait[i] += started[i] - asked[i]
+                attempt[i] += 1
+                a = attempt[i]
+                out["manufacturing_attempts"][i] = a
+                if fail_l[i][a - 1] >= failure_p:
+                    push(now + infusion_l[i], _INFUSE, i)
+                    continue
+                record((patient_ids[i], now - arrival_l[i], "manufacturing_failure", f"attempt {a}"))
+                if a < attempts and recollect_l[i][a - 1] < recollection_p:
+                    record((patient_ids[i], now - arrival_l[i], "recollection", ""))
+                    request("apheresis", i, now)
+                    continue
+                out["manufacturing_failure"][i] = True
+                leave(i, now, "manufacturing_failure")
+            elif kind == _INFUSE:
+                status[i] = 1
+                token[i] += 1
+                self.infusion_time[i] = now
+        out["apheresis_day"] = np.asarray(aph_day, dtype=float)
+        self.resource_use = {
+            name: ({"busy_days": busy_days[name], "capacity": caps[name],
+                    "span_days": (last_release[name] or now) - first_request[name]}
+                   if caps[name] is not None and first_request[name] is not None
+                   else {"busy_days": float("nan"), "capacity": None, "span_days": 0.0})
+            for name in ("apheresis", "manufacturing")
+        }
+        out["wait_manufacturing_days"] = np.asarray(mfg_wait, dtype=float)
+
+    def _finish(self, i, time, event, cause):
+        arrival = self.out["arrival_day"][i]
+        self.events.append((self.start + i, time - arrival, event, cause))
+        self.out["end_day"][i] = time - arrival
+        if event == "death":
+            self.out["death_day"][i] = time - arrival
+            self.out["death_cause"][i] = cause
+
+
+def _clock_once(hazard: CompiledHazard, multiplier, uniforms):
+    """Delay to a constant-multiplier clock's firing (inf for a zero multiplier)."""
+    with np.errstate(divide="ignore"):
+        delay = hazard.law.inverse_cumulative_hazard(_exp1(uniforms) / multiplier)
+    return np.where(multiplier > 0, delay, INF)
+
+
+def _dtype(default):
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return np.int64
+    if isinstance(default, float):
+        return float
+    return object
+
+
+def _initial_state(n: int) -> dict:
+    return {
+        "cr": np.zeros(n, bool), "severe_crs": np.zeros(n, bool), "severe_icans": np.zeros(n, bool),
+        "mrd_informative": np.ones(n, bool), "mrd_positive": np.zeros(n, bool),
+        "mrd_positive_tests": np.zeros(n, np.int64), "mrd_test_number": np.full(n, -1, np.int64),
+        "bca_loss_detected": np.zeros(n, bool), "reinfusions": np.zeros(n, np.int64),
+        "bca_regained": np.zeros(n, bool), "hsct_after_car": np.zeros(n, np.int64),
+        "transplanted": np.zeros(n, bool), "hsct_pending": np.zeros(n, bool), "relapsed": np.zeros(n, bool),
+        "relapse_phenotype": np.full(n, "none", dtype=object), "bca_lost": np.zeros(n, bool),
+        "mrd_present": np.zeros(n, bool), "mrd_present_at_hsct": np.zeros(n, bool),
+    }
+
+
+# ------------------------------------------------------------------ after infusion (one policy)
+
+_CLOCKS = ("non_relapse_death", "bca_loss", "mrd_emergence", *RELAPSE_PHENOTYPES)
+(_S_DEATH, _S_CENSOR, _S_RESPONSE, _S_NRM, _S_BCA, _S_MRD, _S_POS, _S_NEG, _S_LS, _S_TEST, _S_DETECT, _S_HSCT,
+ _S_REINFUSION, _S_REREMISSION) = range(14)
+_CLOCK_SOURCE = {name: _S_NRM + k for k, name in enumerate(_CLOCKS)}
+
+
+class PostInfusion:
+    """Rounds of array updates, one event per patient per round."""
+
+    def __init__(self, model: ModelDefinition, policy: str, streams, pre: PreInfusion):
+        self.model, self.vm, self.policy = model, vector_model(model), policy
+        self.rules = self.vm.rules[policy]
+        self.pre = pre
+        n = pre.n
+        self.n = n
+        self.ids = np.arange(pre.start, pre.start + n)
+        self.arrival = pre.out["arrival_day"]
+        self.out = {k: v.copy() for k, v in pre.out.items()}
+        self.state = {k: v.copy() for k, v in pre.covariates.items()}
+        self.events: list[tuple] = []
+        self.infusion = pre.infusion_time.copy()
+        lo, hi = pre.start, pre.start + n
+        self.u = {kind: streams.block(kind)[lo:hi] for kind in
+                  ("toxicity", "response", "mrd", "relapse", "non_relapse_death", "bca", "hsct", "reinfusion")}
+        self.laws = {name: (model.relapse[name].law if name in model.relapse else getattr(model, name).law)
+                     for name in _CLOCKS}
+        self.times = np.full((n, 14), INF)
+        self.clock = {name: {"origin": np.zeros(n), "since": np.zeros(n), "used": np.zeros(n),
+                             "threshold": np.zeros(n), "multiplier": np.ones(n), "running": np.zeros(n, bool)}
+                      for name in _CLOCKS}
+        self.ended = np.ones(n, bool)
+        self.mrd_test_index = np.zeros(n, np.int64)
+        self.test_days = np.asarray(model.mrd_test_days, dtype=float)
+        self.check_days = np.asarray(model.bca_check_days, dtype=float)
+        self.death_after_relapse = np.full(n, INF)
+        self.hsct_consolidative = np.zeros(n, bool)
+        self.beds = []  # (start, end) of each transplant, for the capacity check
+
+    # ------------------------------------------------------------ helpers
+    def view(self, idx, now):
+        return _View(self.state, idx, now, self.infusion)
+
+    def record(self, idx, now, event, detail=""):
+        if len(idx) == 0:
+            return
+        rel = (now - self.arrival[idx]).tolist()
+        pids = self.ids[idx].tolist()
+        if isinstance(detail, str):
+            self.events.extend(zip(pids, rel, [event] * len(pids), [detail] * len(pids), strict=True))
+        else:
+            self.events.extend(zip(pids, rel, [event] * len(pids), list(detail), strict=True))
+
+    def start_clock(self, name, idx, now, origin, uniforms):
+        c = self.clock[name]
+        c["origin"][idx] = origin
+        c["since"][idx] = now
+        c["used"][idx] = 0.0
+        c["threshold"][idx] = _exp1(uniforms)
+        c["multiplier"][idx] = self._multiplier(name, idx, now)
+        c["running"][idx] = True
+        self._retime(name, idx)
+
+    def _multiplier(self, name, idx, now):
+        return self.vm.hazards[name](self.view(idx, now), len(idx))
+
+    def _retime(self, name, idx):
+        c = self.clock[name]
+        times = _fire_times(self.laws[name], c["origin"][idx], c["since"][idx], c["used"][idx],
+                            c["threshold"][idx], c["multiplier"][idx])
+        self.times[idx, _CLOCK_SOURCE[name]] = np.where(c["running"][idx], times, INF)
+
+    def stop_clock(self, name, idx):
+        self.clock[name]["running"][idx] = False
+        self.times[idx, _CLOCK_SOURCE[name]] = INF
+
+    def update_clocks(self, idx, now):
+        """Re-read every running clock's multiplier after a state change; bank
+        the hazard used so far where it changed (as HazardClock.update)."""
+        now = np.broadcast_to(np.asarray(now, dtype=float), idx.shape)
+        for name in _CLOCKS:
+            c = self.clock[name]
+            running = c["running"][idx]
+            if not running.any():
+                continue
+            sub, t = idx[running], now[running]
+            new = self._multiplier(name, sub, t)
+            changed = new != c["multiplier"][sub]
+            if not changed.any():
+                continue
+            sub, t, new = sub[changed], t[changed], new[changed]
+            H = self.laws[name].cumulative_hazard
+            c["used"][sub] += c["multiplier"][sub] * (H(t - c["origin"][sub]) - H(c["since"][sub] - c["origin"][sub]))
+            c["since"][sub] = t
+            c["multiplier"][sub] = new
+            self._retime(name, sub)
+
+    def schedule_death(self, idx, when, cause):
+        earlier = when < self.times[idx, _S_DEATH]
+        sub = idx[earlier]
+        self.times[sub, _S_DEATH] = when[earlier]
+        self.death_cause[sub] = cause
+
+    def finish(self, idx, now):
+        self.ended[idx] = True
+        self.out["end_day"][idx] = now - self.arrival[idx]
+        self.times[idx, :] = INF
+        for name in _CLOCKS:
+            self.clock[name]["running"][idx] = False
+
+    # ------------------------------------------------------------ the run
+    def run(self):
+        m, st, out = self.model, self.state, self.out
+        infused = np.nonzero(~np.isnan(self.infusion))[0]
+        self.death_cause = np.full(self.n, "", dtype=object)
+        if len(infused):
+            self._infuse(infused)
+        while True:
+            active = np.nonzero(~self.ended)[0]
+            if len(active) == 0:
+                break
+            times = self.times[active]
+            source = np.argmin(times, axis=1)
+            when = times[np.arange(len(active)), source]
+            for s in np.unique(source):
+                pick = source == s
+                self._apply(int(s), active[pick], when[pick])
+        return self
+
+    def _apply(self, source, idx, now):
+        if source == _S_DEATH:
+            self._die(idx, now, self.death_cause[idx])
+        elif source == _S_CENSOR:
+            self.record(idx, now, "censored")
+            self.finish(idx, now)
+        elif source == _S_RESPONSE:
+            self.times[idx, _S_RESPONSE] = INF
+            self._response(idx, now)
+        elif source == _S_NRM:
+            self._die(idx, now, "non_relapse")
+        elif source == _S_BCA:
+            self.stop_clock("bca_loss", idx)
+            self._bca_lost(idx, now)
+        elif source == _S_MRD:
+            self.stop_clock("mrd_emergence", idx)
+            self._mrd_emerges(idx, now)
+        elif source in (_S_POS, _S_NEG, _S_LS):
+            self._relapse(idx, now, RELAPSE_PHENOTYPES[source - _S_POS])
+        elif source == _S_TEST:
+            self._mrd_test(idx, now)
+        elif source == _S_DETECT:
+            self.times[idx, _S_DETECT] = INF
+            self._bca_detected(idx, now)
+        elif source == _S_HSCT:
+            self.times[idx, _S_HSCT] = INF
+            self._transplant(idx, now)
+        elif source == _S_REINFUSION:
+            self.times[idx, _S_REINFUSION] = INF
+            self._reinfusion(idx, now)
+        elif source == _S_REREMISSION:
+            self.times[idx, _S_REREMISSION] = INF
+            out = self.out
+            out["reremission_day"][idx] = now - self.arrival[idx]
+            self.record(idx, now, "reremission")
+            self._decide("reremission", idx, now)
+
+    def _die(self, idx, now, cause):
+        out = self.out
+        out["death_day"][idx] = now - self.arrival[idx]
+        out["death_cause"][idx] = cause
+        out["hsct_death"][idx] = np.asarray(cause, dtype=object) == "transplant"
+        self.record(idx, now, "death", cause if isinstance(cause, str) else np.asarray(cause, dtype=object))
+        self.finish(idx, now)
+
+    def _infuse(self, idx):
+        m, st, out, u = self.model, self.state, self.out, self.u
+        now = self.infusion[idx]
+        self.ended[idx] = False
+        out["infused"][idx] = True
+        out["infusion_day"][idx] = now - self.arrival[idx]
+        out["vein_to_vein_days"][idx] = out["infusion_day"][idx] - out["apheresis_day"][idx]
+        self.record(idx, now, "infusion")
+        self.times[idx, _S_CENSOR] = now + m.horizon_days
+        tox = u["toxicity"][idx]
+        view = self.view(idx, now)
+        st["severe_crs"][idx] = tox[:, 0] < self.vm.probabilities["severe_crs"](view, len(idx))
+        st["severe_icans"][idx] = tox[:, 1] < self.vm.probabilities["severe_icans"](view, len(idx))
+        out["severe_crs"][idx] = st["severe_crs"][idx]
+        out["severe_icans"][idx] = st["severe_icans"][idx]
+        crs = idx[st["severe_crs"][idx]]
+        self.record(crs, self.infusion[crs], "severe_crs")
+        icans = idx[st["severe_icans"][idx]]
+        self.record(icans, self.infusion[icans], "severe_icans")
+        early = tox[:, 2] < self.vm.probabilities["early_death"](self.view(idx, now), len(idx))
+        out["early_toxic_death"][idx] = early
+        e = idx[early]
+        self.schedule_death(e, self.infusion[e] + m.time_to_early_death.from_uniform(tox[early, 3]), "toxicity")
+        self.start_clock("non_relapse_death", idx, now, now, u["non_relapse_death"][idx, 0])
+        self.start_clock("bca_loss", idx, now, now, u["bca"][idx, 0])
+        self.times[idx, _S_RESPONSE] = now + m.assessment_day
+
+    def _response(self, idx, now):
+        m, st, out, u = self.model, self.state, self.out, self.u
+        resp = u["response"][idx]
+        cr = resp[:, 0] < self.vm.probabilities["complete_remission"](self.view(idx, now), len(idx))
+        st["cr"][idx] = cr
+        out["cr"][idx] = cr
+        out["response_day"][idx] = now - self.arrival[idx]
+        self.record(idx, now, "response", np.where(cr, "CR", "NR"))
+        nr, nr_now = idx[~cr], now[~cr]
+        self.stop_clock("non_relapse_death", nr)
+        self.stop_clock("bca_loss", nr)
+        self.schedule_death(nr, nr_now + m.survival_after_nonresponse.from_uniform(resp[~cr, 1]), "refractory")
+        self._decide("response", nr, nr_now)
+        yes, now = idx[cr], now[cr]
+        if len(yes) == 0:
+            return
+        mrd = u["mrd"][yes]
+        st["mrd_informative"][yes] = mrd[:, 0] >= m.mrd_uninformative
+        out["mrd_informative"][yes] = st["mrd_informative"][yes]
+        present = mrd[:, 1] < self.vm.probabilities["mrd_positive_at_assessment"](self.view(yes, now), len(yes))
+        st["mrd_present"][yes] = present
+        out["mrd_emergence_day"][yes[present]] = now[present] - self.arrival[yes[present]]
+        origin = self.infusion[yes]
+        rel = u["relapse"][yes]
+        for k, name in enumerate(RELAPSE_PHENOTYPES):
+            self.start_clock(name, yes, now, origin, rel[:, k])
+        absent = ~present
+        self.start_clock("mrd_emergence", yes[absent], now[absent], origin[absent], mrd[absent, 2])
+        self._decide("response", yes, now)
+        alive = ~self.ended[yes]
+        yes, now = yes[alive], now[alive]
+        # MRD surveillance: the first scheduled test not before now
+        since = now - self.infusion[yes]
+        first = np.searchsorted(self.test_days, since - 1e-9, side="left")
+        self.mrd_test_index[yes] = first
+        has = first < len(self.test_days)
+        self.times[yes[has], _S_TEST] = self.infusion[yes[has]] + self.test_days[first[has]]
+        lost = st["bca_lost"][yes]
+        self._schedule_detection(yes[lost], now[lost])
+
+    def _schedule_detection(self, idx, now):
+        if len(idx) == 0:
+            return
+        since = now - self.infusion[idx]
+        k = np.searchsorted(self.check_days, since - 1e-9, side="left")
+        has = k < len(self.check_days)
+        sub = idx[has]
+        when = self.infusion[sub] + self.check_days[k[has]]
+        self.times[sub, _S_DETECT] = np.minimum(self.times[sub, _S_DETECT], when)
+
+    def _bca_lost(self, idx, now):
+        st, out = self.state, self.out
+        st["bca_lost"][idx] = True
+        first = np.isnan(out["bca_loss_day"][idx])
+        out["bca_loss_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.record(idx, now, "bca_lost")
+        self.update_clocks(idx, now)
+        watch = st["cr"][idx] & ~st["relapsed"][idx] & ~st["transplanted"][idx]
+        self._schedule_detection(idx[watch], now[watch])
+
+    def _mrd_emerges(self, idx, now):
+        st, out = self.state, self.out
+        st["mrd_present"][idx] = True
+        first = np.isnan(out["mrd_emergence_day"][idx])
+        out["mrd_emergence_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.record(idx, now, "mrd_emergence")
+        self.update_clocks(idx, now)
+
+    def _relapse(self, idx, now, phenotype):
+        m, st, out, u = self.model, self.state, self.out, self.u
+        st["relapsed"][idx] = True
+        st["relapse_phenotype"][idx] = phenotype
+        out["relapse_day"][idx] = now - self.arrival[idx]
+        out["relapse_phenotype"][idx] = phenotype
+        self.record(idx, now, "relapse", phenotype)
+        for name in _CLOCKS:
+            self.stop_clock(name, idx)
+        cancel = st["hsct_pending"][idx] & self.hsct_consolidative[idx] & np.isfinite(self.times[idx, _S_HSCT])
+        c = idx[cancel]
+        st["hsct_pending"][c] = False
+        self.times[c, _S_HSCT] = INF
+        self.record(c, now[cancel], "hsct_cancelled", "relapse")
+        pending = np.isfinite(self.times[idx, _S_REINFUSION])
+        self.times[idx[pending], _S_REINFUSION] = INF
+        self.record(idx[pending], now[pending], "reinfusion_cancelled", "relapse")
+        self.times[idx, _S_TEST] = INF
+        self.times[idx, _S_DETECT] = INF
+        rel = u["relapse"][idx]
+        delay = m.survival_after_relapse[phenotype].from_uniform(rel[:, 3])
+        self.death_after_relapse[idx] = delay
+        self.schedule_death(idx, now + delay, "post_relapse")
+        self._decide("relapse", idx, now)
+
+    def _salvage(self, idx, now):
+        m, st, u = self.model, self.state, self.u
+        relapsed = st["relapsed"][idx]
+        self.record(idx[~relapsed], now[~relapsed], "decision_skipped", "salvage: not relapsed")
+        idx, now = idx[relapsed], now[relapsed]
+        rel = u["relapse"][idx]
+        p = self.vm.probabilities["reremission"](self.view(idx, now), len(idx))
+        ok = rel[:, 4] < p
+        delay = m.time_to_reremission.from_uniform(rel[:, 5])
+        ok &= delay < self.death_after_relapse[idx]
+        self.times[idx[ok], _S_REREMISSION] = now[ok] + delay[ok]
+
+    def _mrd_test(self, idx, now):
+        m, st, out = self.model, self.state, self.out
+        number = self.mrd_test_index[idx]
+        st["mrd_test_number"][idx] = number
+        informative = st["mrd_informative"][idx]
+        sens_u = self.u["mrd"][idx, 3 + number]
+        positive = informative & st["mrd_present"][idx] & (sens_u < m.mrd_sensitivity)
+        st["mrd_positive"][idx] = positive
+        st["mrd_positive_tests"][idx] += positive
+        first = positive & np.isnan(out["first_mrd_positive_day"][idx])
+        out["first_mrd_positive_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        day = self.test_days[number]
+        d28 = informative & (np.abs(day - _DAY28) < 1)
+        m3 = informative & ~d28 & (np.abs(day - _MONTH3) < 1)
+        out["mrd_day28_positive"][idx[d28]] = positive[d28].astype(float)
+        out["mrd_month3_positive"][idx[m3]] = positive[m3].astype(float)
+        result = np.where(~informative, "uninformative", np.where(positive, "positive", "negative"))
+        self.record(idx, now, "mrd_test", [f"{r} (test {k})" for r, k in zip(result, number.tolist(), strict=True)])
+        nxt = number + 1
+        has = nxt < len(self.test_days)
+        self.mrd_test_index[idx] = nxt
+        self.times[idx, _S_TEST] = INF
+        self.times[idx[has], _S_TEST] = self.infusion[idx[has]] + self.test_days[nxt[has]]
+        self._decide("mrd_result", idx, now)
+
+    def _bca_detected(self, idx, now):
+        st, out = self.state, self.out
+        seen = ~st["relapsed"][idx] & ~st["transplanted"][idx] & st["bca_lost"][idx] & ~st["bca_loss_detected"][idx]
+        idx, now = idx[seen], now[seen]
+        st["bca_loss_detected"][idx] = True
+        first = np.isnan(out["bca_loss_detected_day"][idx])
+        out["bca_loss_detected_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.record(idx, now, "bca_loss_detected")
+        self._decide("bca_loss", idx, now)
+
+    # ------------------------------------------------------------ decisions and actions
+    def _decide(self, event, idx, now):
+        if len(idx) == 0:
+            return
+        action = np.full(len(idx), DEFAULT_ACTIONS.get(event, "observe"), dtype=object)
+        undecided = np.ones(len(idx), bool)
+        details = np.full(len(idx), "", dtype=object)
+        view = self.view(idx, now)
+        for index, test, act in self.rules.get(event, ()):
+            hit = undecided & np.broadcast_to(np.asarray(test(view), dtype=bool), (len(idx),))
+            action[hit] = act
+            details[hit] = f"{event}: rule {index} -> {act}"
+            undecided &= ~hit
+        fired = ~undecided
+        self.record(idx[fired], now[fired], "decision", details[fired])
+        for act, handler in (("hsct", self._request_hsct), ("reinfuse", self._request_reinfusion),
+                             ("salvage", self._salvage)):
+            pick = action == act
+            if pick.any():
+                handler(idx[pick], now[pick])
+
+    def _request_hsct(self, idx, now):
+        m, st, out = self.model, self.state, self.out
+        in_remission = (st["cr"][idx] & ~st["relapsed"][idx]) | (st["relapsed"][idx]
+                                                                 & ~np.isnan(out["reremission_day"][idx]))
+        pending = st["hsct_pending"][idx]
+        self.record(idx[pending], now[pending], "decision_skipped", "hsct: already planned")
+        bad = ~pending & ~in_remission
+        self.record(idx[bad], now[bad], "decision_skipped", "hsct: not in remission")
+        limit = ~pending & in_remission & (st["hsct_after_car"][idx] >= m.max_hsct_after_car)
+        self.record(idx[limit], now[limit], "decision_skipped", "hsct: transplant limit reached")
+        go = ~pending & in_remission & ~limit
+        idx, now = idx[go], now[go]
+        st["hsct_pending"][idx] = True
+        consolidative = ~st["relapsed"][idx]
+        self.hsct_consolidative[idx] = consolidative
+        k = st["hsct_after_car"][idx]
+        u = self.u["hsct"][idx[:, None], 6 * k[:, None] + np.arange(6)]
+        self.record(idx, now, "hsct_planned", np.where(consolidative, "consolidative", "salvage"))
+        self.times[idx, _S_HSCT] = now + m.donor_search.from_uniform(u[:, 0])
+
+    def _transplant(self, idx, now):
+        m, st, out = self.model, self.state, self.out
+        k = st["hsct_after_car"][idx]
+        u = self.u["hsct"][idx[:, None], 6 * k[:, None] + np.arange(6)]
+        occupancy = m.bed_occupancy.from_uniform(u[:, 1])
+        self.beds.append((idx.copy(), now.copy(), now + occupancy))
+        trm = self.vm.probabilities["transplant_death"](self.view(idx, now), len(idx))
+        st["hsct_pending"][idx] = False
+        st["transplanted"][idx] = True
+        st["hsct_after_car"][idx] += 1
+        st["mrd_present_at_hsct"][idx] = st["mrd_present"][idx]
+        out["hsct_count"][idx] = st["hsct_after_car"][idx]
+        first = np.isnan(out["first_hsct_day"][idx])
+        out["first_hsct_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        consolidative = self.hsct_consolidative[idx]
+        out["consolidative_hsct"][idx[consolidative]] = True
+        self.record(idx, now, "hsct", np.where(consolidative, "consolidative", "salvage"))
+        idx, now, u, trm = idx[consolidative], now[consolidative], u[consolidative], trm[consolidative]
+        dies = u[:, 2] < trm
+        self.schedule_death(idx[dies], now[dies] + m.time_to_transplant_death.from_uniform(u[dies, 3]), "transplant")
+        a = u[:, 4] < m.acute_gvhd
+        self.record(idx[a], now[a], "acute_gvhd")
+        c = u[:, 5] < m.chronic_gvhd
+        self.record(idx[c], now[c], "chronic_gvhd")
+        self.stop_clock("bca_loss", idx)
+        self.times[idx, _S_TEST] = INF
+        self.times[idx, _S_DETECT] = INF
+        self.update_clocks(idx, now)
+
+    def _request_reinfusion(self, idx, now):
+        m, st = self.model, self.state
+        bad = ~st["cr"][idx] | st["relapsed"][idx] | st["transplanted"][idx]
+        self.record(idx[bad], now[bad], "decision_skipped", "reinfuse: not in first remission without HSCT")
+        limit = ~bad & (st["reinfusions"][idx] >= m.max_reinfusions)
+        self.record(idx[limit], now[limit], "decision_skipped", "reinfuse: reinfusion limit reached")
+        pending = ~bad & ~limit & np.isfinite(self.times[idx, _S_REINFUSION])
+        self.record(idx[pending], now[pending], "decision_skipped", "reinfuse: already planned")
+        go = ~bad & ~limit & ~pending
+        idx, now = idx[go], now[go]
+        k = st["reinfusions"][idx]
+        self.record(idx, now, "reinfusion_planned")
+        delay = m.reinfusion_delay.from_uniform(self.u["reinfusion"][idx, 2 * k])
+        self.times[idx, _S_REINFUSION] = now + delay
+
+    def _reinfusion(self, idx, now):
+        m, st, out = self.model, self.state, self.out
+        k = st["reinfusions"][idx]
+        st["reinfusions"][idx] += 1
+        out["reinfusions"][idx] = st["reinfusions"][idx]
+        self.record(idx, now, "reinfusion")
+        p = self.vm.probabilities["regain_bca"](self.view(idx, now), len(idx))
+        regained = self.u["reinfusion"][idx, 2 * k + 1] < p
+        st["bca_regained"][idx] = regained
+        r, r_now = idx[regained], now[regained]
+        out["bca_regained"][r] = True
+        st["bca_lost"][r] = False
+        st["bca_loss_detected"][r] = False
+        self.stop_clock("bca_loss", r)
+        self.start_clock("bca_loss", r, r_now, r_now, self.u["bca"][r, k[regained] + 1])
+        self.update_clocks(r, r_now)
+        self.record(idx, now, "reinfusion_result", np.where(regained, "bca_regained", "no_bca"))
+        self._decide("reinfusion_result", idx, now)
+
+    def bed_intervals(self):
+        """(start, end) of each transplant bed stay; a death or the end of
+        follow-up frees the bed early."""
+        if not self.beds:
+            return np.zeros(0), np.zeros(0)
+        idx = np.concatenate([b[0] for b in self.beds])
+        starts = np.concatenate([b[1] for b in self.beds])
+        ends = np.concatenate([b[2] for b in self.beds])
+        return starts, np.minimum(ends, self.arrival[idx] + self.out["end_day"][idx])
+
+    def beds_suffice(self) -> bool:
+        """Were beds never over-subscribed?  Then no one queued, and assuming
+        a free bed was exact."""
+        capacity = self.model.capacities["hsct_beds"]
+        starts, ends = self.bed_intervals()
+        if capacity is None or len(starts) <= capacity:
+            return True
+        times = np.concatenate([starts, ends])
+        steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+        order = np.lexsort((steps, times))  # a bed freed at t serves a request at t
+        return int(np.cumsum(steps[order]).max()) <= capacity
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def simulate_policies(model: ModelDefinition, policies, streams, covariates: dict, arrivals: np.ndarray,
+                      start: int, stop: int):
+    """Outcome columns and events per policy for patients start..stop-1, or
+    None for a policy whose transplant beds would have queued (the caller then
+    runs the SimPy engine, where queues are modelled)."""
+    pre = PreInfusion(model, streams, covariates, arrivals, start, stop)
+    results = {}
+    for policy in policies:
+        post = PostInfusion(model, policy, streams, pre).run()
+        if not post.beds_suffice():
+            results[policy] = None
+            continue
+        out = post.out
+        out["patient"] = post.ids.copy()
+        results[policy] = (out, pre.events + post.events, _resource_use(model, pre, post))
+    return results
+
+
+def _resource_use(model, pre, post) -> dict:
+    use = dict(pre.resource_use)
+    capacity = model.capacities["hsct_beds"]
+    if capacity is None or not post.beds:
+        use["hsct_beds"] = {"busy_days": float("nan"), "capacity": None, "span_days": 0.0}
+    else:
+        starts, ends = post.bed_intervals()
+        use["hsct_beds"] = {"busy_days": float(np.sum(ends - starts)), "capacity": capacity,
+                            "span_days": float(ends.max() - starts.min())}
+    return use
