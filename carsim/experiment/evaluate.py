@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..analysis.endpoints import compute_metrics
 from ..model.definition import ModelDefinition
-from ..model.simulation import simulate_cohort
+from ..model.simulation import simulate_policies
 from ..scenario.schema import Scenario
 
 
@@ -22,8 +22,8 @@ def evaluate_policies(scenario: Scenario, replication: int, seed: int | None = N
     n_patients = scenario.cohort.size if n_patients is None else n_patients
     horizon_days = scenario.run.horizon_years * 365.25
     rows = []
-    for policy in scenario.policy_names:
-        part = simulate_cohort(model, policy, replication, n_patients, seed, record_events=False)
+    for part in simulate_policies(model, scenario.policy_names, replication, n_patients, seed,
+                                  record_events=False, engine=scenario.run.engine):
         patients = {**part.outcomes, **{k: v for k, v in part.covariates.items() if k not in part.outcomes}}
-        rows += [(policy, *row) for row in compute_metrics(patients, horizon_days)]
+        rows += [(part.policy, *row) for row in compute_metrics(patients, horizon_days)]
     return rows

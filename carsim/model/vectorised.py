@@ -484,7 +484,6 @@ class PostInfusion:
 
     # ------------------------------------------------------------ the run
     def run(self):
-        m, st, out = self.model, self.state, self.out
         infused = np.nonzero(~np.isnan(self.infusion))[0]
         self.death_cause = np.full(self.n, "", dtype=object)
         if len(infused):
@@ -799,7 +798,7 @@ class PostInfusion:
         self.times[idx, _S_REINFUSION] = now + delay
 
     def _reinfusion(self, idx, now):
-        m, st, out = self.model, self.state, self.out
+        st, out = self.state, self.out
         k = st["reinfusions"][idx]
         st["reinfusions"][idx] += 1
         out["reinfusions"][idx] = st["reinfusions"][idx]
