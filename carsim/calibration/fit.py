@@ -24,7 +24,7 @@ from scipy import optimize
 from ..errors import ScenarioError
 from ..experiment.runner import effective_jobs
 from ..model.definition import ModelDefinition
-from ..model.simulation import simulate_cohort
+from ..model.simulation import simulate_policies
 from ..scenario.loader import resolve_extends
 from ..scenario.schema import Scenario
 from .outputs import compute_output
@@ -70,7 +70,8 @@ def from_unit(parameter: Parameter, z: float) -> float:
 
 
 def _simulate_group(model: ModelDefinition, policy: str, n_patients: int, seed: int, start: int, stop: int):
-    part = simulate_cohort(model, policy, 0, n_patients, seed, start=start, stop=stop, record_events=False)
+    (part,) = simulate_policies(model, [policy], 0, n_patients, seed, start=start, stop=stop, record_events=False,
+                                engine=model.scenario.run.engine)
     return {**part.outcomes, **{k: v for k, v in part.covariates.items() if k not in part.outcomes}}
 
 

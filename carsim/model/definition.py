@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from ..scenario.conditions import Condition, parse_condition
 from ..scenario.schema import Hazard, LogisticProbability, Multiplier, Scenario
 from .distributions import Distribution
+from .state import STATE_VARIABLES
+
+DYNAMIC_VARIABLES = frozenset(STATE_VARIABLES) - {"marrow_blasts_infusion"}
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,17 @@ class CompiledPolicy:
         return None
 
 
+def reads_state(factor: Factor) -> bool:
+    """Does the factor read the patient's changing state (not only baseline covariates)?"""
+    names = factor.condition.names if factor.condition is not None else {factor.per}
+    return bool(set(names) & DYNAMIC_VARIABLES)
+
+
 def compile_hazard(spec: Hazard) -> CompiledHazard:
-    return CompiledHazard(spec.law.build(), tuple(Factor.from_spec(m) for m in spec.multipliers))
+    # Baseline-covariate factors first: both engines multiply in this order,
+    # so the vectorised engine can compute that part once per patient.
+    factors = [Factor.from_spec(m) for m in spec.multipliers]
+    return CompiledHazard(spec.law.build(), tuple(sorted(factors, key=reads_state)))
 
 
 def compile_probability(spec) -> CompiledProbability:

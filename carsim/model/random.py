@@ -32,27 +32,29 @@ class RandomStreams:
         self.replication = int(replication)
         self.n_patients = int(n_patients)
         self.slots = dict(slots)
-        self._blocks: dict[str, list] = {}
+        self._blocks: dict[str, np.ndarray] = {}
+        self._lists: dict[str, list] = {}
 
     def block(self, kind: str) -> np.ndarray:
         """The (n_patients, slots) matrix of uniforms of ``kind``."""
         try:
-            return self._blocks[kind][0]
+            return self._blocks[kind]
         except KeyError:
             pass
         if kind not in self.slots:
             raise KeyError(f"unknown random stream {kind!r}")
         seq = np.random.SeedSequence(self.seed, spawn_key=(self.replication, stream_id(kind)))
         matrix = np.random.Generator(np.random.PCG64(seq)).random((self.n_patients, self.slots[kind]))
-        # Python lists make scalar reads in the event loop several times faster.
-        self._blocks[kind] = (matrix, matrix.tolist())
+        self._blocks[kind] = matrix
         return matrix
 
     def row(self, kind: str, patient: int) -> list:
         """Patient's uniforms of ``kind`` as a list (fast scalar access)."""
-        if kind not in self._blocks:
-            self.block(kind)
-        return self._blocks[kind][1][patient]
+        rows = self._lists.get(kind)
+        if rows is None:
+            # Python lists make scalar reads in the event loop several times faster.
+            rows = self._lists[kind] = self.block(kind).tolist()
+        return rows[patient]
 
     def uniform(self, kind: str, patient: int, slot: int = 0) -> float:
         return self.row(kind, patient)[slot]

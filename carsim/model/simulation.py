@@ -49,7 +49,7 @@ def simulate_policies(model: ModelDefinition, policies, replication: int, n_pati
     streams = RandomStreams(seed, replication, stop, model.stream_slots)
     covariates = sample_cohort(model.scenario.cohort, model.blast_multiplier, streams)
     arrivals = arrival_days(model.scenario.cohort.arrivals.rate_per_day, streams)
-    fast = vectorised_policies(model, policies, streams, covariates, arrivals, start, stop)
+    fast = vectorised_policies(model, policies, streams, covariates, arrivals, start, stop, record_events)
     results = []
     for policy in policies:
         if fast[policy] is None:
@@ -60,7 +60,7 @@ def simulate_policies(model: ModelDefinition, policies, replication: int, n_pati
         results.append(CohortResult(
             replication=replication, policy=policy, outcomes=outcomes,
             covariates={n: covariates[n][start:stop] for n in covariates},
-            events=event_columns(events) if record_events else event_columns([]),
+            events=events if record_events else event_columns([]),
             resource_use=use, engine="vectorised"))
     return results
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from .._units import DAYS_PER_MONTH
 from ..scenario.conditions import vectorise_condition
-from .definition import CompiledHazard, CompiledProbability, Factor, ModelDefinition
+from .definition import CompiledHazard, CompiledProbability, Factor, ModelDefinition, reads_state
 from .patient import DEFAULT_ACTIONS, RELAPSE_PHENOTYPES
 from .records import OUTCOME_FIELDS
 
@@ -64,13 +64,20 @@ def _vector_factor(factor: Factor):
 
 class _VectorProduct:
     def __init__(self, factors):
-        self.parts = [_vector_factor(f) for f in factors]
+        self.factors = tuple(factors)
+        self.parts = [_vector_factor(f) for f in self.factors]
 
     def __call__(self, view, n):
         out = np.ones(n)
         for part in self.parts:
             out = out * part(view, n)
         return out
+
+    def split(self):
+        """(static, dynamic) products: factors that read only baseline
+        covariates can be evaluated once per patient."""
+        return (_VectorProduct([f for f in self.factors if not reads_state(f)]),
+                _VectorProduct([f for f in self.factors if reads_state(f)]))
 
 
 def _vector_probability(probability: CompiledProbability):
@@ -108,6 +115,7 @@ class VectorModel:
         for name in ("severe_crs", "severe_icans", "early_death", "complete_remission", "mrd_positive_at_assessment",
                      "reremission", "transplant_death", "regain_bca"):
             self.probabilities[name] = _vector_probability(getattr(model, name))
+        self.split_hazards = {name: product.split() for name, product in self.hazards.items()}
         self.rules = {
             policy_name: {event: [(rule.index, vectorise_condition(rule.condition), rule.action) for rule in rules]
                           for event, rules in policy.rules_by_event.items()}
@@ -144,11 +152,13 @@ _ARRIVE, _REFERRED, _DEFERRED, _APH_DONE, _MFG_DONE, _INFUSE, _EXIT = range(7)
 class PreInfusion:
     """Outcome of the access pathway for patients start..stop-1 (policy-independent)."""
 
-    def __init__(self, model: ModelDefinition, streams, covariates: dict, arrivals: np.ndarray, start: int, stop: int):
+    def __init__(self, model: ModelDefinition, streams, covariates: dict, arrivals: np.ndarray, start: int, stop: int,
+                 record_events: bool = True):
         vm = vector_model(model)
         n = stop - start
         self.n = n
         self.start = start
+        self.record_events = record_events
         self.events: list[tuple] = []
         arrays = {name: np.asarray(values[start:stop]) for name, values in covariates.items()}
         arrays.update(_initial_state(n))
@@ -204,7 +214,7 @@ class PreInfusion:
         started = [0.0] * n
         aph_day = [np.nan] * n
         mfg_wait = [0.0] * n
-        record = self.events.append
+        record = self.events.append if record_events else (lambda event: None)
         patient_ids = list(range(start, stop))
         heap = []
         seq = 0
@@ -334,7 +344,8 @@ class PreInfusion:
 
     def _finish(self, i, time, event, cause):
         arrival = self.out["arrival_day"][i]
-        self.events.append((self.start + i, time - arrival, event, cause))
+        if self.record_events:
+            self.events.append((self.start + i, time - arrival, event, cause))
         self.out["end_day"][i] = time - arrival
         if event == "death":
             self.out["death_day"][i] = time - arrival
@@ -382,8 +393,10 @@ _CLOCK_SOURCE = {name: _S_NRM + k for k, name in enumerate(_CLOCKS)}
 class PostInfusion:
     """Rounds of array updates, one event per patient per round."""
 
-    def __init__(self, model: ModelDefinition, policy: str, streams, pre: PreInfusion):
+    def __init__(self, model: ModelDefinition, policy: str, streams, pre: PreInfusion, record_events: bool = True):
         self.model, self.vm, self.policy = model, vector_model(model), policy
+        self.record_events = record_events
+        self.chunks: list[tuple] = []
         self.rules = self.vm.rules[policy]
         self.pre = pre
         n = pre.n
@@ -392,7 +405,6 @@ class PostInfusion:
         self.arrival = pre.out["arrival_day"]
         self.out = {k: v.copy() for k, v in pre.out.items()}
         self.state = {k: v.copy() for k, v in pre.covariates.items()}
-        self.events: list[tuple] = []
         self.infusion = pre.infusion_time.copy()
         lo, hi = pre.start, pre.start + n
         self.u = {kind: streams.block(kind)[lo:hi] for kind in
@@ -409,21 +421,35 @@ class PostInfusion:
         self.check_days = np.asarray(model.bca_check_days, dtype=float)
         self.death_after_relapse = np.full(n, INF)
         self.hsct_consolidative = np.zeros(n, bool)
-        self.beds = []  # (start, end) of each transplant, for the capacity check
+        self.beds = []  # (patients, start, end) of transplants, for the capacity check
+        self.static_multiplier = {}
 
     # ------------------------------------------------------------ helpers
     def view(self, idx, now):
         return _View(self.state, idx, now, self.infusion)
 
     def record(self, idx, now, event, detail=""):
-        if len(idx) == 0:
+        """Append events as array chunks (in time order for each patient)."""
+        if not self.record_events or len(idx) == 0:
             return
-        rel = (now - self.arrival[idx]).tolist()
-        pids = self.ids[idx].tolist()
-        if isinstance(detail, str):
-            self.events.extend(zip(pids, rel, [event] * len(pids), [detail] * len(pids), strict=True))
-        else:
-            self.events.extend(zip(pids, rel, [event] * len(pids), list(detail), strict=True))
+        rel = np.broadcast_to(now - self.arrival[idx], idx.shape)
+        self.chunks.append((self.ids[idx], rel, event, detail))
+
+    def event_columns(self) -> dict:
+        """Pre-infusion events and post-infusion chunks as columns, each
+        patient's events in time order."""
+        pre = self.pre.events
+        parts = [(np.array([e[0] for e in pre], dtype=np.int64), np.array([e[1] for e in pre], dtype=float),
+                  np.array([e[2] for e in pre], dtype=object), np.array([e[3] for e in pre], dtype=object))]
+        for pids, rel, event, detail in self.chunks:
+            n = len(pids)
+            parts.append((pids, np.asarray(rel, dtype=float), np.full(n, event, dtype=object),
+                          np.full(n, detail, dtype=object) if isinstance(detail, str)
+                          else np.asarray(detail, dtype=object)))
+        patient, time_days, event, detail = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        order = np.argsort(patient, kind="stable")
+        return {"patient": patient[order], "time_days": time_days[order], "event": event[order],
+                "detail": detail[order]}
 
     def start_clock(self, name, idx, now, origin, uniforms):
         c = self.clock[name]
@@ -436,7 +462,20 @@ class PostInfusion:
         self._retime(name, idx)
 
     def _multiplier(self, name, idx, now):
-        return self.vm.hazards[name](self.view(idx, now), len(idx))
+        """Baseline-covariate factors (computed once per patient) times the
+        state-dependent ones, in the order the SimPy engine multiplies them."""
+        static, dynamic = self.vm.split_hazards[name]
+        if name not in self.static_multiplier:
+            everyone = np.arange(self.n)
+            self.static_multiplier[name] = static(self.view(everyone, 0.0), self.n)
+        cached = self.static_multiplier[name]
+        if not dynamic.parts:
+            return cached[idx]
+        out = cached[idx].copy()
+        view = self.view(idx, now)
+        for part in dynamic.parts:
+            out = out * part(view, len(idx))
+        return out
 
     def _retime(self, name, idx):
         c = self.clock[name]
@@ -693,8 +732,10 @@ class PostInfusion:
         m3 = informative & ~d28 & (np.abs(day - _MONTH3) < 1)
         out["mrd_day28_positive"][idx[d28]] = positive[d28].astype(float)
         out["mrd_month3_positive"][idx[m3]] = positive[m3].astype(float)
-        result = np.where(~informative, "uninformative", np.where(positive, "positive", "negative"))
-        self.record(idx, now, "mrd_test", [f"{r} (test {k})" for r, k in zip(result, number.tolist(), strict=True)])
+        if self.record_events:
+            result = np.where(~informative, "uninformative", np.where(positive, "positive", "negative"))
+            self.record(idx, now, "mrd_test",
+                        [f"{r} (test {k})" for r, k in zip(result.tolist(), number.tolist(), strict=True)])
         nxt = number + 1
         has = nxt < len(self.test_days)
         self.mrd_test_index[idx] = nxt
@@ -843,20 +884,21 @@ class PostInfusion:
 
 
 def simulate_policies(model: ModelDefinition, policies, streams, covariates: dict, arrivals: np.ndarray,
-                      start: int, stop: int):
-    """Outcome columns and events per policy for patients start..stop-1, or
-    None for a policy whose transplant beds would have queued (the caller then
-    runs the SimPy engine, where queues are modelled)."""
-    pre = PreInfusion(model, streams, covariates, arrivals, start, stop)
+                      start: int, stop: int, record_events: bool = True):
+    """Outcome columns, event columns and resource use per policy for patients
+    start..stop-1, or None for a policy whose transplant beds would have
+    queued (the caller then runs the SimPy engine, where queues are modelled)."""
+    pre = PreInfusion(model, streams, covariates, arrivals, start, stop, record_events)
     results = {}
     for policy in policies:
-        post = PostInfusion(model, policy, streams, pre).run()
+        post = PostInfusion(model, policy, streams, pre, record_events).run()
         if not post.beds_suffice():
             results[policy] = None
             continue
         out = post.out
         out["patient"] = post.ids.copy()
-        results[policy] = (out, pre.events + post.events, _resource_use(model, pre, post))
+        events = post.event_columns() if record_events else None
+        results[policy] = (out, events, _resource_use(model, pre, post))
     return results
 
 

@@ -1,0 +1,98 @@
+"""carsim speed benchmark: baseline scenario at several sizes, all four
+policies, beside a fixed reference toy model (for ratios across machines).
+
+    python benchmarks/benchmark.py                 # 1k, 10k, 100k patients
+    python benchmarks/benchmark.py --sizes 1000 10000 --engine simpy
+
+Prints, per size: wall time, patients/s, patient-policy trajectories/s,
+events/s and peak memory, for one core (in-process) and for the experiment
+runner with all cores; then the reference toy's patients/s and the ratio.
+Not a test: machines are noisy, compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def peak_memory_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def one_core(scenario, n: int, engine: str) -> dict:
+    from carsim.model.definition import ModelDefinition
+    from carsim.model.simulation import simulate_policies
+
+    model = ModelDefinition(scenario)
+    started = time.perf_counter()
+    parts = simulate_policies(model, scenario.policy_names, 0, n, scenario.run.seed, engine=engine)
+    seconds = time.perf_counter() - started
+    events = sum(len(p.events["event"]) for p in parts)
+    trajectories = n * len(parts)
+    return {"patients": n, "policies": len(parts), "seconds": round(seconds, 3),
+            "patients_per_s": round(n / seconds), "trajectories_per_s": round(trajectories / seconds),
+            "events_per_s": round(events / seconds), "events_per_trajectory": round(events / trajectories, 1),
+            "engines": sorted({p.engine for p in parts})}
+
+
+def all_cores(scenario, n: int, engine: str, replications: int) -> dict:
+    from carsim.experiment.runner import run_experiment
+
+    scenario = scenario.model_copy(update={"run": scenario.run.model_copy(update={
+        "replications": replications, "n_jobs": -1, "write_events": False, "engine": engine})})
+    started = time.perf_counter()
+    result = run_experiment(scenario)
+    seconds = time.perf_counter() - started
+    trajectories = n * len(result.policies) * replications
+    return {"patients": n * replications, "seconds": round(seconds, 3),
+            "trajectories_per_s": round(trajectories / seconds), "workers": result.timings["workers"]}
+
+
+def carsim_run_wall() -> float:
+    """The whole `carsim run scenarios/baseline.yaml`, start-up included."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "carsim", "run", str(ROOT / "scenarios" / "baseline.yaml"), "--quiet",
+                    "--out", str(ROOT / "results" / "benchmark-run")], check=True, capture_output=True)
+    return round(time.perf_counter() - started, 2)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--engine", default="auto", choices=("auto", "vectorised", "simpy"))
+    parser.add_argument("--toy-patients", type=int, default=100000)
+    parser.add_argument("--skip-run", action="store_true", help="skip timing the whole carsim run")
+    args = parser.parse_args()
+
+    from carsim.scenario import load_scenario
+    from reference_toy import run_toy
+
+    scenario = load_scenario(ROOT / "scenarios" / "baseline.yaml")
+    toy = run_toy(args.toy_patients)
+    print(json.dumps({"reference_toy": {k: round(v, 3) if isinstance(v, float) else v for k, v in toy.items()}}))
+    for n in args.sizes:
+        row = one_core(scenario, n, args.engine)
+        row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
+        row["peak_memory_mib"] = round(peak_memory_mib())
+        print(json.dumps({"one_core": row}))
+    for n in args.sizes:
+        replications = max(1, 20000 // n) if n < 20000 else 1
+        row = all_cores(scenario, n, args.engine, replications)
+        row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
+        print(json.dumps({"all_cores": row}))
+    if not args.skip_run:
+        print(json.dumps({"carsim_run_baseline_wall_seconds": carsim_run_wall()}))
+
+
+if __name__ == "__main__":
+    main()
