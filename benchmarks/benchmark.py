@@ -74,8 +74,9 @@ def main():
     parser.add_argument("--skip-run", action="store_true", help="skip timing the whole carsim run")
     args = parser.parse_args()
 
-    from carsim.scenario import load_scenario
     from reference_toy import run_toy
+
+    from carsim.scenario import load_scenario
 
     scenario = load_scenario(ROOT / "scenarios" / "baseline.yaml")
     toy = run_toy(args.toy_patients)

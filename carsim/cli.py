@@ -84,10 +84,65 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the file)")
     cal.add_argument("--max-evaluations", type=_positive_int,
                      help="simulations per stage at most (default from the file; small values for a quick look)")
-    from .experiment import dsa, psa
 
-    psa.add_parser(commands)
-    dsa.add_parser(commands)
+    psa = commands.add_parser("psa", help="probabilistic sensitivity analysis over the scenario's distributions",
+                              description="Draw every value with a 'distribution:', simulate every policy per draw "
+                                          "(common random numbers within a draw); write psa_draws.csv, "
+                                          "psa_parameters.csv, psa_summary, psa_probability_best, psa_incremental "
+                                          "(CSV, Markdown, LaTeX) and psa_scatter.png. Finished chunks of draws are "
+                                          "checkpointed: --resume DIR continues an interrupted run.")
+    psa.add_argument("--draws", type=_positive_int, help="parameter draws (required unless --resume)")
+    psa.add_argument("--resume", type=Path, metavar="DIR", help="continue the interrupted run in DIR")
+    psa.add_argument("--keep-patients", action="store_true", default=None, help="also keep patient tables (large)")
+    psa.add_argument("--chunk-size", type=_positive_int, help="draws per checkpoint (default: about 20 chunks)")
+    dsa = commands.add_parser("dsa", help="one-way sensitivity analysis (tornado) over the uncertain values",
+                              description="Set each value with a 'distribution:' to the low and high end of its "
+                                          "interval, all runs on the same patients; write tornado (CSV, Markdown, "
+                                          "LaTeX), tornado.png and dsa_runs.csv.")
+    dsa.add_argument("--compare", metavar="POLICY[:REFERENCE]",
+                     help="one policy's outcome, or POLICY minus REFERENCE (default: second minus first policy)")
+    dsa.add_argument("--replication", type=_non_negative_int, default=0, help="replication all runs use (default 0)")
+    for sub, kind in ((psa, "psa"), (dsa, "dsa")):
+        sub.add_argument("scenario", type=Path, help="scenario YAML file")
+        sub.add_argument("--outcome", default="os", help="metric (default os)")
+        sub.add_argument("--time", type=float, default=24, help="months, for survival metrics (default 24)")
+        sub.add_argument("--origin", choices=("infusion", "enrollment"), help="time zero (default infusion)")
+        sub.add_argument("--patients", type=_positive_int, help="patients per run (default: cohort.size)")
+        sub.add_argument("--seed", type=_non_negative_int, help="master seed (default: run.seed)")
+        sub.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the scenario)")
+        sub.add_argument("--backend", choices=("loky", "dask"), default="loky", help="joblib backend (default loky)")
+        sub.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
+        sub.add_argument("--out", type=Path, help=f"results folder (default results/<scenario>/{kind}/<timestamp>/)")
+        sub.add_argument("--quiet", action="store_true", help="print only the results folder")
+    trial = commands.add_parser("trial", help="power and type I error of a simulated randomised trial",
+                                description="Simulate a randomised trial of the policies named in a trial file "
+                                            "(arms, accrual, sample sizes, follow-up, endpoint and test, assumption "
+                                            "grid); write power (CSV, Markdown, LaTeX), trials.csv and power.png.")
+    trial.add_argument("trial", type=Path, help="trial YAML file (e.g. scenarios/trial_surveillance_hsct.yaml)")
+    trial.add_argument("--trials", type=_positive_int, help="simulated trials per row (default from the file)")
+    gsa = commands.add_parser("gsa", help="global sensitivity analysis (Sobol' or Morris, SALib)",
+                              description="Sample the values with a 'distribution:' by quantile (SALib), simulate "
+                                          "each sample on the same patients and write the indices (gsa_indices: "
+                                          "CSV, Markdown, LaTeX), gsa_samples.csv and gsa.png.")
+    gsa.add_argument("scenario", type=Path, help="scenario YAML file")
+    gsa.add_argument("--method", choices=("sobol", "morris"), default="sobol", help="default sobol")
+    gsa.add_argument("--samples", type=_positive_int,
+                     help="Sobol' base samples, a power of two (default 64; N x (k + 2) runs) or Morris "
+                          "trajectories (default 20; N x (k + 1) runs)")
+    gsa.add_argument("--parameters", metavar="PATH[,PATH...]", help="only these uncertain parameters (default all)")
+    gsa.add_argument("--compare", metavar="POLICY[:REFERENCE]",
+                     help="one policy's outcome, or POLICY minus REFERENCE (default: second minus first policy)")
+    gsa.add_argument("--outcome", default="os", help="metric (default os)")
+    gsa.add_argument("--time", type=float, default=24, help="months, for survival metrics (default 24)")
+    gsa.add_argument("--origin", choices=("infusion", "enrollment"), help="time zero (default infusion)")
+    gsa.add_argument("--patients", type=_positive_int, help="patients per run (default: cohort.size)")
+    for sub, kind in ((trial, "trial_<name>"), (gsa, "gsa")):
+        sub.add_argument("--seed", type=_non_negative_int, help="master seed (default from the file)")
+        sub.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the scenario)")
+        sub.add_argument("--backend", choices=("loky", "dask"), default="loky", help="joblib backend (default loky)")
+        sub.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
+        sub.add_argument("--out", type=Path, help=f"results folder (default results/<scenario>/{kind}/<timestamp>/)")
+        sub.add_argument("--quiet", action="store_true", help="print only the results folder")
     return parser
 
 
@@ -180,6 +235,14 @@ def main(argv=None) -> int:
             from .experiment.dsa import command_dsa
 
             return command_dsa(args)
+        if args.command == "trial":
+            from .experiment.trial import command_trial
+
+            return command_trial(args)
+        if args.command == "gsa":
+            from .experiment.gsa import command_gsa
+
+            return command_gsa(args)
     except CarsimError as exc:
         print(f"carsim: error: {exc}", file=sys.stderr)
         return 2
