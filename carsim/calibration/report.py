@@ -14,6 +14,11 @@ from ..experiment.output import atomic_write
 from .fit import MAIN, Calibrator
 from .outputs import compute_output
 
+# outputs whose definition fixes their own time origin
+_ORIGIN_FREE = {"enrollment_to_infusion_days", "relapse_share_cd19pos", "relapse_share_cd19neg",
+                "relapse_share_lineage_switch", "cd19neg_share_of_relapses_with_bca",
+                "high_burden_share_of_nonresponders", "median_os_after_relapse_months", "relapse_any"}
+
 REPORT_COLUMNS = ["id", "kind", "what", "cohort", "output", "published", "interval_lower", "interval_upper",
                   "interval", "model", "model_lower", "model_upper", "difference", "inside", "fitted",
                   "objective_share", "note", "source"]
@@ -86,7 +91,7 @@ def recovery_rows(spec, published: dict, recovered: list[tuple]) -> pd.DataFrame
 
 def _describe_output(target) -> str:
     m = target.mapping
-    text = f"{m.output} from {m.origin}"
+    text = m.output if m.output in _ORIGIN_FREE else f"{m.output} from {m.origin}"
     if target.time_months is not None:
         text += f" at {target.time_months:g} mo"
     if m.censor_at_hsct:
@@ -131,11 +136,12 @@ def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seco
     recovered = table[table.kind == "input recovered"]
     if len(recovered):
         lines += ["", "## Inputs recovered from the simulated cohort", "",
-                  "| input | published HR (95% CI) | recovered HR (95% CI) | inside | method |",
+                  "| input | published HR (interval) | recovered HR (95% CI) | inside | method |",
                   "| --- | --- | --- | --- | --- |"]
         for row in recovered.itertuples():
             lines.append(f"| `{row.id}` | {_fmt(row.published, 2)} ({_fmt(row.interval_lower, 2)}-"
-                         f"{_fmt(row.interval_upper, 2)}) | {_fmt(row.model, 2)} ({_fmt(row.model_lower, 2)}-"
+                         f"{_fmt(row.interval_upper, 2)}; {row.interval}) | {_fmt(row.model, 2)} "
+                         f"({_fmt(row.model_lower, 2)}-"
                          f"{_fmt(row.model_upper, 2)}) | {'yes' if row.inside else '**no**'} | {row.output}; "
                          f"{row.note} |")
     lines += ["", "## Fitted parameters", "", "| stage | parameter | prior | fitted |", "| --- | --- | --- | --- |"]
