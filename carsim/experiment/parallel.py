@@ -17,6 +17,7 @@ from ..errors import CarsimError
 from .runner import effective_jobs
 
 BACKENDS = ("loky", "dask")
+_ACTIVE_BACKEND = "loky"
 
 
 class BackendError(CarsimError):
@@ -27,6 +28,7 @@ class BackendError(CarsimError):
 def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs: int = -1):
     """Configure joblib for ``backend``; for dask, connect a Client to
     ``scheduler`` (an address such as tcp://host:8786) or start a local one."""
+    global _ACTIVE_BACKEND
     if backend == "loky":
         with parallel_config(backend="loky", n_jobs=effective_jobs(n_jobs)):
             yield
@@ -40,7 +42,7 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
     if scheduler:
         try:
             client = Client(scheduler, timeout="10s")
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             raise BackendError(f"cannot reach the dask scheduler at {scheduler}: {exc}") from None
         cluster = None
     else:
@@ -49,8 +51,10 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
         client = Client(cluster)
     try:
         with parallel_config(backend="dask"):
+            _ACTIVE_BACKEND = "dask"
             yield
     finally:
+        _ACTIVE_BACKEND = "loky"
         client.close()
         if cluster is not None:
             cluster.close()
@@ -66,7 +70,8 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     jobs = effective_jobs(n_jobs)
     bar = _progress_bar(len(items), progress)
     results = []
-    if jobs == 1 or len(items) <= 1:
+    # On a dask cluster even one job goes to the cluster; locally one job runs in-process.
+    if (jobs == 1 and _ACTIVE_BACKEND != "dask") or len(items) <= 1:
         iterator: Iterable = (function(item) for item in items)
     else:
         iterator = Parallel(n_jobs=jobs, return_as="generator")(delayed(function)(item) for item in items)

@@ -1,0 +1,90 @@
+"""Report tables in three formats: CSV (for other tools), Markdown (for
+reading) and LaTeX (for papers).
+
+``write_table(frame, folder, stem)`` writes ``stem.csv``, ``stem.md`` and
+``stem.tex``, each atomically.  CSV keeps full precision; Markdown and LaTeX
+show numbers to four significant digits and missing values as empty cells.
+The LaTeX is a plain ``tabular`` with ``booktabs`` rules (no jinja2 or
+tabulate needed).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..experiment.output import atomic_write
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def format_cell(value, digits: int = 4) -> str:
+    """A cell as text: integers whole, other numbers to ``digits`` significant digits, NaN empty."""
+    if value is None or value is pd.NA:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        x = float(value)
+        if math.isnan(x):
+            return ""
+        if x.is_integer() and abs(x) < 1e15:
+            return str(int(x))
+        return f"{x:.{digits}g}"
+    return str(value)
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def to_markdown(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A GitHub-flavoured Markdown pipe table (numbers right-aligned)."""
+    def cell(value):
+        return format_cell(value, digits).replace("|", r"\|").replace("\n", " ")
+
+    header = "| " + " | ".join(cell(c) for c in frame.columns) + " |"
+    rule = "| " + " | ".join("---:" if _is_numeric(frame[c]) else "---" for c in frame.columns) + " |"
+    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False, name=None)]
+    return "\n".join([header, rule, *rows]) + "\n"
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def to_latex(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A ``tabular`` with booktabs rules (``\\usepackage{booktabs}``)."""
+    align = "".join("r" if _is_numeric(frame[c]) else "l" for c in frame.columns)
+
+    def line(values):
+        return " & ".join(latex_escape(format_cell(v, digits)) for v in values) + r" \\"
+
+    body = [line(row) for row in frame.itertuples(index=False, name=None)]
+    return "\n".join([
+        "% requires \\usepackage{booktabs}",
+        f"\\begin{{tabular}}{{{align}}}",
+        "\\toprule",
+        line(frame.columns),
+        "\\midrule",
+        *body,
+        "\\bottomrule",
+        "\\end{tabular}",
+    ]) + "\n"
+
+
+def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4) -> list[Path]:
+    """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` in ``folder``; returns the paths."""
+    folder = Path(folder)
+    paths = [folder / f"{stem}.csv", folder / f"{stem}.md", folder / f"{stem}.tex"]
+    atomic_write(paths[0], lambda p: frame.to_csv(p, index=False))
+    atomic_write(paths[1], lambda p: p.write_text(to_markdown(frame, digits), encoding="utf-8"))
+    atomic_write(paths[2], lambda p: p.write_text(to_latex(frame, digits), encoding="utf-8"))
+    return paths
