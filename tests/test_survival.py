@@ -302,3 +302,25 @@ def test_import_does_not_pull_in_pandas_or_lifelines():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_competing_risks_matches_the_single_cause_estimators():
+    """One risk table for all causes gives each cause's Aalen-Johansen
+    incidence and the Kaplan-Meier of any event; together they sum to one."""
+    from carsim.analysis.survival import competing_risks
+
+    rng = np.random.default_rng(8)
+    n = 400
+    durations = np.round(rng.exponential(1.0, n), 2)  # ties included
+    causes = rng.integers(0, 4, n)
+    times = np.array([0.1, 0.5, 1.0, 2.5])
+    survival, incidence = competing_risks(durations, causes, 3, times)
+    np.testing.assert_allclose(survival, kaplan_meier(durations, causes > 0, times), atol=1e-12)
+    for k in range(3):
+        np.testing.assert_allclose(incidence[k], cumulative_incidence(durations, causes, k + 1, times), atol=1e-12)
+    np.testing.assert_allclose(survival + incidence.sum(axis=0), 1.0, atol=1e-12)
+    weights = bootstrap_weights(rng, n, 4)
+    survival_b, incidence_b = competing_risks(durations, causes, 3, times, weights)
+    assert survival_b.shape == (4, 4) and incidence_b.shape == (4, 3, 4)
+    np.testing.assert_allclose(incidence_b[:, 2], cumulative_incidence(durations, causes, 3, times, weights),
+                               atol=1e-12)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._units import DAYS_PER_MONTH
-from .survival import cumulative_incidence, kaplan_meier, restricted_mean
+from .survival import competing_risks, kaplan_meier, restricted_mean
 
 TIMES_MONTHS = (6, 12, 24, 36, 60)
 PHENOTYPES = ("cd19pos", "cd19neg", "lineage_switch")
@@ -88,13 +88,15 @@ def _weights_for(weights, mask):
 
 
 def _share(flag, mask, weights):
-    flag = flag[mask].astype(float)
     if weights is None:
-        return float(flag.mean()) if flag.size else np.nan
-    w = weights[:, mask]
-    total = w.sum(axis=1)
+        chosen = flag[mask]
+        return float(chosen.mean()) if chosen.size else np.nan
+    # Weighted share without copying the (B, n) weights: B dot products.
+    mask = np.asarray(mask, dtype=float)
+    total = weights @ mask
+    hits = weights @ (mask * np.asarray(flag, dtype=float))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, w @ flag / total, np.nan)
+        return np.where(total > 0, hits / total, np.nan)
 
 
 def _median(values, mask, weights):
@@ -141,20 +143,26 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
                  int(transplanted.sum())))
 
     times_days = np.asarray(TIMES_MONTHS, dtype=float) * DAYS_PER_MONTH
+    def add(metric, origin, values, n):
+        for t, v in zip(TIMES_MONTHS, np.moveaxis(np.atleast_1d(values), -1, 0), strict=True):
+            rows.append((metric, origin, float(t), v if weights is not None else float(v), n))
+
     for origin in ("infusion", "enrollment"):
+        # Responders' relapse-free survival and every cumulative incidence of
+        # relapse come from one Aalen-Johansen risk table.
+        cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin)
+        rfs, incidence = _competing_or_nan(cr_durations, codes, times_days, _weights_for(weights, cr_mask))
+        n_cr = int(cr_mask.sum())
         for endpoint in ("efs", "rfs", "os"):
+            if endpoint == "rfs":
+                add("rfs", origin, rfs, n_cr)
+                continue
             mask, durations, events = endpoint_arrays(p, endpoint, origin)
-            values = _survival_or_nan(kaplan_meier, durations, events, times_days, _weights_for(weights, mask))
-            for t, v in zip(TIMES_MONTHS, np.moveaxis(np.atleast_1d(values), -1, 0)):
-                rows.append((endpoint, origin, float(t), v if weights is not None else float(v), int(mask.sum())))
-        mask, durations, codes = endpoint_arrays(p, "cir", origin)
-        w = _weights_for(weights, mask)
-        for metric, causes in [("cir", PHENOTYPES)] + [(f"cir_{c}", (c,)) for c in PHENOTYPES]:
-            relapse_codes = np.where(np.isin(codes, [CAUSE_CODES[c] for c in causes]), 1,
-                                     np.where(codes > 0, 2, 0))
-            values = _survival_or_nan(cumulative_incidence, durations, relapse_codes, times_days, w, cause=1)
-            for t, v in zip(TIMES_MONTHS, np.moveaxis(np.atleast_1d(values), -1, 0)):
-                rows.append((metric, origin, float(t), v if weights is not None else float(v), int(mask.sum())))
+            add(endpoint, origin, _survival_or_nan(kaplan_meier, durations, events, times_days,
+                                                   _weights_for(weights, mask)), int(mask.sum()))
+        add("cir", origin, incidence[..., :len(PHENOTYPES), :].sum(axis=-2), n_cr)
+        for phenotype in PHENOTYPES:
+            add(f"cir_{phenotype}", origin, incidence[..., CAUSE_CODES[phenotype] - 1, :], n_cr)
         mask, durations, events = endpoint_arrays(p, "os", origin)
         if durations.size:
             tau = horizon_days if origin == "enrollment" else min(horizon_days, float(durations.max()))
@@ -164,6 +172,22 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
         rows.append(("rmst_os", origin, round(tau / DAYS_PER_MONTH, 3) if durations.size else np.nan,
                      rmst if weights is not None else float(rmst), int(mask.sum())))
     return rows
+
+
+def _competing_or_nan(durations, codes, times_days, weights):
+    """(relapse-free survival, incidence per cause) at ``times_days``; NaN
+    beyond the longest follow-up."""
+    n_causes = DEATH_IN_REMISSION
+    batch = () if weights is None else (weights.shape[0],)
+    if durations.size == 0:
+        return np.full(batch + (len(times_days),), np.nan), np.full(batch + (n_causes, len(times_days)), np.nan)
+    survival, incidence = competing_risks(durations, codes, n_causes, times_days, weights)
+    beyond = times_days > durations.max() + 1e-9
+    survival = np.array(survival, dtype=float)
+    incidence = np.array(incidence, dtype=float)
+    survival[..., beyond] = np.nan
+    incidence[..., beyond] = np.nan
+    return survival, incidence
 
 
 def _survival_or_nan(estimator, durations, labels, times_days, weights, **kw):

@@ -23,6 +23,7 @@ import numpy as np
 
 __all__ = [
     "bootstrap_weights",
+    "competing_risks",
     "cumulative_incidence",
     "kaplan_meier",
     "kaplan_meier_ci",
@@ -185,6 +186,27 @@ def cumulative_incidence(durations, causes, cause: int, times, weights=None) -> 
     increments = survival_before * _hazard(table.deaths[..., 1, :], table.at_risk)
     incidence = _prepend(np.cumsum(increments, axis=-1), 0.0)
     return _step_lookup(table.event_times, incidence, times)
+
+
+def competing_risks(durations, causes, n_causes: int, times, weights=None):
+    """Overall survival and the Aalen–Johansen cumulative incidence of every
+    cause ``1..n_causes`` from one risk table.
+
+    Returns ``(survival, incidence)``: survival shaped as :func:`kaplan_meier`
+    (the KM of any event), incidence with an extra axis of length
+    ``n_causes`` before the time axis.  Incidences of several causes add up
+    to the incidence of their union, and with survival they sum to 1.
+    """
+    durations, causes = _as_durations(durations, causes)
+    weights = _as_weights(weights, durations.size)
+    table = _risk_table(durations, np.asarray(causes, dtype=np.intp), n_causes, weights, _horizon(times))
+    all_deaths = table.deaths.sum(axis=-2)
+    overall = np.cumprod(1.0 - _hazard(all_deaths, table.at_risk), axis=-1)
+    survival_before = _prepend(overall[..., :-1], 1.0)
+    increments = survival_before[..., None, :] * _hazard(table.deaths, table.at_risk[..., None, :])
+    incidence = _prepend(np.cumsum(increments, axis=-1), 0.0)
+    return (_step_lookup(table.event_times, _prepend(overall, 1.0), times),
+            _step_lookup(table.event_times, incidence, times))
 
 
 def restricted_mean(durations, events, tau: float, weights=None):
