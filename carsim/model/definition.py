@@ -180,6 +180,11 @@ class ModelDefinition:
         self.policies = {name: compile_policy(name, scenario.policies[name]) for name in scenario.policy_names}
         self.stream_slots = self._stream_slots()
 
+    def __reduce__(self):
+        # Workers rebuild the compiled model from the (small, plain) scenario:
+        # pickling compiled conditions by value costs far more than compiling.
+        return (ModelDefinition, (self.scenario,))
+
     @property
     def has_finite_resources(self) -> bool:
         return any(c is not None for c in self.capacities.values())
