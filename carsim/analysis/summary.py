@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special
 
 from .endpoints import compute_metrics
 from .survival import bootstrap_weights
@@ -30,7 +30,7 @@ def _t_interval(values: np.ndarray):
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.nanmean(values, axis=0) if values.size else np.nan
         sd = np.nanstd(values, axis=0, ddof=1)
-        half = stats.t.ppf(0.975, np.maximum(count - 1, 1)) * sd / np.sqrt(count)
+        half = special.stdtrit(np.maximum(count - 1, 1), 0.975) * sd / np.sqrt(count)
     half = np.where(count > 1, half, np.nan)
     return mean, mean - half, mean + half
 
@@ -71,7 +71,8 @@ def summarise(result, n_boot: int = 200):
                 summary_rows.append((pol, name, "enrollment", np.nan, est, lo, hi, result.replications))
     else:
         seed_seq = np.random.SeedSequence(result.seed, spawn_key=(2**31 - 1,))
-        weights = bootstrap_weights(np.random.default_rng(seed_seq), result.n_patients, n_boot)
+        # float once: BLAS products and weighted tallies then need no casting per metric
+        weights = bootstrap_weights(np.random.default_rng(seed_seq), result.n_patients, n_boot).astype(float)
         boot, point = {}, {}
         for pol in policies:
             group = result.group(pol, 0)

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from ..model.definition import ModelDefinition
 from ..model.simulation import CohortResult, simulate_policies
@@ -109,11 +108,13 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress=None,
         n_jobs = 1
     tasks = plan_tasks(model, policies, run.replications, n_patients, n_jobs, engine)
     jobs = min(effective_jobs(n_jobs), len(tasks))
-    calls = [delayed(_run_task)(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks]
     if jobs == 1:
-        iterator = (function(*args, **kwargs) for function, args, kwargs in calls)
+        iterator = (_run_task(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
     else:
-        iterator = Parallel(n_jobs=jobs, return_as="generator")(calls)
+        from joblib import Parallel, delayed  # imported only when workers are used: it costs start-up time
+
+        iterator = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(_run_task)(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
     parts = []
     for results, task in zip(iterator, tasks, strict=True):
         parts.extend(results)
