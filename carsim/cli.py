@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub, kind in ((trial, "trial_<name>"), (gsa, "gsa")):
         sub.add_argument("--seed", type=_non_negative_int, help="master seed (default from the file)")
         sub.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the scenario)")
+        sub.add_argument("--engine", choices=("auto", "vectorised", "simpy"), help="simulation engine (run.engine)")
         sub.add_argument("--backend", choices=("loky", "dask"), default="loky", help="joblib backend (default loky)")
         sub.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
         sub.add_argument("--out", type=Path, help=f"results folder (default results/<scenario>/{kind}/<timestamp>/)")
