@@ -15,34 +15,24 @@ from . import __version__
 from .errors import CarsimError
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
+def _whole_number(minimum: int, allow_minus_one: bool = False, what: str = ""):
+    """An argparse type: a whole number >= ``minimum`` (or -1 when allowed)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum and not (allow_minus_one and value == -1):
+            raise argparse.ArgumentTypeError(what or f"expected a number >= {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def _jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value == 0 or value < -1:
-        raise argparse.ArgumentTypeError("expected a positive number of jobs, or -1 for all cores")
-    return value
+_positive_int = _whole_number(1)
+_non_negative_int = _whole_number(0)
+_jobs = _whole_number(1, allow_minus_one=True, what="expected a positive number of jobs, or -1 for all cores")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -76,7 +76,7 @@ def _spec(scenario: Path, **changes) -> dict:
         {"path": "pathway.response.complete_remission.value", "bounds": [0.1, 0.2]}]}]},
      "stages[0].parameters[0].bounds", "outside"),
     ({"subgroups": {"infants": {"fixed": {"age": 0.5}}}}, "subgroups.infants.fixed.age", "unknown covariate"),
-    ({"targets_of": []}, "targets_of", "Extra inputs"),
+    ({"targets_of": []}, "targets_of", "unknown key 'targets_of' (did you mean 'targets'?)"),
 ])
 def test_mapping_typos_are_one_line_errors(tmp_path, capsys, change, key, expected):
     path = _write(tmp_path, _spec(MODEL, **change))

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 from ..errors import ScenarioError
 from ..scenario.loader import read_yaml
 from ..scenario.schema import Strict
+from ..scenario.validation import describe_error, key_path
 from .outputs import OUTPUTS
 
 
@@ -152,9 +153,8 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     try:
         spec = CalibrationSpec.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = ".".join(str(x) for x in error["loc"])
-        raise ScenarioError(path, loc, error["msg"].removeprefix("Value error, ")) from None
+        loc, expected = describe_error(exc.errors()[0], data, CalibrationSpec)
+        raise ScenarioError(path, key_path(loc), expected) from None
     base = path.parent
     targets_path = base / spec.targets_file
     if not targets_path.is_file():

@@ -30,16 +30,16 @@ from __future__ import annotations
 import difflib
 import math
 import re
-import types
 import typing
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..errors import ScenarioError
 from ..scenario.loader import load_scenario, read_yaml
 from ..scenario.parameters import apply_values
 from ..scenario.schema import Scenario, Strict
+from ..scenario.validation import describe_error, key_path
 
 # Keys of the scenario that the trial sets itself (accrual, analysis time,
 # arms, seed): a grid over them would be silently overwritten.
@@ -171,112 +171,6 @@ class TrialSpec(Strict):
     @property
     def block_size(self) -> int:
         return self.randomisation.block_size or 2 * sum(self.ratio)
-
-
-# ------------------------------------------------------------------ one-line errors
-
-
-def key_path(loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _unwrap(annotation, part):
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _unwrap(arg, part)
-            if found is not None:
-                return found
-        return None
-    if origin in (list, tuple):
-        return typing.get_args(annotation)[0] if isinstance(part, int) else None
-    if origin is dict:
-        return typing.get_args(annotation)[1]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        for name, field in annotation.model_fields.items():
-            if part in (name, field.alias):
-                return field.annotation
-    return None
-
-
-def _model_at(root, loc):
-    annotation = root
-    for part in loc:
-        annotation = _unwrap(annotation, part)
-        if annotation is None:
-            return None
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        annotation = next((a for a in typing.get_args(annotation)
-                           if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _allowed(model) -> list[str]:
-    return [f.alias or n for n, f in model.model_fields.items()]
-
-
-def _clean_loc(loc: tuple, data) -> tuple:
-    """Pydantic's error location without its internal segments (union members, tags)."""
-    clean, node = [], data
-    for part in loc:
-        if (isinstance(node, dict) and part in node) or (
-                isinstance(node, list) and isinstance(part, int) and part < len(node)):
-            node = node[part]
-            clean.append(part)
-        elif isinstance(part, str) and ("[" in part or "-" in part):
-            continue
-        else:
-            clean.append(part)
-            node = None
-    return tuple(clean)
-
-
-_KEY_PREFIX = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (.+)$", re.DOTALL)
-
-
-def describe_error(error: dict, data, root) -> tuple[tuple, str]:
-    """(key path, what was expected) for one pydantic error of model ``root``."""
-    loc = _clean_loc(tuple(error["loc"]), data)
-    kind, msg = error["type"], " ".join(error["msg"].split())
-    got = error.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-    if kind == "extra_forbidden":
-        model = _model_at(root, loc[:-1])
-        allowed = _allowed(model) if model else []
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        return loc, (f"unknown key {loc[-1]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                     + (f"; expected one of: {', '.join(allowed)}" if allowed else ""))
-    if kind == "missing":
-        return loc, "missing required key"
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-        match = _KEY_PREFIX.match(msg)
-        model = _model_at(root, loc)
-        if match and model is not None and match.group(1).split(".")[0] in _allowed(model):
-            return loc + tuple(match.group(1).split(".")), match.group(2)
-        return loc, msg
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'|\b(\d+)\b", str((error.get("ctx") or {}).get("expected", "")))
-        choices = [a or b for a, b in choices]
-        hint = difflib.get_close_matches(str(got), choices, n=1)
-        return loc, (f"unknown value {got!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                     + f"; expected one of: {', '.join(choices)}")
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return loc, f"expected a mapping of keys (key: value){shown}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return loc, msg.replace("Input should be ", "expected a number ") + shown
-    if kind in ("too_short", "too_long"):
-        ctx = error.get("ctx") or {}
-        bound = f"at least {ctx.get('min_length')}" if kind == "too_short" else f"at most {ctx.get('max_length')}"
-        return loc, f"expected {bound} entries, got {ctx.get('actual_length')}"
-    if kind.endswith("_parsing") or kind == "int_from_float":
-        msg = msg.split(",")[0]
-    if msg.startswith("Input should be "):
-        msg = "expected " + msg[len("Input should be "):]
-    return loc, f"{msg[0].lower()}{msg[1:]}{shown}"
 
 
 # ------------------------------------------------------------------ loading

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import copy
 import difflib
-import re
-import types
-import typing
 from pathlib import Path
 
 import yaml
@@ -21,6 +18,7 @@ from ..errors import ScenarioError
 from ..model.state import REQUIRED_COVARIATES, STATE_VARIABLES
 from .conditions import ConditionSyntaxError, parse_condition
 from .schema import Multiplier, Scenario
+from .validation import describe_error, key_path
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -135,123 +133,12 @@ def _file_for(loc: tuple, origin: dict, default: Path) -> Path:
     return default
 
 
-def _model_at(loc: tuple):
-    """The pydantic model class reached by following ``loc`` from Scenario."""
-    annotation = Scenario
-    for part in loc:
-        annotation = _unwrap(annotation, part)
-        if annotation is None:
-            return None
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # Optional[Model]
-        annotation = next((a for a in typing.get_args(annotation)
-                           if isinstance(a, type) and issubclass(a, BaseModel)), None)
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
-
-
-def _unwrap(annotation, part):
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(annotation):
-            found = _unwrap(arg, part)
-            if found is not None:
-                return found
-        return None
-    if origin in (list, tuple):
-        return typing.get_args(annotation)[0] if isinstance(part, int) else None
-    if origin is dict:
-        return typing.get_args(annotation)[1]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        for name, field in annotation.model_fields.items():
-            if part in (name, field.alias):
-                return field.annotation
-    return None
-
-
-def _allowed_keys(model) -> list[str]:
-    return [f.alias or n for n, f in model.model_fields.items()]
-
-
-def _key_path(loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _clean_loc(loc: tuple, data) -> tuple:
-    """Drop pydantic's internal segments (union members, validator names)."""
-    clean, node = [], data
-    for part in loc:
-        if (isinstance(node, dict) and part in node) or (
-                isinstance(node, list) and isinstance(part, int) and part < len(node)):
-            node = node[part]
-            clean.append(part)
-        elif isinstance(part, str) and ("[" in part or "-" in part):
-            continue
-        else:
-            clean.append(part)
-            node = None
-    return tuple(clean)
-
-
-# A model-level check may name the key it is about by starting its message
-# with "key: " or "key.sub: " (relative to the model); the loader moves that
-# into the key path.
-_KEY_PREFIX = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (.+)$", re.DOTALL)
-
-
-def _split_key_prefix(message: str, loc: tuple) -> tuple[tuple, str]:
-    match = _KEY_PREFIX.match(message)
-    if match:
-        sub = tuple(match.group(1).split("."))
-        model = _model_at(loc)
-        if model is not None and sub[0] in _allowed_keys(model):
-            return loc + sub, match.group(2)
-    return loc, message
-
-
-def _describe(error: dict, loc: tuple) -> tuple[tuple, str]:
-    """``(key path, what was expected)`` for one pydantic error."""
-    kind, msg = error["type"], " ".join(error["msg"].split())
-    got = error.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-    if kind == "extra_forbidden":
-        model = _model_at(loc[:-1])
-        allowed = _allowed_keys(model) if model else []
-        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        text = f"unknown key {loc[-1]!r}"
-        if hint:
-            text += f" (did you mean {hint[0]!r}?)"
-        return loc, text + (f"; expected one of: {', '.join(allowed)}" if allowed else "")
-    if kind == "missing":
-        return loc, "missing required key"
-    for prefix in ("Value error, ", "Assertion failed, "):
-        if msg.startswith(prefix):
-            return _split_key_prefix(msg[len(prefix):], loc)
-    if kind == "literal_error":
-        choices = re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
-        what = "key" if error["loc"] and error["loc"][-1] == "[key]" else "value"
-        hint = difflib.get_close_matches(str(got), choices, n=1)
-        return loc, (f"unknown {what} {got!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                     + f"; expected one of: {', '.join(choices)}")
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return loc, f"expected a mapping of keys (key: value){shown}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        return loc, msg.replace("Input should be ", "expected a number ") + shown
-    if kind.endswith("_parsing") or kind == "int_from_float":
-        msg = msg.split(",")[0]  # "Input should be a valid integer, unable to parse ..." -> the first part
-    if msg.startswith("Input should be "):
-        msg = "expected " + msg[len("Input should be "):]
-    return loc, f"{msg[0].lower()}{msg[1:]}{shown}"
-
-
 def _validate(data: dict, file_for) -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc, expected = _describe(error, _clean_loc(tuple(error["loc"]), data))
-        raise ScenarioError(file_for(loc), _key_path(loc), expected) from None
+        loc, expected = describe_error(exc.errors()[0], data, Scenario)
+        raise ScenarioError(file_for(loc), key_path(loc), expected) from None
 
 
 def load_scenario(path, overrides: dict | None = None) -> Scenario:
@@ -277,7 +164,7 @@ def load_scenario(path, overrides: dict | None = None) -> Scenario:
             for i, key in enumerate(keys[:-1]):
                 node = node.setdefault(key, {})
                 if not isinstance(node, dict):
-                    raise ScenarioError(file_for(keys[:i + 1]), _key_path(keys[:i + 1]),
+                    raise ScenarioError(file_for(keys[:i + 1]), key_path(keys[:i + 1]),
                                         f"expected a mapping of keys, so that '{dotted}' can be set")
             node[keys[-1]] = value
             origin[keys] = path
@@ -294,7 +181,7 @@ def check_semantics(scenario: Scenario, file_for) -> None:
     """Checks across blocks: conditions, required covariates, bridging levels."""
 
     def fail(loc: tuple, expected: str):
-        raise ScenarioError(file_for(loc), _key_path(loc), expected)
+        raise ScenarioError(file_for(loc), key_path(loc), expected)
 
     covs = scenario.cohort.covariates
     for name, kind in REQUIRED_COVARIATES.items():
