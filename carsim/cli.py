@@ -92,19 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     dsa.add_argument("--compare", metavar="POLICY[:REFERENCE]",
                      help="one policy's outcome, or POLICY minus REFERENCE (default: second minus first policy)")
     dsa.add_argument("--replication", type=_non_negative_int, default=0, help="replication all runs use (default 0)")
-    for sub, kind in ((psa, "psa"), (dsa, "dsa")):
+    for sub in (psa, dsa):
         sub.add_argument("scenario", type=Path, help="scenario YAML file")
-        sub.add_argument("--outcome", default="os", help="metric (default os)")
-        sub.add_argument("--time", type=float, default=24, help="months, for survival metrics (default 24)")
-        sub.add_argument("--origin", choices=("infusion", "enrollment"), help="time zero (default infusion)")
-        sub.add_argument("--patients", type=_positive_int, help="patients per run (default: cohort.size)")
-        sub.add_argument("--seed", type=_non_negative_int, help="master seed (default: run.seed)")
-        sub.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the scenario)")
-        sub.add_argument("--engine", choices=("auto", "vectorised", "simpy"), help="simulation engine (run.engine)")
-        sub.add_argument("--backend", choices=("loky", "dask"), default="loky", help="joblib backend (default loky)")
-        sub.add_argument("--scheduler", help="dask scheduler address, e.g. tcp://host:8786 (with --backend dask)")
-        sub.add_argument("--out", type=Path, help=f"results folder (default results/<scenario>/{kind}/<timestamp>/)")
-        sub.add_argument("--quiet", action="store_true", help="print only the results folder")
     trial = commands.add_parser("trial", help="power and type I error of a simulated randomised trial",
                                 description="Simulate a randomised trial of the policies named in a trial file "
                                             "(arms, accrual, sample sizes, follow-up, endpoint and test, assumption "
@@ -123,11 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     gsa.add_argument("--parameters", metavar="PATH[,PATH...]", help="only these uncertain parameters (default all)")
     gsa.add_argument("--compare", metavar="POLICY[:REFERENCE]",
                      help="one policy's outcome, or POLICY minus REFERENCE (default: second minus first policy)")
-    gsa.add_argument("--outcome", default="os", help="metric (default os)")
-    gsa.add_argument("--time", type=float, default=24, help="months, for survival metrics (default 24)")
-    gsa.add_argument("--origin", choices=("infusion", "enrollment"), help="time zero (default infusion)")
-    gsa.add_argument("--patients", type=_positive_int, help="patients per run (default: cohort.size)")
-    for sub, kind in ((trial, "trial_<name>"), (gsa, "gsa")):
+    for sub in (psa, dsa, gsa):
+        sub.add_argument("--outcome", default="os", help="metric (default os)")
+        sub.add_argument("--time", type=float, default=24, help="months, for survival metrics (default 24)")
+        sub.add_argument("--origin", choices=("infusion", "enrollment"), help="time zero (default infusion)")
+        sub.add_argument("--patients", type=_positive_int, help="patients per run (default: cohort.size)")
+    for sub, kind in ((psa, "psa"), (dsa, "dsa"), (trial, "trial_<name>"), (gsa, "gsa")):
         sub.add_argument("--seed", type=_non_negative_int, help="master seed (default from the file)")
         sub.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the scenario)")
         sub.add_argument("--engine", choices=("auto", "vectorised", "simpy"), help="simulation engine (run.engine)")
