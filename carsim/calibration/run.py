@@ -102,5 +102,3 @@ def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, 
     text = header + yaml.safe_dump(body, sort_keys=False, width=110)
     atomic_write(fitted_path, lambda p: p.write_text(text))
 
-
-__all__ = ["get_path", "run_calibration"]
