@@ -74,3 +74,19 @@ def test_first_command_runs_the_baseline():
     assert "carsim run scenarios/baseline.yaml" in first_block
     ci = (ROOT / ".ci" / "run").read_text()
     assert "test-command" in ci and "pytest" in README.split("<!-- test-command -->")[1].split("```")[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "scenarios").glob("*.yaml")
+                                        if not p.name.startswith("trial_")))
+def test_every_shipped_scenario_runs(name):
+    """Each bundled scenario simulates (a small cohort) under all its policies."""
+    from carsim.analysis.summary import summarise
+    from carsim.experiment.runner import run_experiment
+
+    scenario = load_scenario(ROOT / "scenarios" / name, {"cohort.size": 150, "run.n_jobs": 1})
+    result = run_experiment(scenario)
+    summary, comparison = summarise(result, n_boot=20)
+    assert set(summary.policy) == set(scenario.policy_names)
+    assert set(comparison.policy) == set(scenario.policy_names[1:])
+    infused = summary[(summary.metric == "infused")].estimate
+    assert ((infused > 0.3) & (infused <= 1)).all()
