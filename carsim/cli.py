@@ -201,37 +201,31 @@ def command_run(args) -> int:
     return 0
 
 
+# command -> (module, function), imported only when the command runs (start-up stays fast)
+COMMANDS = {
+    "run": (__name__, "command_run"),
+    "calibrate": (__name__, "command_calibrate"),
+    "psa": ("carsim.experiment.psa", "command_psa"),
+    "dsa": ("carsim.experiment.dsa", "command_dsa"),
+    "trial": ("carsim.experiment.trial", "command_trial"),
+    "gsa": ("carsim.experiment.gsa", "command_gsa"),
+}
+
+
 def main(argv=None) -> int:
+    import importlib
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    module, function = COMMANDS[args.command]
     try:
-        if args.command == "run":
-            return command_run(args)
-        if args.command == "calibrate":
-            return command_calibrate(args)
-        if args.command == "psa":
-            from .experiment.psa import command_psa
-
-            return command_psa(args)
-        if args.command == "dsa":
-            from .experiment.dsa import command_dsa
-
-            return command_dsa(args)
-        if args.command == "trial":
-            from .experiment.trial import command_trial
-
-            return command_trial(args)
-        if args.command == "gsa":
-            from .experiment.gsa import command_gsa
-
-            return command_gsa(args)
+        return getattr(importlib.import_module(module), function)(args)
     except CarsimError as exc:
         print(f"carsim: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("carsim: interrupted", file=sys.stderr)
         return 130
-    return 1
 
 
 if __name__ == "__main__":
