@@ -142,27 +142,11 @@ def command_calibrate(args) -> int:
     return 0
 
 
-def _progress_printer(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="simulating", unit="task", file=sys.stderr, leave=False)
-
-    def step(task):
-        bar.update(1)
-        if bar.n >= total:
-            bar.close()
-
-    return step
-
-
 def command_run(args) -> int:
     from .analysis.report import policy_table
     from .analysis.summary import summarise
     from .experiment.output import default_output_dir, write_results
-    from .experiment.runner import plan_tasks, run_experiment
-    from .model.definition import ModelDefinition
+    from .experiment.runner import run_experiment
     from .scenario import load_scenario
 
     overrides = {}
@@ -180,11 +164,7 @@ def command_run(args) -> int:
         overrides["run.engine"] = args.engine
     scenario = load_scenario(args.scenario, overrides)
     out_dir = args.out or default_output_dir(scenario.name)
-    model = ModelDefinition(scenario)
-    n_tasks = len(plan_tasks(model, scenario.policy_names, scenario.run.replications, scenario.cohort.size,
-                             scenario.run.n_jobs, scenario.run.engine))
-    show_progress = sys.stderr.isatty() and not args.quiet
-    result = run_experiment(scenario, progress=_progress_printer(n_tasks, show_progress))
+    result = run_experiment(scenario, progress=None if args.quiet else "simulating")
     started = time.perf_counter()
     summary, comparison = summarise(result)
     summary_seconds = time.perf_counter() - started

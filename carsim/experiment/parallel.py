@@ -68,7 +68,7 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     default).  ``on_result(index, result)`` is called as each result arrives
     (in order), e.g. to checkpoint it.  A progress bar is shown on a terminal."""
     jobs = effective_jobs(n_jobs)
-    bar = _progress_bar(len(items), progress)
+    bar = progress_bar(len(items), progress)
     results = []
     # On a dask cluster even one job goes to the cluster; locally one job runs in-process.
     if (jobs == 1 and _ACTIVE_BACKEND != "dask") or len(items) <= 1:
@@ -86,7 +86,8 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     return results
 
 
-def _progress_bar(total: int, label: str | None):
+def progress_bar(total: int, label: str | None):
+    """A tqdm bar on a terminal (None otherwise, or with no label)."""
     if label is None or total <= 1 or not sys.stderr.isatty():
         return None
     from tqdm import tqdm

@@ -93,9 +93,10 @@ def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, re
 IN_PROCESS_BELOW = 40_000
 
 
-def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress=None,
+def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress: str | None = None,
                    engine: str | None = None) -> ExperimentResult:
-    """Simulate every replication and policy of ``scenario``."""
+    """Simulate every replication and policy of ``scenario``.  ``progress``:
+    a label for a progress bar over tasks (shown on a terminal only)."""
     started = time.perf_counter()
     model = ModelDefinition(scenario)
     run = scenario.run
@@ -115,11 +116,16 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress=None,
 
         iterator = Parallel(n_jobs=jobs, return_as="generator")(
             delayed(_run_task)(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
+    from .parallel import progress_bar  # parallel imports this module
+
+    bar = progress_bar(len(tasks), progress)
     parts = []
-    for results, task in zip(iterator, tasks, strict=True):
+    for results in iterator:
         parts.extend(results)
-        if progress:
-            progress(task)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     elapsed = time.perf_counter() - started
     engines = sorted({p.engine for p in parts})
     return ExperimentResult(scenario, policies, run.replications, n_patients, run.seed, parts,
