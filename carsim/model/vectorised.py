@@ -10,7 +10,9 @@ for a whole cohort at once.
   computes all patients' next event times from their hazard clocks and
   schedules, takes the earliest per patient, and applies that event to all
   patients who have it with array operations.  Hazard clocks bank used
-  hazard exactly as :class:`carsim.model.hazards.HazardClock` does.
+  hazard exactly as :class:`carsim.model.hazards.HazardClock` does.  All
+  policies run in the same rounds: each (policy, patient) pair is one row,
+  so the fixed cost of a round is paid once, not once per policy.
 * Transplant beds are the one post-infusion resource.  The engine assumes a
   free bed at the end of the donor search and then checks the assumption:
   if beds would ever have been over-subscribed, the cohort is simulated by
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
+from itertools import pairwise
 
 import numpy as np
 
@@ -382,7 +385,7 @@ def _initial_state(n: int) -> dict:
     }
 
 
-# ------------------------------------------------------------------ after infusion (one policy)
+# ------------------------------------------------------------------ after infusion (all policies at once)
 
 _CLOCKS = ("non_relapse_death", "bca_loss", "mrd_emergence", *RELAPSE_PHENOTYPES)
 (_S_DEATH, _S_CENSOR, _S_RESPONSE, _S_NRM, _S_BCA, _S_MRD, _S_POS, _S_NEG, _S_LS, _S_TEST, _S_DETECT, _S_HSCT,
@@ -390,24 +393,45 @@ _CLOCKS = ("non_relapse_death", "bca_loss", "mrd_emergence", *RELAPSE_PHENOTYPES
 _CLOCK_SOURCE = {name: _S_NRM + k for k, name in enumerate(_CLOCKS)}
 
 
-class PostInfusion:
-    """Rounds of array updates, one event per patient per round."""
+class _PerPatient:
+    """A patient's block of uniforms, read by row: every policy's row of a
+    patient sees the same numbers (common random numbers)."""
 
-    def __init__(self, model: ModelDefinition, policy: str, streams, pre: PreInfusion, record_events: bool = True):
-        self.model, self.vm, self.policy = model, vector_model(model), policy
+    __slots__ = ("block", "patient_of_row")
+
+    def __init__(self, block: np.ndarray, patient_of_row: np.ndarray):
+        self.block, self.patient_of_row = block, patient_of_row
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self.block[(self.patient_of_row[key[0]], *key[1:])]
+        return self.block[self.patient_of_row[key]]
+
+
+class PostInfusion:
+    """Rounds of array updates, one event per row per round.  Row
+    ``k * n + i`` is patient ``i`` under ``policies[k]``."""
+
+    def __init__(self, model: ModelDefinition, policies, streams, pre: PreInfusion, record_events: bool = True):
+        self.model, self.vm = model, vector_model(model)
+        self.policies = list(policies)
         self.record_events = record_events
         self.chunks: list[tuple] = []
-        self.rules = self.vm.rules[policy]
+        self.rules = [self.vm.rules[policy] for policy in self.policies]
         self.pre = pre
-        n = pre.n
+        n_policies = len(self.policies)
+        self.n_patients = pre.n
+        n = pre.n * n_policies
         self.n = n
-        self.ids = np.arange(pre.start, pre.start + n)
-        self.arrival = pre.out["arrival_day"]
-        self.out = {k: v.copy() for k, v in pre.out.items()}
-        self.state = {k: v.copy() for k, v in pre.covariates.items()}
-        self.infusion = pre.infusion_time.copy()
-        lo, hi = pre.start, pre.start + n
-        self.u = {kind: streams.block(kind)[lo:hi] for kind in
+        self.patient_of_row = np.tile(np.arange(pre.n), n_policies)
+        self.policy_of_row = np.repeat(np.arange(n_policies), pre.n)
+        self.ids = pre.start + self.patient_of_row
+        self.arrival = np.tile(pre.out["arrival_day"], n_policies)
+        self.out = {k: np.tile(v, n_policies) for k, v in pre.out.items()}
+        self.state = {k: np.tile(v, n_policies) for k, v in pre.covariates.items()}
+        self.infusion = np.tile(pre.infusion_time, n_policies)
+        lo, hi = pre.start, pre.start + pre.n
+        self.u = {kind: _PerPatient(streams.block(kind)[lo:hi], self.patient_of_row) for kind in
                   ("toxicity", "response", "mrd", "relapse", "non_relapse_death", "bca", "hsct", "reinfusion")}
         self.laws = {name: (model.relapse[name].law if name in model.relapse else getattr(model, name).law)
                      for name in _CLOCKS}
@@ -419,6 +443,9 @@ class PostInfusion:
         self.mrd_test_index = np.zeros(n, np.int64)
         self.test_days = np.asarray(model.mrd_test_days, dtype=float)
         self.check_days = np.asarray(model.bca_check_days, dtype=float)
+        # Event details of every (result, test number), looked up rather than formatted per patient.
+        self.mrd_test_details = np.array([[f"{result} (test {k})" for k in range(len(self.test_days))]
+                                          for result in ("uninformative", "positive", "negative")], dtype=object)
         self.death_after_relapse = np.full(n, INF)
         self.hsct_consolidative = np.zeros(n, bool)
         self.beds = []  # (patients, start, end) of transplants, for the capacity check
@@ -429,27 +456,33 @@ class PostInfusion:
         return _View(self.state, idx, now, self.infusion)
 
     def record(self, idx, now, event, detail=""):
-        """Append events as array chunks (in time order for each patient)."""
+        """Append events as array chunks (in time order for each row)."""
         if not self.record_events or len(idx) == 0:
             return
         rel = np.broadcast_to(now - self.arrival[idx], idx.shape)
-        self.chunks.append((self.ids[idx], rel, event, detail))
+        self.chunks.append((idx, rel, event, detail))
 
-    def event_columns(self) -> dict:
-        """Pre-infusion events and post-infusion chunks as columns, each
-        patient's events in time order."""
-        pre = self.pre.events
-        parts = [(np.array([e[0] for e in pre], dtype=np.int64), np.array([e[1] for e in pre], dtype=float),
-                  np.array([e[2] for e in pre], dtype=object), np.array([e[3] for e in pre], dtype=object))]
-        for pids, rel, event, detail in self.chunks:
-            n = len(pids)
-            parts.append((pids, np.asarray(rel, dtype=float), np.full(n, event, dtype=object),
+    def event_columns(self) -> list[dict]:
+        """Per policy, the shared pre-infusion events and that policy's
+        post-infusion chunks as columns, each patient's events in time order."""
+        pre, n_patients = self.pre.events, self.n_patients
+        pre_rows = np.array([e[0] for e in pre], dtype=np.int64) - self.pre.start
+        parts = [(np.concatenate([pre_rows + k * n_patients for k in range(len(self.policies))]),
+                  np.tile(np.array([e[1] for e in pre], dtype=float), len(self.policies)),
+                  np.tile(np.array([e[2] for e in pre], dtype=object), len(self.policies)),
+                  np.tile(np.array([e[3] for e in pre], dtype=object), len(self.policies)))]
+        for rows, rel, event, detail in self.chunks:
+            n = len(rows)
+            parts.append((rows, np.asarray(rel, dtype=float), np.full(n, event, dtype=object),
                           np.full(n, detail, dtype=object) if isinstance(detail, str)
                           else np.asarray(detail, dtype=object)))
-        patient, time_days, event, detail = (np.concatenate([p[k] for p in parts]) for k in range(4))
-        order = np.argsort(patient, kind="stable")
-        return {"patient": patient[order], "time_days": time_days[order], "event": event[order],
-                "detail": detail[order]}
+        rows, time_days, event, detail = (np.concatenate([p[k] for p in parts]) for k in range(4))
+        # Stable: a row's events keep the order they happened in.
+        order = np.argsort(rows, kind="stable")
+        rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
+        bounds = np.searchsorted(rows, np.arange(len(self.policies) + 1) * n_patients)
+        return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event": event[a:b],
+                 "detail": detail[a:b]} for a, b in pairwise(bounds)]
 
     def start_clock(self, name, idx, now, origin, uniforms):
         c = self.clock[name]
@@ -733,9 +766,8 @@ class PostInfusion:
         out["mrd_day28_positive"][idx[d28]] = positive[d28].astype(float)
         out["mrd_month3_positive"][idx[m3]] = positive[m3].astype(float)
         if self.record_events:
-            result = np.where(~informative, "uninformative", np.where(positive, "positive", "negative"))
-            self.record(idx, now, "mrd_test",
-                        [f"{r} (test {k})" for r, k in zip(result.tolist(), number.tolist(), strict=True)])
+            result = np.where(~informative, 0, np.where(positive, 1, 2))
+            self.record(idx, now, "mrd_test", self.mrd_test_details[result, number])
         nxt = number + 1
         has = nxt < len(self.test_days)
         self.mrd_test_index[idx] = nxt
@@ -757,16 +789,23 @@ class PostInfusion:
     def _decide(self, event, idx, now):
         if len(idx) == 0:
             return
+        now = np.broadcast_to(now, idx.shape)
         action = np.full(len(idx), DEFAULT_ACTIONS.get(event, "observe"), dtype=object)
-        undecided = np.ones(len(idx), bool)
         details = np.full(len(idx), "", dtype=object)
-        view = self.view(idx, now)
-        for index, test, act in self.rules.get(event, ()):
-            hit = undecided & np.broadcast_to(np.asarray(test(view), dtype=bool), (len(idx),))
-            action[hit] = act
-            details[hit] = f"{event}: rule {index} -> {act}"
-            undecided &= ~hit
-        fired = ~undecided
+        fired = np.zeros(len(idx), bool)
+        policy_of = self.policy_of_row[idx]
+        for k, rules in enumerate(self.rules):
+            if not rules.get(event):
+                continue
+            members = np.nonzero(policy_of == k)[0]
+            view = self.view(idx[members], now[members])
+            undecided = np.ones(len(members), bool)
+            for index, test, act in rules[event]:
+                hit = undecided & np.broadcast_to(np.asarray(test(view), dtype=bool), (len(members),))
+                action[members[hit]] = act
+                details[members[hit]] = f"{event}: rule {index} -> {act}"
+                undecided &= ~hit
+            fired[members] = ~undecided
         self.record(idx[fired], now[fired], "decision", details[fired])
         for act, handler in (("hsct", self._request_hsct), ("reinfuse", self._request_reinfusion),
                              ("salvage", self._salvage)):
@@ -857,21 +896,23 @@ class PostInfusion:
         self.record(idx, now, "reinfusion_result", np.where(regained, "bca_regained", "no_bca"))
         self._decide("reinfusion_result", idx, now)
 
-    def bed_intervals(self):
-        """(start, end) of each transplant bed stay; a death or the end of
-        follow-up frees the bed early."""
+    def bed_intervals(self, policy: int):
+        """(start, end) of each transplant bed stay under ``policies[policy]``;
+        a death or the end of follow-up frees the bed early."""
         if not self.beds:
             return np.zeros(0), np.zeros(0)
         idx = np.concatenate([b[0] for b in self.beds])
         starts = np.concatenate([b[1] for b in self.beds])
         ends = np.concatenate([b[2] for b in self.beds])
+        mine = self.policy_of_row[idx] == policy
+        idx, starts, ends = idx[mine], starts[mine], ends[mine]
         return starts, np.minimum(ends, self.arrival[idx] + self.out["end_day"][idx])
 
-    def beds_suffice(self) -> bool:
-        """Were beds never over-subscribed?  Then no one queued, and assuming
-        a free bed was exact."""
+    def beds_suffice(self, policy: int) -> bool:
+        """Were beds never over-subscribed under ``policies[policy]``?  Then
+        no one queued, and assuming a free bed was exact."""
         capacity = self.model.capacities["hsct_beds"]
-        starts, ends = self.bed_intervals()
+        starts, ends = self.bed_intervals(policy)
         if capacity is None or len(starts) <= capacity:
             return True
         times = np.concatenate([starts, ends])
@@ -889,26 +930,27 @@ def simulate_policies(model: ModelDefinition, policies, streams, covariates: dic
     start..stop-1, or None for a policy whose transplant beds would have
     queued (the caller then runs the SimPy engine, where queues are modelled)."""
     pre = PreInfusion(model, streams, covariates, arrivals, start, stop, record_events)
+    post = PostInfusion(model, policies, streams, pre, record_events).run()
+    events = post.event_columns() if record_events else [None] * len(post.policies)
     results = {}
-    for policy in policies:
-        post = PostInfusion(model, policy, streams, pre, record_events).run()
-        if not post.beds_suffice():
+    for k, policy in enumerate(post.policies):
+        if not post.beds_suffice(k):
             results[policy] = None
             continue
-        out = post.out
-        out["patient"] = post.ids.copy()
-        events = post.event_columns() if record_events else None
-        results[policy] = (out, events, _resource_use(model, pre, post))
+        rows = slice(k * pre.n, (k + 1) * pre.n)
+        out = {name: values[rows] for name, values in post.out.items()}
+        out["patient"] = post.ids[rows]
+        results[policy] = (out, events[k], _resource_use(model, pre, post, k))
     return results
 
 
-def _resource_use(model, pre, post) -> dict:
+def _resource_use(model, pre, post, policy: int) -> dict:
     use = dict(pre.resource_use)
     capacity = model.capacities["hsct_beds"]
-    if capacity is None or not post.beds:
+    starts, ends = post.bed_intervals(policy)
+    if capacity is None or len(starts) == 0:
         use["hsct_beds"] = {"busy_days": float("nan"), "capacity": None, "span_days": 0.0}
     else:
-        starts, ends = post.bed_intervals()
         use["hsct_beds"] = {"busy_days": float(np.sum(ends - starts)), "capacity": capacity,
                             "span_days": float(ends.max() - starts.min())}
     return use
