@@ -21,7 +21,11 @@ from .schema import Multiplier, Scenario
 from .validation import describe_error, key_path
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+# libyaml's parser when PyYAML was built with it: about ten times faster.
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _UniqueKeyLoader(_SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (plain YAML
     would silently keep the last one)."""
 
