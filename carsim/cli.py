@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 from . import __version__
@@ -143,8 +142,6 @@ def command_calibrate(args) -> int:
 
 
 def command_run(args) -> int:
-    from .analysis.report import policy_table
-    from .analysis.summary import summarise
     from .experiment.output import default_output_dir, write_results
     from .experiment.runner import run_experiment
     from .scenario import load_scenario
@@ -165,10 +162,11 @@ def command_run(args) -> int:
     scenario = load_scenario(args.scenario, overrides)
     out_dir = args.out or default_output_dir(scenario.name)
     result = run_experiment(scenario, progress=None if args.quiet else "simulating")
-    started = time.perf_counter()
-    summary, comparison = summarise(result)
-    summary_seconds = time.perf_counter() - started
-    write_results(out_dir, result, summary, comparison, summary_seconds, command=sys.argv)
+    # Imported after the simulation: the files written beside the summary start sooner.
+    from .analysis.report import policy_table
+    from .analysis.summary import summarise
+
+    summary, _comparison, summary_seconds = write_results(out_dir, result, summarise, command=sys.argv)
     if not args.quiet:
         print(f"carsim {__version__} | scenario {scenario.name} | {scenario.cohort.size} patients x "
               f"{scenario.run.replications} replication(s) | seed {scenario.run.seed}")

@@ -16,9 +16,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .. import __version__
+from .parallel import run_beside
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -52,42 +52,59 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def patients_frame(result) -> pd.DataFrame:
-    frames = []
+def patients_columns(result) -> dict:
+    """One row per (replication, policy, patient): covariates and outcomes."""
+    columns: dict[str, list] = {}
     for part in result.parts:
-        columns = {"replication": np.full(len(part.outcomes["patient"]), part.replication, dtype=np.int64),
-                   "policy": np.full(len(part.outcomes["patient"]), part.policy, dtype=object)}
-        columns["patient"] = part.outcomes["patient"]
-        for name, values in part.covariates.items():
-            columns[name] = values
-        for name, values in part.outcomes.items():
-            if name != "patient":
-                columns[name] = values
-        frames.append(pd.DataFrame(columns))
-    return _tidy(pd.concat(frames, ignore_index=True))
+        n = len(part.outcomes["patient"])
+        row = {"replication": np.full(n, part.replication, dtype=np.int64),
+               "policy": np.full(n, part.policy, dtype=object), "patient": part.outcomes["patient"],
+               **part.covariates, **{k: v for k, v in part.outcomes.items() if k != "patient"}}
+        for name, values in row.items():
+            columns.setdefault(name, []).append(values)
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
 
 
-def events_frame(result) -> pd.DataFrame:
-    frames = []
+def events_columns(result) -> dict:
+    """One row per event: replication, policy, patient, time_days, event, detail."""
+    columns: dict[str, list] = {}
     for part in result.parts:
         n = len(part.events["patient"])
-        frames.append(pd.DataFrame({
-            "replication": np.full(n, part.replication, dtype=np.int64),
-            "policy": np.full(n, part.policy, dtype=object),
-            **part.events,
-        }))
-    return _tidy(pd.concat(frames, ignore_index=True))
+        row = {"replication": np.full(n, part.replication, dtype=np.int64),
+               "policy": np.full(n, part.policy, dtype=object), **part.events}
+        for name, values in row.items():
+            columns.setdefault(name, []).append(values)
+    return {name: np.concatenate(parts) for name, parts in columns.items()}
 
 
-def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
-    for name in frame.columns:
-        if frame[name].dtype == object:
-            frame[name] = frame[name].astype(str)
-    return frame
+def _text(values: np.ndarray) -> np.ndarray:
+    """Object columns as text (a non-string value becomes its str())."""
+    if all(type(v) is str for v in values):
+        return values
+    return np.array([str(v) for v in values], dtype=object)
+
+
+def patients_frame(result):
+    import pandas as pd
+
+    return pd.DataFrame({name: _text(v) if v.dtype == object else v
+                         for name, v in patients_columns(result).items()})
+
+
+def write_parquet(columns: dict, path: Path) -> None:
+    """Columns to a Parquet file with pyarrow directly: building a pandas
+    frame first would cost more than the write, and pandas reads it back alike."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({name: pa.array(_text(v), type=pa.string()) if v.dtype == object else v
+                      for name, v in columns.items()})
+    pq.write_table(table, path)
 
 
 def manifest(result, summary_seconds: float, command: list[str] | None) -> dict:
     import joblib
+    import pandas as pd
     import scipy
     import simpy
 
@@ -110,22 +127,38 @@ def manifest(result, summary_seconds: float, command: list[str] | None) -> dict:
     }
 
 
-def write_results(out_dir: Path, result, summary: pd.DataFrame, comparison: pd.DataFrame,
-                  summary_seconds: float, command=None) -> Path:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # an old manifest would mark a half-written folder done
-    atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index=False))
-    atomic_write(out_dir / "comparison.csv", lambda p: comparison.to_csv(p, index=False))
-    atomic_write(out_dir / "patients.parquet", lambda p: patients_frame(result).to_parquet(p, index=False))
-    atomic_write(out_dir / "events.parquet", lambda p: events_frame(result).to_parquet(p, index=False))
+def write_figure(out_dir: Path, result) -> None:
     from ..analysis.plots import plot_survival
 
     atomic_write(out_dir / "survival.png", lambda p: plot_survival(result, p))
+
+
+def write_results(out_dir: Path, result, summarise, command=None):
+    """Summarise ``result`` and write its results folder; return
+    ``(summary, comparison, summary_seconds)``.
+
+    The figure needs matplotlib, whose import costs about as much as the
+    drawing: a second process draws it while this one summarises and writes
+    the tables.
+    """
+    import time
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "manifest.json").unlink(missing_ok=True)  # an old manifest would mark a half-written folder done
+    figure = run_beside(write_figure, out_dir, result)
+    started = time.perf_counter()
+    summary, comparison = summarise(result)
+    summary_seconds = time.perf_counter() - started
+    atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index=False))
+    atomic_write(out_dir / "comparison.csv", lambda p: comparison.to_csv(p, index=False))
+    atomic_write(out_dir / "patients.parquet", lambda p: write_parquet(patients_columns(result), p))
+    atomic_write(out_dir / "events.parquet", lambda p: write_parquet(events_columns(result), p))
+    figure.wait()
     info = manifest(result, summary_seconds, command)
     atomic_write(out_dir / "manifest.json",
                  lambda p: p.write_text(json.dumps(info, indent=2, default=_json_default) + "\n"))
-    return out_dir
+    return summary, comparison, summary_seconds
 
 
 def _json_default(value):

@@ -8,6 +8,9 @@ the number of workers.  No scheduler of our own: joblib does the work.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
@@ -93,3 +96,51 @@ def progress_bar(total: int, label: str | None):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=label, file=sys.stderr, leave=False)
+
+
+# Forking is safe and cheap on Linux; elsewhere (macOS system libraries,
+# Windows) the work runs in the calling process instead.
+_CAN_FORK = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
+class _Done:
+    def wait(self) -> None:
+        return None
+
+
+class _Forked:
+    """``function(*args)`` in a forked child: it starts with the caller's
+    memory as it is (nothing pickled) and runs on another core."""
+
+    def __init__(self, function: Callable, args: tuple):
+        self._call = (function, args)
+        self._process = multiprocessing.get_context("fork").Process(target=_child, args=self._call, daemon=True)
+        self._process.start()
+
+    def wait(self) -> None:
+        """Wait for the child; if it failed, do the work here, so that the
+        error (if it happens again) surfaces as any other."""
+        self._process.join()
+        if self._process.exitcode != 0:
+            function, args = self._call
+            function(*args)
+
+
+def _child(function: Callable, args: tuple) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child quietly; the parent reports it
+    try:
+        function(*args)
+    except Exception:  # noqa: BLE001 -- any failure: the parent redoes the work and reports it
+        os._exit(1)
+
+
+def run_beside(function: Callable, *args):
+    """Start ``function(*args)`` beside the caller (in a forked process where
+    that is safe) and return a handle whose ``wait()`` waits for it.  For
+    side work whose only results are files."""
+    if not _CAN_FORK:
+        function(*args)
+        return _Done()
+    sys.stdout.flush()  # the child must not repeat buffered output
+    sys.stderr.flush()
+    return _Forked(function, args)

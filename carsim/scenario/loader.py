@@ -20,7 +20,6 @@ from .conditions import ConditionSyntaxError, parse_condition
 from .schema import Multiplier, Scenario
 from .validation import describe_error, key_path
 
-
 # libyaml's parser when PyYAML was built with it: about ten times faster.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

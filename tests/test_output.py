@@ -1,0 +1,63 @@
+"""Writing results: files written beside the caller, Parquet tables."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from carsim.experiment import parallel
+from carsim.experiment.output import write_parquet
+from carsim.experiment.parallel import run_beside
+
+
+def _write_pid(path):
+    path.write_text(str(os.getpid()))
+
+
+def _fail_unless_in(pid, path):
+    if os.getpid() != pid:
+        raise OSError("disk full (simulated)")
+    path.write_text("written by the caller")
+
+
+def _always_fail(path):
+    raise ValueError(f"cannot write {path.name}")
+
+
+@pytest.mark.skipif(not parallel._CAN_FORK, reason="runs inline where fork is unsafe")
+def test_work_beside_runs_in_another_process(tmp_path):
+    target = tmp_path / "pid.txt"
+    run_beside(_write_pid, target).wait()
+    assert int(target.read_text()) != os.getpid()
+
+
+def test_failed_side_work_is_redone_by_the_caller(tmp_path):
+    target = tmp_path / "out.txt"
+    run_beside(_fail_unless_in, os.getpid(), target).wait()
+    assert target.read_text() == "written by the caller"
+
+
+def test_side_work_error_reaches_the_caller(tmp_path):
+    with pytest.raises(ValueError, match="cannot write out.txt"):
+        run_beside(_always_fail, tmp_path / "out.txt").wait()
+
+
+def test_without_fork_the_work_runs_inline(tmp_path, monkeypatch):
+    monkeypatch.setattr(parallel, "_CAN_FORK", False)
+    target = tmp_path / "pid.txt"
+    handle = run_beside(_write_pid, target)
+    assert int(target.read_text()) == os.getpid()  # done before the handle returns
+    handle.wait()
+
+
+def test_parquet_columns_read_back_as_pandas_would_write_them(tmp_path):
+    columns = {"replication": np.zeros(3, np.int64), "policy": np.array(["a", "b", "a"], dtype=object),
+               "day": np.array([1.5, np.nan, 3.0]), "flag": np.array([True, False, True]),
+               "cause": np.array(["", None, "x"], dtype=object)}
+    write_parquet(columns, tmp_path / "t.parquet")
+    got = pd.read_parquet(tmp_path / "t.parquet")
+    expected = pd.DataFrame(columns).astype({"cause": str})  # a non-text value is written as its str()
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
