@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from carsim.analysis.endpoints import endpoint_arrays
+from carsim.model import simulation
 from carsim.model.definition import ModelDefinition
-from carsim.model.simulation import simulate_policies
+from carsim.model.simulation import simulate_policies, simulate_replications
 from carsim.scenario import load_scenario
 
 POLICIES = ["observe", "hsct_all", "risk_triggered", "reinfuse"]
@@ -88,6 +89,38 @@ def test_queued_transplant_beds_fall_back_to_simpy():
     engines = {r.policy: r.engine for r in results}
     assert engines["hsct_all"] == "simpy"  # beds would have queued
     assert results[0].outcomes["hsct_bed_wait_days"].max() > 0
+
+
+def assert_identical(a, b):
+    assert (a.replication, a.policy, a.engine) == (b.replication, b.policy, b.engine)
+    for table in ("outcomes", "covariates", "events"):
+        for name, reference in getattr(b, table).items():
+            np.testing.assert_array_equal(getattr(a, table)[name], reference, err_msg=f"{a.policy}: {name}")
+    assert a.resource_use == b.resource_use
+
+
+@pytest.mark.parametrize("batch", [100_000, 2500])  # all replications in one batch; two cohorts per batch
+def test_replications_simulated_together_are_the_same_as_alone(monkeypatch, batch):
+    monkeypatch.setattr(simulation, "BATCH_TRAJECTORIES", batch)
+    model = ModelDefinition(load_scenario(BASELINE))
+    together = simulate_replications(model, POLICIES, [0, 3, 4, 9, 12], 300, 5, engine="vectorised")
+    alone = [part for r in (0, 3, 4, 9, 12) for part in simulate_policies(model, POLICIES, r, 300, 5,
+                                                                          engine="vectorised")]
+    assert len(together) == len(alone) == 20
+    for a, b in zip(together, alone, strict=True):
+        assert_identical(a, b)
+
+
+def test_a_replication_whose_beds_queue_falls_back_alone():
+    """Scarce beds: each (replication, policy) is checked on its own, and
+    only those whose beds would queue run on the SimPy engine."""
+    model = ModelDefinition(load_scenario(BASELINE, {"resources.hsct_beds.capacity": 4}))
+    together = simulate_replications(model, ["observe", "hsct_all"], [0, 1, 2], 150, 8, engine="auto")
+    alone = [part for r in (0, 1, 2) for part in simulate_policies(model, ["observe", "hsct_all"], r, 150, 8)]
+    observe = [p.engine for p in together if p.policy == "observe"]
+    assert observe[0] == "vectorised" and "simpy" in observe  # replications differ, and are judged apart
+    for a, b in zip(together, alone, strict=True):
+        assert_identical(a, b)
 
 
 def _survival_sample(result, endpoint):

@@ -13,7 +13,8 @@ import pytest
 from conftest import BASELINE, write_scenario
 
 from carsim.cli import main
-from carsim.experiment.runner import plan_tasks
+from carsim.experiment import runner
+from carsim.experiment.runner import plan_tasks, run_experiment
 from carsim.model.definition import ModelDefinition
 from carsim.model.simulation import simulate_cohort, simulate_policies
 from carsim.scenario import load_scenario
@@ -105,6 +106,23 @@ def test_one_or_two_workers_give_identical_results(tmp_path):
     _assert_same_results(tmp_path / "jobs1", tmp_path / "jobs2")
     patients = pd.read_parquet(tmp_path / "jobs2" / "patients.parquet")
     assert len(patients) == 300 * 4
+
+
+def test_replications_batched_on_workers_equal_one_process(monkeypatch):
+    """With several replications a task holds whole replications (advanced
+    together); two workers and one process give the same results."""
+    scenario = load_scenario(BASELINE, {"cohort.size": 200, "run.replications": 5})
+    tasks = plan_tasks(ModelDefinition(scenario), scenario.policy_names, 5, 200, 2)
+    assert [t.replications for t in tasks] == [(0, 1, 2), (3, 4)]
+    assert all(t.policies == tuple(scenario.policy_names) and (t.start, t.stop) == (0, 200) for t in tasks)
+    monkeypatch.setattr(runner, "IN_PROCESS_BELOW", 0)  # use the workers even for this small run
+    one, two = run_experiment(scenario, n_jobs=1), run_experiment(scenario, n_jobs=2)
+    assert (one.timings["workers"], two.timings["workers"]) == (1, 2)
+    for policy in scenario.policy_names:
+        for replication in range(5):
+            a, b = one.group(policy, replication), two.group(policy, replication)
+            for name in a:
+                np.testing.assert_array_equal(a[name], b[name], err_msg=f"{policy} {replication} {name}")
 
 
 def test_chunked_cohort_equals_one_chunk(tmp_path):

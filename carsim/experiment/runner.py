@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.definition import ModelDefinition
-from ..model.simulation import CohortResult, simulate_policies
+from ..model.simulation import BATCH_TRAJECTORIES, CohortResult, simulate_replications
 from ..scenario.schema import Scenario
 
 
 @dataclass(frozen=True)
 class Task:
-    replication: int
+    replications: tuple
     policies: tuple
     start: int
     stop: int
@@ -65,9 +65,18 @@ def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_pati
     """Split the work into tasks that never split a shared queue.
 
     The vectorised engine simulates the access pathway once for the policies
-    of a task, so policies are grouped (as many groups as workers can use);
-    the SimPy engine takes one policy per task."""
+    of a task and advances a task's replications together, so with at least
+    as many replications as workers a task takes whole replications (every
+    policy); otherwise policies are grouped (as many groups as workers can
+    use) and, without finite resources, cohorts are cut into chunks of
+    patients.  The SimPy engine takes one policy of one replication per task."""
     jobs = effective_jobs(n_jobs)
+    if engine != "simpy" and replications >= jobs and replications > 1:
+        # Enough tasks for every worker, each of at most a batch of trajectories.
+        per_replication = n_patients * len(policies)
+        n_tasks = max(jobs, -(-replications * per_replication // BATCH_TRAJECTORIES))
+        return [Task(tuple(int(r) for r in group), tuple(policies), 0, n_patients)
+                for group in np.array_split(np.arange(replications), min(n_tasks, replications))]
     if engine == "simpy":
         groups = [(p,) for p in policies]
     else:
@@ -78,14 +87,14 @@ def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_pati
         per_task = max(1, jobs // max(1, len(groups) * replications))
         chunks = max(1, min(per_task, n_patients // 500))
     bounds = np.linspace(0, n_patients, chunks + 1).round().astype(int)
-    return [Task(r, group, int(a), int(b)) for r in range(replications) for group in groups
+    return [Task((r,), group, int(a), int(b)) for r in range(replications) for group in groups
             for a, b in itertools.pairwise(bounds)]
 
 
 def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, record_events: bool,
               engine: str) -> list[CohortResult]:
-    return simulate_policies(model, task.policies, task.replication, n_patients, seed, start=task.start,
-                             stop=task.stop, record_events=record_events, engine=engine)
+    return simulate_replications(model, task.policies, task.replications, n_patients, seed, start=task.start,
+                                 stop=task.stop, record_events=record_events, engine=engine)
 
 
 # Below this many patient-policy trajectories, starting worker processes

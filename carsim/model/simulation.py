@@ -38,30 +38,57 @@ def simulate_policies(model: ModelDefinition, policies, replication: int, n_pati
     same random numbers).  ``engine``: "simpy" (the reference, one process per
     patient), "vectorised" or "auto" (the vectorised engine, which falls back
     to SimPy for a policy whose transplant beds would have queued)."""
+    return simulate_replications(model, policies, [replication], n_patients, seed, start, stop, record_events,
+                                 engine)
+
+
+# Rows (patient-policy trajectories) the vectorised engine advances together
+# at most: enough that a round's fixed cost is negligible, few enough that
+# the arrays stay within a few hundred MB.  A cohort is never split.
+BATCH_TRAJECTORIES = 100_000
+
+
+def simulate_replications(model: ModelDefinition, policies, replications, n_patients: int, seed: int,
+                          start: int = 0, stop: int | None = None, record_events: bool = True,
+                          engine: str = "auto") -> list[CohortResult]:
+    """:func:`simulate_policies` for several replications (independent
+    cohorts of the same model), in replication then policy order.  The
+    vectorised engine advances replications together, which makes many small
+    cohorts (replications, simulated trials) about as cheap per patient as
+    one large cohort; each replication's results are the same as alone."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
     if engine == "simpy":
         return [simulate_cohort(model, policy, replication, n_patients, seed, start, stop, record_events)
-                for policy in policies]
-    from .vectorised import simulate_policies as vectorised_policies
+                for replication in replications for policy in policies]
+    from .vectorised import simulate_cohorts
 
     stop = n_patients if stop is None else stop
-    streams = RandomStreams(seed, replication, stop, model.stream_slots)
-    covariates = sample_cohort(model.scenario.cohort, model.blast_multiplier, streams)
-    arrivals = arrival_days(model.scenario.cohort.arrivals.rate_per_day, streams)
-    fast = vectorised_policies(model, policies, streams, covariates, arrivals, start, stop, record_events)
+    per_batch = max(1, BATCH_TRAJECTORIES // max(1, (stop - start) * len(policies)))
+    replications = list(replications)
     results = []
-    for policy in policies:
-        if fast[policy] is None:
-            results.append(simulate_cohort(model, policy, replication, n_patients, seed, start, stop, record_events))
-            continue
-        outcomes, events, use = fast[policy]
-        outcomes = {"patient": outcomes["patient"], **{k: outcomes[k] for k in OUTCOME_FIELDS}}
-        results.append(CohortResult(
-            replication=replication, policy=policy, outcomes=outcomes,
-            covariates={n: covariates[n][start:stop] for n in covariates},
-            events=events if record_events else event_columns([]),
-            resource_use=use, engine="vectorised"))
+    for first in range(0, len(replications), per_batch):
+        batch = replications[first:first + per_batch]
+        cohorts = []
+        for replication in batch:
+            streams = RandomStreams(seed, replication, stop, model.stream_slots)
+            covariates = sample_cohort(model.scenario.cohort, model.blast_multiplier, streams)
+            arrivals = arrival_days(model.scenario.cohort.arrivals.rate_per_day, streams)
+            cohorts.append((streams, covariates, arrivals, start, stop))
+        simulated = simulate_cohorts(model, policies, cohorts, record_events)
+        for replication, (_streams, covariates, *_), fast in zip(batch, cohorts, simulated, strict=True):
+            for policy in policies:
+                if fast[policy] is None:
+                    results.append(simulate_cohort(model, policy, replication, n_patients, seed, start, stop,
+                                                   record_events))
+                    continue
+                outcomes, events, use = fast[policy]
+                outcomes = {"patient": outcomes["patient"], **{k: outcomes[k] for k in OUTCOME_FIELDS}}
+                results.append(CohortResult(
+                    replication=replication, policy=policy, outcomes=outcomes,
+                    covariates={n: covariates[n][start:stop] for n in covariates},
+                    events=events if record_events else event_columns([]),
+                    resource_use=use, engine="vectorised"))
     return results
 
 

@@ -11,8 +11,9 @@ for a whole cohort at once.
   schedules, takes the earliest per patient, and applies that event to all
   patients who have it with array operations.  Hazard clocks bank used
   hazard exactly as :class:`carsim.model.hazards.HazardClock` does.  All
-  policies run in the same rounds: each (policy, patient) pair is one row,
-  so the fixed cost of a round is paid once, not once per policy.
+  policies, and several cohorts (replications) of the same model, run in
+  the same rounds: each (cohort, policy, patient) is one row, so the fixed
+  cost of a round is paid once, not once per policy and cohort.
 * Transplant beds are the one post-infusion resource.  The engine assumes a
   free bed at the end of the donor search and then checks the assumption:
   if beds would ever have been over-subscribed, the cohort is simulated by
@@ -409,30 +410,44 @@ class _PerPatient:
 
 
 class PostInfusion:
-    """Rounds of array updates, one event per row per round.  Row
-    ``k * n + i`` is patient ``i`` under ``policies[k]``."""
+    """Rounds of array updates, one event per row per round.
 
-    def __init__(self, model: ModelDefinition, policies, streams, pre: PreInfusion, record_events: bool = True):
+    ``cohorts`` are (PreInfusion, RandomStreams) pairs of the same model.
+    Rows come in groups, one per (cohort, policy), cohort-major: group
+    ``g = c * len(policies) + k`` holds cohort ``c``'s patients under
+    ``policies[k]``, in patient order, at rows ``group_start[g]`` on."""
+
+    def __init__(self, model: ModelDefinition, policies, cohorts, record_events: bool = True):
         self.model, self.vm = model, vector_model(model)
         self.policies = list(policies)
+        self.cohorts = [pre for pre, _streams in cohorts]
         self.record_events = record_events
         self.chunks: list[tuple] = []
         self.rules = [self.vm.rules[policy] for policy in self.policies]
-        self.pre = pre
         n_policies = len(self.policies)
-        self.n_patients = pre.n
-        n = pre.n * n_policies
-        self.n = n
-        self.patient_of_row = np.tile(np.arange(pre.n), n_policies)
-        self.policy_of_row = np.repeat(np.arange(n_policies), pre.n)
-        self.ids = pre.start + self.patient_of_row
-        self.arrival = np.tile(pre.out["arrival_day"], n_policies)
-        self.out = {k: np.tile(v, n_policies) for k, v in pre.out.items()}
-        self.state = {k: np.tile(v, n_policies) for k, v in pre.covariates.items()}
-        self.infusion = np.tile(pre.infusion_time, n_policies)
-        lo, hi = pre.start, pre.start + pre.n
-        self.u = {kind: _PerPatient(streams.block(kind)[lo:hi], self.patient_of_row) for kind in
-                  ("toxicity", "response", "mrd", "relapse", "non_relapse_death", "bca", "hsct", "reinfusion")}
+        sizes = [pre.n for pre in self.cohorts]
+        patient_offset = np.concatenate([[0], np.cumsum(sizes)])  # into the cohorts' patients, concatenated
+        group_sizes = np.repeat(sizes, n_policies)
+        self.group_start = np.concatenate([[0], np.cumsum(group_sizes)])
+        self.n = n = int(self.group_start[-1])
+        self.group_of_row = np.repeat(np.arange(len(group_sizes)), group_sizes)
+        self.policy_of_row = self.group_of_row % n_policies
+        self.patient_of_row = np.concatenate(
+            [np.tile(np.arange(pre.n), n_policies) + patient_offset[c] for c, pre in enumerate(self.cohorts)])
+        self.ids = np.concatenate([np.tile(np.arange(pre.start, pre.start + pre.n), n_policies)
+                                   for pre in self.cohorts])
+
+        def per_row(values: list) -> np.ndarray:
+            return np.concatenate([np.tile(v, n_policies) for v in values])
+
+        self.arrival = per_row([pre.out["arrival_day"] for pre in self.cohorts])
+        self.out = {k: per_row([pre.out[k] for pre in self.cohorts]) for k in self.cohorts[0].out}
+        self.state = {k: per_row([pre.covariates[k] for pre in self.cohorts]) for k in self.cohorts[0].covariates}
+        self.infusion = per_row([pre.infusion_time for pre in self.cohorts])
+        self.u = {kind: _PerPatient(np.concatenate([streams.block(kind)[pre.start:pre.start + pre.n]
+                                                    for pre, streams in cohorts]), self.patient_of_row)
+                  for kind in ("toxicity", "response", "mrd", "relapse", "non_relapse_death", "bca", "hsct",
+                               "reinfusion")}
         self.laws = {name: (model.relapse[name].law if name in model.relapse else getattr(model, name).law)
                      for name in _CLOCKS}
         self.times = np.full((n, 14), INF)
@@ -463,14 +478,19 @@ class PostInfusion:
         self.chunks.append((idx, rel, event, detail))
 
     def event_columns(self) -> list[dict]:
-        """Per policy, the shared pre-infusion events and that policy's
-        post-infusion chunks as columns, each patient's events in time order."""
-        pre, n_patients = self.pre.events, self.n_patients
-        pre_rows = np.array([e[0] for e in pre], dtype=np.int64) - self.pre.start
-        parts = [(np.concatenate([pre_rows + k * n_patients for k in range(len(self.policies))]),
-                  np.tile(np.array([e[1] for e in pre], dtype=float), len(self.policies)),
-                  np.tile(np.array([e[2] for e in pre], dtype=object), len(self.policies)),
-                  np.tile(np.array([e[3] for e in pre], dtype=object), len(self.policies)))]
+        """Per group (cohort, policy): the cohort's pre-infusion events and
+        the group's post-infusion chunks as columns, each patient's events in
+        time order."""
+        parts = []
+        n_policies = len(self.policies)
+        for c, pre in enumerate(self.cohorts):
+            events = pre.events
+            patient = np.array([e[0] for e in events], dtype=np.int64) - pre.start
+            starts = self.group_start[c * n_policies:(c + 1) * n_policies]
+            parts.append((np.concatenate([patient + start for start in starts]),
+                          np.tile(np.array([e[1] for e in events], dtype=float), n_policies),
+                          np.tile(np.array([e[2] for e in events], dtype=object), n_policies),
+                          np.tile(np.array([e[3] for e in events], dtype=object), n_policies)))
         for rows, rel, event, detail in self.chunks:
             n = len(rows)
             parts.append((rows, np.asarray(rel, dtype=float), np.full(n, event, dtype=object),
@@ -480,7 +500,7 @@ class PostInfusion:
         # Stable: a row's events keep the order they happened in.
         order = np.argsort(rows, kind="stable")
         rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
-        bounds = np.searchsorted(rows, np.arange(len(self.policies) + 1) * n_patients)
+        bounds = np.searchsorted(rows, self.group_start)
         return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event": event[a:b],
                  "detail": detail[a:b]} for a, b in pairwise(bounds)]
 
@@ -896,23 +916,23 @@ class PostInfusion:
         self.record(idx, now, "reinfusion_result", np.where(regained, "bca_regained", "no_bca"))
         self._decide("reinfusion_result", idx, now)
 
-    def bed_intervals(self, policy: int):
-        """(start, end) of each transplant bed stay under ``policies[policy]``;
-        a death or the end of follow-up frees the bed early."""
+    def bed_intervals(self, group: int):
+        """(start, end) of each transplant bed stay in ``group`` (a cohort
+        under one policy); a death or the end of follow-up frees the bed early."""
         if not self.beds:
             return np.zeros(0), np.zeros(0)
         idx = np.concatenate([b[0] for b in self.beds])
         starts = np.concatenate([b[1] for b in self.beds])
         ends = np.concatenate([b[2] for b in self.beds])
-        mine = self.policy_of_row[idx] == policy
+        mine = self.group_of_row[idx] == group
         idx, starts, ends = idx[mine], starts[mine], ends[mine]
         return starts, np.minimum(ends, self.arrival[idx] + self.out["end_day"][idx])
 
-    def beds_suffice(self, policy: int) -> bool:
-        """Were beds never over-subscribed under ``policies[policy]``?  Then
-        no one queued, and assuming a free bed was exact."""
+    def beds_suffice(self, group: int) -> bool:
+        """Were beds never over-subscribed in ``group``?  Then no one
+        queued, and assuming a free bed was exact."""
         capacity = self.model.capacities["hsct_beds"]
-        starts, ends = self.bed_intervals(policy)
+        starts, ends = self.bed_intervals(group)
         if capacity is None or len(starts) <= capacity:
             return True
         times = np.concatenate([starts, ends])
@@ -924,30 +944,39 @@ class PostInfusion:
 # ------------------------------------------------------------------ entry point
 
 
-def simulate_policies(model: ModelDefinition, policies, streams, covariates: dict, arrivals: np.ndarray,
-                      start: int, stop: int, record_events: bool = True):
-    """Outcome columns, event columns and resource use per policy for patients
-    start..stop-1, or None for a policy whose transplant beds would have
-    queued (the caller then runs the SimPy engine, where queues are modelled)."""
-    pre = PreInfusion(model, streams, covariates, arrivals, start, stop, record_events)
-    post = PostInfusion(model, policies, streams, pre, record_events).run()
-    events = post.event_columns() if record_events else [None] * len(post.policies)
-    results = {}
-    for k, policy in enumerate(post.policies):
-        if not post.beds_suffice(k):
-            results[policy] = None
-            continue
-        rows = slice(k * pre.n, (k + 1) * pre.n)
-        out = {name: values[rows] for name, values in post.out.items()}
-        out["patient"] = post.ids[rows]
-        results[policy] = (out, events[k], _resource_use(model, pre, post, k))
+def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True) -> list[dict]:
+    """Simulate cohorts of the same model under each policy, in shared rounds.
+
+    ``cohorts``: (streams, covariates, arrivals, start, stop) per cohort, the
+    patients ``start .. stop-1`` of its streams.  Returns per cohort
+    ``{policy: (outcome columns, event columns, resource use)}``, or None for a
+    policy whose transplant beds would have queued (the caller then runs the
+    SimPy engine, where queues are modelled)."""
+    prepared = [(PreInfusion(model, streams, covariates, arrivals, start, stop, record_events), streams)
+                for streams, covariates, arrivals, start, stop in cohorts]
+    post = PostInfusion(model, policies, prepared, record_events).run()
+    n_groups = len(prepared) * len(post.policies)
+    events = post.event_columns() if record_events else [None] * n_groups
+    results = []
+    for c, (pre, _streams) in enumerate(prepared):
+        cohort = {}
+        for k, policy in enumerate(post.policies):
+            group = c * len(post.policies) + k
+            if not post.beds_suffice(group):
+                cohort[policy] = None
+                continue
+            rows = slice(post.group_start[group], post.group_start[group + 1])
+            out = {name: values[rows] for name, values in post.out.items()}
+            out["patient"] = post.ids[rows]
+            cohort[policy] = (out, events[group], _resource_use(model, pre, post, group))
+        results.append(cohort)
     return results
 
 
-def _resource_use(model, pre, post, policy: int) -> dict:
+def _resource_use(model, pre, post, group: int) -> dict:
     use = dict(pre.resource_use)
     capacity = model.capacities["hsct_beds"]
-    starts, ends = post.bed_intervals(policy)
+    starts, ends = post.bed_intervals(group)
     if capacity is None or len(starts) == 0:
         use["hsct_beds"] = {"busy_days": float("nan"), "capacity": None, "span_days": 0.0}
     else:
