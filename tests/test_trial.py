@@ -34,13 +34,17 @@ from carsim._units import DAYS_PER_MONTH
 from carsim.cli import main
 from carsim.experiment.trial import (
     ExponentialOutcomes,
+    ScenarioOutcomes,
     TrialDesign,
     allocation,
     logrank,
+    prepare_scenario,
     run_trial_file,
+    simulate_outcomes,
     simulate_trial,
     simulate_trials,
 )
+from carsim.scenario import load_scenario
 
 LAMBDA0 = 0.05  # control deaths per month
 HR = 0.6
@@ -291,3 +295,22 @@ def test_engines_give_the_same_trials(tmp_path):
     for column in ("analysis_day", "analysed", "events"):
         np.testing.assert_array_equal(fast.trials[column], reference.trials[column])
     np.testing.assert_allclose(fast.trials.z, reference.trials.z, atol=1e-9)
+
+
+@pytest.mark.parametrize("capacity", [None, 40])  # independent patients (largest trial only); queues (every size)
+def test_trials_simulated_together_analyse_as_one_by_one(capacity):
+    """Trials simulated in one batch, followed to the latest analysis of the
+    batch, give exactly the rows of trials simulated one at a time."""
+    scenario = load_scenario(BASELINE, {"resources.manufacturing.capacity": capacity,
+                                        "resources.apheresis.capacity": capacity,
+                                        "resources.hsct_beds.capacity": None})
+    source = ScenarioOutcomes(prepare_scenario(scenario, ["observe", "risk_triggered"], 20), seed=3)
+    design = TrialDesign(arms=("observe", "risk_triggered"), sample_sizes=(30, 60), follow_up_months=6,
+                         endpoint="efs", origin="enrollment", trials=4, seed=3)
+    assert source.independent_patients == (capacity is None)
+    trials = [0, 1, 2, 3]
+    together = [row for trial, simulated in zip(trials, simulate_outcomes(source, design, trials), strict=True)
+                for row in simulate_trial(source, design, trial, simulated=simulated)]
+    alone = [row for trial in trials for row in simulate_trial(source, design, trial)]
+    assert len(together) == len(alone) == 4 * 2 * 1
+    assert together == alone

@@ -45,7 +45,7 @@ def simulate_policies(model: ModelDefinition, policies, replication: int, n_pati
 # Rows (patient-policy trajectories) the vectorised engine advances together
 # at most: enough that a round's fixed cost is negligible, few enough that
 # the arrays stay within a few hundred MB.  A cohort is never split.
-BATCH_TRAJECTORIES = 100_000
+BATCH_TRAJECTORIES = 40_000
 
 
 def simulate_replications(model: ModelDefinition, policies, replications, n_patients: int, seed: int,
