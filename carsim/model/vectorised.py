@@ -26,6 +26,7 @@ With the same random numbers (the same per-patient rows, see
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from itertools import pairwise
 
@@ -346,6 +347,19 @@ class PreInfusion:
         }
         out["wait_manufacturing_days"] = np.asarray(mfg_wait, dtype=float)
 
+    def event_arrays(self) -> tuple:
+        """The recorded events as (patient, time_days, event, detail) arrays."""
+        if getattr(self, "_event_arrays", None) is None:
+            events = self.events
+            self._event_arrays = (
+                np.array([e[0] for e in events], dtype=np.int64), np.array([e[1] for e in events], dtype=float),
+                np.array([e[2] for e in events], dtype=object), np.array([e[3] for e in events], dtype=object))
+        return self._event_arrays
+
+    def part(self, first: int, stop: int) -> _PreInfusionPart:
+        """Patients ``start + first .. start + stop - 1`` alone."""
+        return _PreInfusionPart(self, first, stop)
+
     def _finish(self, i, time, event, cause):
         arrival = self.out["arrival_day"][i]
         if self.record_events:
@@ -354,6 +368,24 @@ class PreInfusion:
         if event == "death":
             self.out["death_day"][i] = time - arrival
             self.out["death_cause"][i] = cause
+
+
+class _PreInfusionPart:
+    """A contiguous range of a PreInfusion's patients, with the attributes
+    PostInfusion reads (their queue was simulated with the whole cohort)."""
+
+    def __init__(self, pre: PreInfusion, first: int, stop: int):
+        rows = slice(first, stop)
+        self.start, self.n = pre.start + first, stop - first
+        self.out = {k: v[rows] for k, v in pre.out.items()}
+        self.covariates = {k: v[rows] for k, v in pre.covariates.items()}
+        self.infusion_time = pre.infusion_time[rows]
+        patient, *columns = pre.event_arrays()
+        mine = (patient >= self.start) & (patient < self.start + self.n)
+        self._events = (patient[mine], *(c[mine] for c in columns))
+
+    def event_arrays(self) -> tuple:
+        return self._events
 
 
 def _clock_once(hazard: CompiledHazard, multiplier, uniforms):
@@ -484,13 +516,10 @@ class PostInfusion:
         parts = []
         n_policies = len(self.policies)
         for c, pre in enumerate(self.cohorts):
-            events = pre.events
-            patient = np.array([e[0] for e in events], dtype=np.int64) - pre.start
+            patient, time_days, event, detail = pre.event_arrays()
             starts = self.group_start[c * n_policies:(c + 1) * n_policies]
-            parts.append((np.concatenate([patient + start for start in starts]),
-                          np.tile(np.array([e[1] for e in events], dtype=float), n_policies),
-                          np.tile(np.array([e[2] for e in events], dtype=object), n_policies),
-                          np.tile(np.array([e[3] for e in events], dtype=object), n_policies)))
+            parts.append((np.concatenate([patient - pre.start + start for start in starts]),
+                          np.tile(time_days, n_policies), np.tile(event, n_policies), np.tile(detail, n_policies)))
         for rows, rel, event, detail in self.chunks:
             n = len(rows)
             parts.append((rows, np.asarray(rel, dtype=float), np.full(n, event, dtype=object),
@@ -928,20 +957,26 @@ class PostInfusion:
         idx, starts, ends = idx[mine], starts[mine], ends[mine]
         return starts, np.minimum(ends, self.arrival[idx] + self.out["end_day"][idx])
 
-    def beds_suffice(self, group: int) -> bool:
-        """Were beds never over-subscribed in ``group``?  Then no one
-        queued, and assuming a free bed was exact."""
-        capacity = self.model.capacities["hsct_beds"]
-        starts, ends = self.bed_intervals(group)
-        if capacity is None or len(starts) <= capacity:
-            return True
-        times = np.concatenate([starts, ends])
-        steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
-        order = np.lexsort((steps, times))  # a bed freed at t serves a request at t
-        return int(np.cumsum(steps[order]).max()) <= capacity
+
+
+def _beds_suffice(capacity, starts, ends) -> bool:
+    """Were beds never over-subscribed by these stays?  Then no one queued,
+    and assuming a free bed was exact."""
+    if capacity is None or len(starts) <= capacity:
+        return True
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.lexsort((steps, times))  # a bed freed at t serves a request at t
+    return int(np.cumsum(steps[order]).max()) <= capacity
 
 
 # ------------------------------------------------------------------ entry point
+
+
+# Rows one PostInfusion advances at most: beyond a few tens of thousands
+# each row costs more (the arrays outgrow the CPU caches), so a large cohort
+# is advanced in slabs of patients after its shared queue is simulated.
+SLAB_ROWS = 40_000
 
 
 def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True) -> list[dict]:
@@ -952,34 +987,59 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     ``{policy: (outcome columns, event columns, resource use)}``, or None for a
     policy whose transplant beds would have queued (the caller then runs the
     SimPy engine, where queues are modelled)."""
+    policies = list(policies)
     prepared = [(PreInfusion(model, streams, covariates, arrivals, start, stop, record_events), streams)
                 for streams, covariates, arrivals, start, stop in cohorts]
-    post = PostInfusion(model, policies, prepared, record_events).run()
-    n_groups = len(prepared) * len(post.policies)
-    events = post.event_columns() if record_events else [None] * n_groups
+    # Slabs of patients: whole small cohorts together, large ones cut.
+    slabs, slab, rows = [], [], 0
+    for c, (pre, streams) in enumerate(prepared):
+        pieces = -(-pre.n * len(policies) // SLAB_ROWS)
+        bounds = np.linspace(0, pre.n, pieces + 1).round().astype(int)
+        for first, stop in pairwise(bounds):
+            piece = pre if pieces == 1 else pre.part(int(first), int(stop))
+            if slab and rows + piece.n * len(policies) > SLAB_ROWS:
+                slabs.append(slab)
+                slab, rows = [], 0
+            slab.append((c, piece, streams))
+            rows += piece.n * len(policies)
+    slabs.append(slab)
+    located = [[[] for _ in policies] for _ in prepared]  # per cohort and policy: (post, group) in patient order
+    for slab in slabs:
+        post = PostInfusion(model, policies, [(piece, streams) for _, piece, streams in slab], record_events).run()
+        events = post.event_columns() if record_events else None
+        for position, (c, _piece, _streams) in enumerate(slab):
+            for k in range(len(policies)):
+                group = position * len(policies) + k
+                located[c][k].append((post, group, events[group] if record_events else None))
+    capacity = model.capacities["hsct_beds"]
     results = []
     for c, (pre, _streams) in enumerate(prepared):
         cohort = {}
-        for k, policy in enumerate(post.policies):
-            group = c * len(post.policies) + k
-            if not post.beds_suffice(group):
+        for k, policy in enumerate(policies):
+            segments = located[c][k]
+            stays = [post.bed_intervals(group) for post, group, _ in segments]
+            starts, ends = np.concatenate([s for s, _ in stays]), np.concatenate([e for _, e in stays])
+            if not _beds_suffice(capacity, starts, ends):
                 cohort[policy] = None
                 continue
-            rows = slice(post.group_start[group], post.group_start[group + 1])
-            out = {name: values[rows] for name, values in post.out.items()}
-            out["patient"] = post.ids[rows]
-            cohort[policy] = (out, events[group], _resource_use(model, pre, post, group))
+            row_ranges = [(post, slice(post.group_start[group], post.group_start[group + 1]))
+                          for post, group, _ in segments]
+            out = {name: np.concatenate([post.out[name][rows] for post, rows in row_ranges])
+                   for name in row_ranges[0][0].out}
+            out["patient"] = np.concatenate([post.ids[rows] for post, rows in row_ranges])
+            events = ({name: np.concatenate([e[name] for _, _, e in segments]) for name in segments[0][2]}
+                      if record_events else None)
+            cohort[policy] = (out, events, _resource_use(pre, capacity, starts, ends))
         results.append(cohort)
     return results
 
 
-def _resource_use(model, pre, post, group: int) -> dict:
+def _resource_use(pre, capacity, starts, ends) -> dict:
     use = dict(pre.resource_use)
-    capacity = model.capacities["hsct_beds"]
-    starts, ends = post.bed_intervals(group)
     if capacity is None or len(starts) == 0:
         use["hsct_beds"] = {"busy_days": float("nan"), "capacity": None, "span_days": 0.0}
     else:
-        use["hsct_beds"] = {"busy_days": float(np.sum(ends - starts)), "capacity": capacity,
+        # fsum: exact, so the same whatever order the stays were recorded in
+        use["hsct_beds"] = {"busy_days": math.fsum(ends - starts), "capacity": capacity,
                             "span_days": float(ends.max() - starts.min())}
     return use
