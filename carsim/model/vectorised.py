@@ -281,10 +281,20 @@ class PreInfusion:
             else:
                 self._finish(i, censor_l[i], "censored", "")
 
-        for i in range(n):
-            push(arrival_l[i], _ARRIVE, i)
-        while heap:
-            now, _, kind, i, tok = heapq.heappop(heap)
+        # Arrivals are read in (time, patient) order beside the heap rather
+        # than pushed up front: the heap then holds only patients on the
+        # pathway.  At equal times an arrival goes first, as if pushed first.
+        arrival_order = np.lexsort((np.arange(n), arrival)).tolist()
+        arrived = 0
+        while True:
+            if arrived < n and (not heap or arrival_l[arrival_order[arrived]] <= heap[0][0]):
+                i = arrival_order[arrived]
+                arrived += 1
+                now, kind, tok = arrival_l[i], _ARRIVE, token[i]
+            elif heap:
+                now, _, kind, i, tok = heapq.heappop(heap)
+            else:
+                break
             if tok != token[i] or status[i] != 0:
                 continue
             if kind == _ARRIVE:
