@@ -60,10 +60,16 @@ class _View:
         return self._arrays[name][self._idx]
 
 
+def _as_mask(values, n: int) -> np.ndarray:
+    """A condition's value for n patients (a condition on constants gives a scalar)."""
+    values = np.asarray(values, dtype=bool)
+    return values if values.shape == (n,) else np.full(n, bool(values))
+
+
 def _vector_factor(factor: Factor):
     if factor.condition is not None:
         test = vectorise_condition(factor.condition)
-        return lambda view, n: np.where(np.broadcast_to(test(view), (n,)), factor.value, 1.0)
+        return lambda view, n: np.where(_as_mask(test(view), n), factor.value, 1.0)
     return lambda view, n: factor.value ** np.asarray(getattr(view, factor.per), dtype=float)
 
 
@@ -507,6 +513,10 @@ class PostInfusion:
         self.hsct_consolidative = np.zeros(n, bool)
         self.beds = []  # (patients, start, end) of transplants, for the capacity check
         self.static_multiplier = {}
+        self.state_dependent_clocks = [name for name in _CLOCKS if self.vm.split_hazards[name][1].parts]
+        # Events at which some policy has a rule, or whose default action is not to observe.
+        self.decided_events = {event for rules in self.rules for event in rules if rules[event]} | {
+            event for event, action in DEFAULT_ACTIONS.items() if action != "observe"}
 
     # ------------------------------------------------------------ helpers
     def view(self, idx, now):
@@ -516,7 +526,9 @@ class PostInfusion:
         """Append events as array chunks (in time order for each row)."""
         if not self.record_events or len(idx) == 0:
             return
-        rel = np.broadcast_to(now - self.arrival[idx], idx.shape)
+        rel = now - self.arrival[idx]
+        if rel.shape != idx.shape:
+            rel = np.broadcast_to(rel, idx.shape)
         self.chunks.append((idx, rel, event, detail))
 
     def event_columns(self) -> list[dict]:
@@ -583,7 +595,7 @@ class PostInfusion:
         """Re-read every running clock's multiplier after a state change; bank
         the hazard used so far where it changed (as HazardClock.update)."""
         now = np.broadcast_to(np.asarray(now, dtype=float), idx.shape)
-        for name in _CLOCKS:
+        for name in self.state_dependent_clocks:  # the others' multipliers cannot change
             c = self.clock[name]
             running = c["running"][idx]
             if not running.any():
@@ -846,8 +858,8 @@ class PostInfusion:
 
     # ------------------------------------------------------------ decisions and actions
     def _decide(self, event, idx, now):
-        if len(idx) == 0:
-            return
+        if len(idx) == 0 or event not in self.decided_events:
+            return  # nothing fires: everyone observes
         now = np.broadcast_to(now, idx.shape)
         action = np.full(len(idx), DEFAULT_ACTIONS.get(event, "observe"), dtype=object)
         details = np.full(len(idx), "", dtype=object)
@@ -860,7 +872,7 @@ class PostInfusion:
             view = self.view(idx[members], now[members])
             undecided = np.ones(len(members), bool)
             for index, test, act in rules[event]:
-                hit = undecided & np.broadcast_to(np.asarray(test(view), dtype=bool), (len(members),))
+                hit = undecided & _as_mask(test(view), len(members))
                 action[members[hit]] = act
                 details[members[hit]] = f"{event}: rule {index} -> {act}"
                 undecided &= ~hit
