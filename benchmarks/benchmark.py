@@ -5,9 +5,12 @@ policies, beside a fixed reference toy model (for ratios across machines).
     python benchmarks/benchmark.py --sizes 1000 10000 --engine simpy
 
 Prints, per size: wall time, patients/s, patient-policy trajectories/s,
-events/s and peak memory, for one core (in-process) and for the experiment
-runner with all cores; then the reference toy's patients/s and the ratio.
-Not a test: machines are noisy, compare ratios.
+events/s, microseconds per patient and peak memory, for one core
+(in-process: one cohort, and small cohorts as replications advanced
+together) and for the experiment runner with all cores; the reference toy's
+patients/s and the ratio; and the wall time of the whole
+`carsim run scenarios/baseline.yaml`.  Not a test: machines are noisy,
+compare ratios.
 """
 
 from __future__ import annotations
@@ -29,23 +32,30 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one_core(scenario, n: int, engine: str) -> dict:
+def one_core(scenario, n: int, engine: str, replications: int = 1) -> dict:
+    """``replications`` cohorts of ``n`` patients in one process (advanced
+    together by the vectorised engine)."""
     from carsim.model.definition import ModelDefinition
-    from carsim.model.simulation import simulate_policies
+    from carsim.model.simulation import simulate_replications
 
     model = ModelDefinition(scenario)
+    policies = scenario.policy_names
     # Events are counted on (at most) 10,000 patients with the log kept; the
     # timed run keeps summaries only, as PSA and calibration do.
     sample = min(n, 10000)
-    counted = simulate_policies(model, scenario.policy_names, 0, sample, scenario.run.seed, engine=engine)
+    counted = simulate_replications(model, policies, [0], sample, scenario.run.seed, engine=engine)
     per_trajectory = sum(len(p.events["event"]) for p in counted) / (sample * len(counted))
+    simulate_replications(model, policies, [1], min(n, 500), scenario.run.seed, engine=engine,
+                          record_events=False)  # warm-up: first-call costs are not per patient
     started = time.perf_counter()
-    parts = simulate_policies(model, scenario.policy_names, 0, n, scenario.run.seed, engine=engine,
-                              record_events=False)
+    parts = simulate_replications(model, policies, range(replications), n, scenario.run.seed, engine=engine,
+                                  record_events=False)
     seconds = time.perf_counter() - started
-    trajectories = n * len(parts)
-    return {"patients": n, "policies": len(parts), "seconds": round(seconds, 3),
-            "patients_per_s": round(n / seconds), "trajectories_per_s": round(trajectories / seconds),
+    patients = n * replications
+    trajectories = patients * len(policies)
+    return {"patients": n, "replications": replications, "policies": len(policies), "seconds": round(seconds, 3),
+            "patients_per_s": round(patients / seconds), "trajectories_per_s": round(trajectories / seconds),
+            "us_per_patient": round(seconds / patients * 1e6, 1),
             "events_per_s": round(per_trajectory * trajectories / seconds),
             "events_per_trajectory": round(per_trajectory, 1), "engines": sorted({p.engine for p in parts})}
 
@@ -76,6 +86,8 @@ def carsim_run_wall() -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--small-cohorts", type=int, default=20,
+                        help="replications of the smallest size advanced together (default 20)")
     parser.add_argument("--engine", default="auto", choices=("auto", "vectorised", "simpy"))
     parser.add_argument("--toy-patients", type=int, default=100000)
     parser.add_argument("--skip-run", action="store_true", help="skip timing the whole carsim run")
@@ -88,8 +100,11 @@ def main():
     scenario = load_scenario(ROOT / "scenarios" / "baseline.yaml")
     toy = run_toy(args.toy_patients)
     print(json.dumps({"reference_toy": {k: round(v, 3) if isinstance(v, float) else v for k, v in toy.items()}}))
-    for n in args.sizes:
-        row = one_core(scenario, n, args.engine)
+    runs = [(n, 1) for n in args.sizes]
+    if args.small_cohorts > 1:
+        runs.insert(1, (min(args.sizes), args.small_cohorts))
+    for n, replications in runs:
+        row = one_core(scenario, n, args.engine, replications)
         row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
         row["peak_memory_mib"] = round(peak_memory_mib())
         print(json.dumps({"one_core": row}))

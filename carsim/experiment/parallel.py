@@ -14,8 +14,6 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
-from joblib import Parallel, delayed, parallel_config
-
 from ..errors import CarsimError
 from .runner import effective_jobs
 
@@ -32,6 +30,8 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
     """Configure joblib for ``backend``; for dask, connect a Client to
     ``scheduler`` (an address such as tcp://host:8786) or start a local one."""
     global _ACTIVE_BACKEND
+    from joblib import parallel_config  # here, not at import: `carsim run` needs joblib only with workers
+
     if backend == "loky":
         with parallel_config(backend="loky", n_jobs=effective_jobs(n_jobs)):
             yield
@@ -77,6 +77,8 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     if (jobs == 1 and _ACTIVE_BACKEND != "dask") or len(items) <= 1:
         iterator: Iterable = (function(item) for item in items)
     else:
+        from joblib import Parallel, delayed
+
         iterator = Parallel(n_jobs=jobs, return_as="generator")(delayed(function)(item) for item in items)
     for index, result in enumerate(iterator):
         results.append(result)
