@@ -19,13 +19,16 @@ import numpy as np
 import pytest
 from lifelines import AalenJohansenFitter, KaplanMeierFitter
 from lifelines.utils import restricted_mean_survival_time
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 
 from carsim.analysis.survival import (
     bootstrap_weights,
+    competing_risks,
+    competing_risks_curves,
     cumulative_incidence,
     kaplan_meier,
     kaplan_meier_ci,
+    kaplan_meier_curve,
     restricted_mean,
 )
 
@@ -324,3 +327,79 @@ def test_competing_risks_matches_the_single_cause_estimators():
     assert survival_b.shape == (4, 4) and incidence_b.shape == (4, 3, 4)
     np.testing.assert_allclose(incidence_b[:, 2], cumulative_incidence(durations, causes, 3, times, weights),
                                atol=1e-12)
+
+
+def subgroup_of_cohort(durations, weights, seed):
+    """Weights of a larger cohort held one row per subject, (N, B), and the rows of ``durations``' subjects."""
+    rng = np.random.default_rng(seed)
+    n_cohort = durations.size + 37
+    rows = np.sort(rng.choice(n_cohort, durations.size, replace=False))
+    weights_by_subject = rng.integers(0, 3, (n_cohort, weights.shape[0])).astype(float)  # outsiders: any weight
+    weights_by_subject[rows] = weights.T
+    return weights_by_subject, rows
+
+
+def test_curves_on_a_subgroup_match_the_estimators_on_its_weights():
+    durations, events = cohort(seed=20, decimals=2)
+    causes = np.where(events, np.random.default_rng(21).integers(1, 4, durations.size), 0)
+    times = evaluation_times(durations, events)
+    weights = bootstrap_weights(np.random.default_rng(22), durations.size, 5).astype(float)
+    weights_by_subject, rows = subgroup_of_cohort(durations, weights, seed=23)
+    mask = np.zeros(weights_by_subject.shape[0], dtype=bool)
+    mask[rows] = True
+
+    for subjects in (rows, mask):
+        curve = kaplan_meier_curve(durations, events, times.max(), weights_by_subject, subjects)
+        assert_array_equal(curve.at(times), kaplan_meier(durations, events, times, weights))
+        assert_array_equal(curve.restricted_mean(1.5), restricted_mean(durations, events, 1.5, weights))
+        curves = competing_risks_curves(durations, causes, 3, times.max(), weights_by_subject, subjects)
+        for got, expected in zip(curves.at(times), competing_risks(durations, causes, 3, times, weights),
+                                 strict=True):
+            assert_array_equal(got, expected)
+
+    # Unweighted: every duration counts once.
+    curve = kaplan_meier_curve(durations, events, times.max())
+    assert_array_equal(curve.at(times), kaplan_meier(durations, events, times))
+    assert curve.restricted_mean(1.5) == restricted_mean(durations, events, 1.5)
+
+
+@pytest.mark.parametrize("n_resamples", [1, 2, 7])
+def test_curve_values_at_times_are_its_running_values(n_resamples):
+    """Reading a batched curve at a few times folds whole rows instead of
+    accumulating every step; the result is the running value, bit for bit."""
+    durations, events = cohort(seed=24, decimals=2)
+    causes = np.where(events, np.random.default_rng(25).integers(1, 3, durations.size), 0)
+    weights = bootstrap_weights(np.random.default_rng(26), durations.size, n_resamples).astype(float)
+    times = np.array([[0.0, 1.0], [0.5, 2.5]])  # unsorted, repeated positions, beyond the last event
+    curves = competing_risks_curves(durations, causes, 2, HORIZON + 1.0, weights.T)
+    for curve in (curves.survival, *curves.incidence):
+        steps = curve.values()
+        looked_up = steps[np.searchsorted(curve.knots, times, side="right")]
+        assert_array_equal(curve.at(times), np.moveaxis(looked_up, -1, 0))
+
+
+def test_curves_refuse_times_beyond_their_horizon():
+    durations, events = cohort(seed=27)
+    curve = kaplan_meier_curve(durations, events, 1.0)
+    curve.at([0.5, 1.0])
+    with pytest.raises(ValueError, match="estimated up to"):
+        curve.at([0.5, 1.5])
+    with pytest.raises(ValueError, match="estimated up to"):
+        curve.restricted_mean(1.5)
+    with pytest.raises(ValueError, match="estimated up to"):
+        competing_risks_curves(durations, events.astype(int), 1, 1.0).at([2.0])
+
+
+def test_invalid_subjects_and_causes_are_rejected():
+    durations, events = cohort(seed=28, n=20)
+    weights_by_subject = np.ones((30, 3))
+    with pytest.raises(ValueError, match="row indices"):
+        kaplan_meier_curve(durations, events, 1.0, weights_by_subject, np.arange(19))
+    with pytest.raises(ValueError, match="row indices"):
+        kaplan_meier_curve(durations, events, 1.0, weights_by_subject, np.arange(20) + 11)
+    with pytest.raises(ValueError, match="non-negative"):
+        kaplan_meier_curve(durations, events, 1.0, -weights_by_subject, np.arange(20))
+    with pytest.raises(ValueError, match="missing"):
+        kaplan_meier_curve(durations, events, 1.0, None, np.arange(20))
+    with pytest.raises(ValueError, match="event kinds"):
+        competing_risks(durations, np.where(events, 3, 0), 2, [1.0])

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._units import DAYS_PER_MONTH
-from .survival import competing_risks, kaplan_meier, restricted_mean
+from .survival import competing_risks_curves, kaplan_meier_curve
 
 TIMES_MONTHS = (6, 12, 24, 36, 60)
 PHENOTYPES = ("cd19pos", "cd19neg", "lineage_switch")
@@ -83,34 +83,38 @@ def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None):
     return mask, durations, codes[mask]
 
 
-def _weights_for(weights, mask):
-    return None if weights is None else weights[:, mask]
-
-
-def _share(flag, mask, weights):
+def _shares(flags_among, weights):
+    """Share of patients with ``flag`` among those in ``among``, for each
+    (flag, among) pair: floats, or (B,) arrays for weights of shape (B, n)."""
     if weights is None:
-        chosen = flag[mask]
-        return float(chosen.mean()) if chosen.size else np.nan
-    # Weighted share without copying the (B, n) weights: B dot products.
-    mask = np.asarray(mask, dtype=float)
-    total = weights @ mask
-    hits = weights @ (mask * np.asarray(flag, dtype=float))
+        return [float(flag[among].mean()) if among.any() else np.nan for flag, among in flags_among]
+    # Every weighted count in one matrix product: one small BLAS call per
+    # count costs far more, above all when BLAS threads compete for the cores.
+    populations = np.column_stack([np.asarray(among, dtype=float) for _, among in flags_among])
+    flagged = populations * np.column_stack([np.asarray(flag, dtype=float) for flag, _ in flags_among])
+    counts = weights @ np.hstack([populations, flagged])
+    total, hits = np.hsplit(counts, 2)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, hits / total, np.nan)
+        shares = np.where(total > 0, hits / total, np.nan)
+    return list(np.ascontiguousarray(shares.T))
 
 
-def _median(values, mask, weights):
+def _median(values, mask, weights_by_patient):
     values = values[mask]
     if values.size == 0:
-        return np.nan if weights is None else np.full(weights.shape[0], np.nan)
-    if weights is None:
+        return np.nan if weights_by_patient is None else np.full(weights_by_patient.shape[1], np.nan)
+    if weights_by_patient is None:
         return float(np.median(values))
+    if (values == values[0]).all():
+        # All equal (no waiting without a capacity limit, say): every resample has that median.
+        return np.full(weights_by_patient.shape[1], values[0])
     order = np.argsort(values)
     sorted_values = values[order]
-    cum = np.cumsum(weights[:, mask][:, order], axis=1)
-    half = cum[:, -1:] / 2.0
+    cum = weights_by_patient[np.flatnonzero(mask)[order]]
+    np.cumsum(cum, axis=0, out=cum)
+    half = cum[-1] / 2.0
     # Lower weighted median (the smallest value with half the weight at or below it).
-    index = np.minimum((cum < half).sum(axis=1), values.size - 1)
+    index = np.minimum((cum < half).sum(axis=0), values.size - 1)
     return sorted_values[index]
 
 
@@ -118,29 +122,35 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
     """All metrics of one (policy, replication): (metric, origin, time_months, value, n)."""
     rows = []
     n_all = len(p["end_day"])
+    # Estimators on a subgroup pick its rows out of the weights held one row
+    # per patient, rather than copying (B, n) columns for every subgroup
+    # (no copy at all if ``weights`` is the transpose of such an array).
+    weights_by_patient = None if weights is None else np.ascontiguousarray(np.asarray(weights, dtype=float).T)
     everyone = np.ones(n_all, dtype=bool)
     infused = p["infused"].astype(bool)
-    rows.append(("infused", "enrollment", np.nan, _share(infused, everyone, weights), n_all))
-    rows.append(("manufacturing_failure", "enrollment", np.nan,
-                 _share(p["manufacturing_failure"], everyone, weights), n_all))
-    rows.append(("death_before_infusion", "enrollment", np.nan,
-                 _share(p["death_cause"] == "pre_infusion", everyone, weights), n_all))
-    n_inf = int(infused.sum())
-    rows.append(("cr", "infusion", np.nan, _share(p["cr"], infused, weights), n_inf))
-    rows.append(("hsct", "infusion", np.nan, _share(p["hsct_count"] > 0, infused, weights), n_inf))
-    rows.append(("hsct_death", "infusion", np.nan, _share(p["hsct_death"], infused, weights), n_inf))
-    rows.append(("reinfusion", "infusion", np.nan, _share(p["reinfusions"] > 0, infused, weights), n_inf))
     relapsed = ~np.isnan(p["relapse_day"])
-    for name in PHENOTYPES:
-        rows.append((f"relapse_share_{name}", "infusion", np.nan,
-                     _share(p["relapse_phenotype"] == name, relapsed, weights), int(relapsed.sum())))
+    share_metrics = [  # (metric, origin, flag, among)
+        ("infused", "enrollment", infused, everyone),
+        ("manufacturing_failure", "enrollment", p["manufacturing_failure"], everyone),
+        ("death_before_infusion", "enrollment", p["death_cause"] == "pre_infusion", everyone),
+        ("cr", "infusion", p["cr"], infused),
+        ("hsct", "infusion", p["hsct_count"] > 0, infused),
+        ("hsct_death", "infusion", p["hsct_death"], infused),
+        ("reinfusion", "infusion", p["reinfusions"] > 0, infused),
+        *((f"relapse_share_{name}", "infusion", p["relapse_phenotype"] == name, relapsed) for name in PHENOTYPES),
+    ]
+    shares = _shares([(flag, among) for _, _, flag, among in share_metrics], weights)
+    for (metric, origin, _, among), share in zip(share_metrics, shares, strict=True):
+        rows.append((metric, origin, np.nan, share, int(among.sum())))
+    n_inf = int(infused.sum())
     started = p["manufacturing_attempts"] > 0
     rows.append(("wait_manufacturing_days", "enrollment", np.nan,
-                 _median(p["wait_manufacturing_days"], started, weights), int(started.sum())))
-    rows.append(("vein_to_vein_days", "infusion", np.nan, _median(p["vein_to_vein_days"], infused, weights), n_inf))
+                 _median(p["wait_manufacturing_days"], started, weights_by_patient), int(started.sum())))
+    rows.append(("vein_to_vein_days", "infusion", np.nan,
+                 _median(p["vein_to_vein_days"], infused, weights_by_patient), n_inf))
     transplanted = p["hsct_count"] > 0
-    rows.append(("wait_hsct_bed_days", "infusion", np.nan, _median(p["hsct_bed_wait_days"], transplanted, weights),
-                 int(transplanted.sum())))
+    rows.append(("wait_hsct_bed_days", "infusion", np.nan,
+                 _median(p["hsct_bed_wait_days"], transplanted, weights_by_patient), int(transplanted.sum())))
 
     times_days = np.asarray(TIMES_MONTHS, dtype=float) * DAYS_PER_MONTH
     def add(metric, origin, values, n):
@@ -151,52 +161,64 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
         # Responders' relapse-free survival and every cumulative incidence of
         # relapse come from one Aalen-Johansen risk table.
         cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin)
-        rfs, incidence = _competing_or_nan(cr_durations, codes, times_days, _weights_for(weights, cr_mask))
+        rfs, incidence = _competing_or_nan(cr_durations, codes, times_days, weights_by_patient, cr_mask)
         n_cr = int(cr_mask.sum())
-        for endpoint in ("efs", "rfs", "os"):
-            if endpoint == "rfs":
-                add("rfs", origin, rfs, n_cr)
-                continue
-            mask, durations, events = endpoint_arrays(p, endpoint, origin)
-            add(endpoint, origin, _survival_or_nan(kaplan_meier, durations, events, times_days,
-                                                   _weights_for(weights, mask)), int(mask.sum()))
+        efs_mask, efs_durations, efs_events = endpoint_arrays(p, "efs", origin)
+        efs_curve = _kaplan_meier_or_none(efs_durations, efs_events, times_days.max(), weights_by_patient, efs_mask)
+        os_mask, os_durations, os_events = endpoint_arrays(p, "os", origin)
+        if os_durations.size:
+            tau = horizon_days if origin == "enrollment" else min(horizon_days, float(os_durations.max()))
+            # One Kaplan-Meier curve gives both OS at the time points and its RMST.
+            os_curve = kaplan_meier_curve(os_durations, os_events, max(times_days.max(), tau), weights_by_patient,
+                                          _subjects(weights_by_patient, os_mask))
+            rmst = os_curve.restricted_mean(tau) / DAYS_PER_MONTH
+            tau_months = round(tau / DAYS_PER_MONTH, 3)
+        else:
+            os_curve, tau_months = None, np.nan
+            rmst = np.nan if weights is None else np.full(weights.shape[0], np.nan)
+
+        add("efs", origin, _survival_or_nan(efs_curve, efs_durations, times_days, weights), int(efs_mask.sum()))
+        add("rfs", origin, rfs, n_cr)
+        add("os", origin, _survival_or_nan(os_curve, os_durations, times_days, weights), int(os_mask.sum()))
         add("cir", origin, incidence[..., :len(PHENOTYPES), :].sum(axis=-2), n_cr)
         for phenotype in PHENOTYPES:
             add(f"cir_{phenotype}", origin, incidence[..., CAUSE_CODES[phenotype] - 1, :], n_cr)
-        mask, durations, events = endpoint_arrays(p, "os", origin)
-        if durations.size:
-            tau = horizon_days if origin == "enrollment" else min(horizon_days, float(durations.max()))
-            rmst = restricted_mean(durations, events, tau, _weights_for(weights, mask)) / DAYS_PER_MONTH
-        else:
-            rmst = np.nan if weights is None else np.full(weights.shape[0], np.nan)
-        rows.append(("rmst_os", origin, round(tau / DAYS_PER_MONTH, 3) if durations.size else np.nan,
-                     rmst if weights is not None else float(rmst), int(mask.sum())))
+        rows.append(("rmst_os", origin, tau_months, rmst if weights is not None else float(rmst), int(os_mask.sum())))
     return rows
 
 
-def _competing_or_nan(durations, codes, times_days, weights):
+def _subjects(weights_by_patient, mask):
+    """Rows of ``weights_by_patient`` of the patients in ``mask`` (None when unweighted)."""
+    return None if weights_by_patient is None else np.flatnonzero(mask)
+
+
+def _competing_or_nan(durations, codes, times_days, weights_by_patient, mask):
     """(relapse-free survival, incidence per cause) at ``times_days``; NaN
     beyond the longest follow-up."""
     n_causes = DEATH_IN_REMISSION
-    batch = () if weights is None else (weights.shape[0],)
+    batch = () if weights_by_patient is None else (weights_by_patient.shape[1],)
     if durations.size == 0:
         return np.full(batch + (len(times_days),), np.nan), np.full(batch + (n_causes, len(times_days)), np.nan)
-    survival, incidence = competing_risks(durations, codes, n_causes, times_days, weights)
+    curves = competing_risks_curves(durations, codes, n_causes, times_days.max(), weights_by_patient,
+                                    _subjects(weights_by_patient, mask))
+    survival, incidence = curves.at(times_days)
     beyond = times_days > durations.max() + 1e-9
-    survival = np.array(survival, dtype=float)
-    incidence = np.array(incidence, dtype=float)
     survival[..., beyond] = np.nan
     incidence[..., beyond] = np.nan
     return survival, incidence
 
 
-def _survival_or_nan(estimator, durations, labels, times_days, weights, **kw):
-    """Estimator values, NaN at times beyond the longest follow-up (undefined there)."""
-    shape = (len(times_days),) if weights is None else (weights.shape[0], len(times_days))
+def _kaplan_meier_or_none(durations, events, horizon, weights_by_patient, mask):
     if durations.size == 0:
-        return np.full(shape, np.nan)
-    args = (durations, labels, kw["cause"]) if "cause" in kw else (durations, labels)
-    values = np.asarray(estimator(*args, times_days, weights=weights), dtype=float)
+        return None
+    return kaplan_meier_curve(durations, events, horizon, weights_by_patient, _subjects(weights_by_patient, mask))
+
+
+def _survival_or_nan(curve, durations, times_days, weights):
+    """Curve values at ``times_days``, NaN beyond the longest follow-up (undefined there)."""
+    if curve is None:
+        return np.full((len(times_days),) if weights is None else (weights.shape[0], len(times_days)), np.nan)
+    values = curve.at(times_days)
     beyond = times_days > durations.max() + 1e-9
     values[..., beyond] = np.nan
     return values

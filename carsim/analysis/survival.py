@@ -9,6 +9,12 @@ Estimators taking ``weights`` accept case weights of shape ``(n,)`` or
 ``(B, n)``.  The second form evaluates ``B`` bootstrap resamples in one pass
 (see :func:`bootstrap_weights`) and gives results a leading axis of length B.
 
+:func:`kaplan_meier_curve` and :func:`competing_risks_curves` return whole
+curves, to read at several times or integrate, and estimate on a subgroup
+of a cohort whose weights are held one row per subject (the transpose of
+:func:`bootstrap_weights`), so that many subgroups of one bootstrapped
+cohort need no copies of the weights.
+
 Conventions (as lifelines): curves are right-continuous step functions, so
 the value at ``t`` includes events at exactly ``t``; subjects censored at
 ``t`` are still at risk at ``t``.  Durations are non-negative.
@@ -16,27 +22,83 @@ the value at ``t`` includes events at exactly ``t``; subjects censored at
 
 from __future__ import annotations
 
+from itertools import pairwise
 from statistics import NormalDist
 from typing import NamedTuple
 
 import numpy as np
 
 __all__ = [
+    "CompetingRisksCurves",
+    "KaplanMeierCurve",
+    "StepCurve",
     "bootstrap_weights",
     "competing_risks",
+    "competing_risks_curves",
     "cumulative_incidence",
     "kaplan_meier",
     "kaplan_meier_ci",
+    "kaplan_meier_curve",
     "restricted_mean",
 ]
+
+# Internally time runs along axis 0 of every table and curve, and resamples
+# (if any) along axis 1: one code path then serves one or B weight rows, and
+# results are turned resample-first only when read off.
 
 
 class _RiskTable(NamedTuple):
     """Weighted counts at the distinct event times."""
 
     event_times: np.ndarray  # (m,) ascending
-    at_risk: np.ndarray  # (..., m)
-    deaths: np.ndarray  # (..., n_kinds, m), one row per event kind
+    at_risk: np.ndarray  # (m, *batch)
+    deaths: np.ndarray  # (m, *batch), events of any kind
+    # Per event kind 1..n_kinds: the indices of the event times at which that
+    # kind occurs, and its deaths there.  At other times its deaths are 0, so
+    # its incidence needs no work there.
+    kind_deaths: tuple[tuple[np.ndarray, np.ndarray], ...]
+
+
+class StepCurve(NamedTuple):
+    """Right-continuous step function(s) that change by a running product or sum.
+
+    The value is ``start`` before ``knots[0]`` and, from ``knots[j - 1]`` on,
+    ``start`` combined by ``fold`` (``np.multiply`` or ``np.add``) with
+    ``changes[0], ..., changes[j - 1]`` in that order.  ``changes`` has shape
+    ``(m,)``, or ``(m, B)`` for B resamples.
+    """
+
+    knots: np.ndarray
+    changes: np.ndarray
+    start: float
+    fold: np.ufunc
+
+    def values(self) -> np.ndarray:
+        """The value on each step, ``(m + 1,)`` or ``(m + 1, B)``: start, then after each knot."""
+        steps = np.empty((self.changes.shape[0] + 1,) + self.changes.shape[1:])
+        steps[0] = self.start
+        self.fold.accumulate(self.changes, axis=0, out=steps[1:])
+        return steps
+
+    def at(self, times) -> np.ndarray:
+        """Values at ``times``: shape ``times.shape``, or ``(B,) + times.shape``."""
+        n_changes = np.searchsorted(self.knots, np.asarray(times, dtype=float), side="right")
+        if self.changes.ndim == 1 or self.changes.shape[1] == 1:
+            # numpy reduces a single column pairwise, not in running order.
+            found = self.values()[n_changes]
+            return found if self.changes.ndim == 1 else np.ascontiguousarray(np.moveaxis(found, -1, 0))
+        # Folding in whole rows up to each time asked for is ~10x faster than
+        # the running accumulate (which numpy walks one column at a time) and
+        # combines in the same order, so gives the same bits.
+        wanted = np.unique(n_changes)
+        found = np.empty((wanted.size,) + self.changes.shape[1:])
+        value, done = np.full(self.changes.shape[1:], self.start), 0
+        for i, upto in enumerate(wanted):
+            if upto > done:
+                value = self.fold.reduce(np.concatenate([value[None], self.changes[done:upto]]), axis=0)
+                done = upto
+            found[i] = value
+        return np.ascontiguousarray(np.moveaxis(found[np.searchsorted(wanted, n_changes)], -1, 0))
 
 
 def _as_durations(durations, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -62,72 +124,201 @@ def _as_weights(weights, n: int) -> np.ndarray:
     return weights
 
 
+def _as_subject_weights(weights_by_subject, subjects, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Weights one row per subject, (N,) or (N, B), and the row of each of the ``n`` durations."""
+    if weights_by_subject is None:
+        if subjects is not None:
+            raise ValueError("subjects select rows of weights_by_subject, which is missing")
+        return np.ones(n), np.arange(n)
+    weights_by_subject = np.asarray(weights_by_subject, dtype=float)
+    if weights_by_subject.ndim not in (1, 2):
+        raise ValueError(f"weights_by_subject must have shape (N,) or (N, B), got {weights_by_subject.shape}")
+    if (weights_by_subject < 0).any():
+        raise ValueError("weights must be non-negative")
+    subjects = np.arange(n) if subjects is None else np.asarray(subjects)
+    if subjects.dtype == bool:
+        subjects = np.flatnonzero(subjects)
+    n_subjects = weights_by_subject.shape[0]
+    if subjects.shape != (n,) or (n > 0 and not 0 <= subjects.min() <= subjects.max() < n_subjects):
+        raise ValueError(f"subjects must be {n} row indices of weights_by_subject (N={n_subjects}), "
+                         f"got shape {subjects.shape}")
+    return weights_by_subject, subjects
+
+
 def _horizon(times) -> float:
     """Latest time asked for: later event times cannot change the answer."""
     return float(np.max(times, initial=-np.inf))
 
 
-def _risk_table(durations, kinds, n_kinds: int, weights, horizon: float) -> _RiskTable:
-    """Weighted at-risk totals and deaths of each kind at event times up to ``horizon``.
+def _check_horizon(latest, horizon: float) -> None:
+    if np.max(latest, initial=-np.inf) > horizon:
+        raise ValueError(f"the curve is estimated up to {horizon}, asked at {np.max(latest)}")
+
+
+def _tally(categories, n_categories: int, weights_by_subject, subjects) -> np.ndarray:
+    """Total weight per category, ``(n_categories, *batch)``: subject ``subjects[i]`` counts in ``categories[i]``."""
+    if weights_by_subject.ndim == 1:
+        return np.bincount(categories, weights=weights_by_subject[subjects], minlength=n_categories)
+    from scipy import sparse  # imported here: only resampling needs it, and it takes ~0.2 s to import
+
+    # A 0/1 (category x subject) matrix times the (N, B) weights tallies all B
+    # resamples in one pass over the sample's own rows, copying none of them.
+    membership = sparse.csr_array(
+        (np.ones(categories.size), (categories, subjects)), shape=(n_categories, weights_by_subject.shape[0])
+    )
+    return membership @ weights_by_subject
+
+
+def _risk_table(durations, kinds, n_kinds: int, weights_by_subject, subjects, horizon: float) -> _RiskTable:
+    """Weighted at-risk totals and deaths at event times up to ``horizon``.
 
     ``kinds`` is 0 for censoring and 1..n_kinds for event kinds counted
-    separately.  One ``bincount`` tallies all B weight rows; sorting the
-    (B, n) weights instead would cost several times as much.
+    separately; the weights of ``durations[i]`` are row ``subjects[i]`` of
+    ``weights_by_subject``.
     """
+    if kinds.size and not 0 <= kinds.min() <= kinds.max() <= n_kinds:
+        raise ValueError(f"event kinds must be 0 (censored) to {n_kinds}, got {kinds.min()} to {kinds.max()}")
     is_event = kinds > 0
     event_times = np.unique(durations[is_event & (durations <= horizon)])
     n_times = event_times.size
-    batch_shape = weights.shape[:-1]
+    batch_shape = weights_by_subject.shape[1:]
     if n_times == 0:
-        return _RiskTable(event_times, np.zeros(batch_shape + (0,)), np.zeros(batch_shape + (n_kinds, 0)))
+        nobody = np.zeros((0,) + batch_shape)
+        return _RiskTable(event_times, nobody, nobody, ((np.arange(0), nobody),) * n_kinds)
 
     # Block j holds everyone leaving the risk set in [t_j, t_{j+1}), the last
     # block everyone from the last event time on, so at_risk(t_j) is the sum
-    # of blocks >= j.  Deaths after the horizon count there as plain leavers.
+    # of blocks >= j.  Deaths after the horizon count there as plain leavers;
+    # subjects leaving before the first event time never count.
     block = np.searchsorted(event_times, durations, side="right") - 1
-    dies_at_block_time = is_event & (durations == event_times[block])
-    category = np.where(dies_at_block_time, kinds, 0) * n_times + block
-    # Subjects leaving before the first event time never count; a spare
-    # slot at the end of each row collects them.
-    row_size = (n_kinds + 1) * n_times + 1
-    category[block < 0] = row_size - 1
+    counted = block >= 0
+    dies = counted & is_event & (durations == event_times[block])
+    leaves = counted & ~dies
+    # Tally rows: the other leavers of each block, then the deaths at each
+    # event time, or with several kinds at each (kind, event time) that occurs.
+    if n_kinds == 1:
+        death_row = block[dies]
+        n_death_rows = n_times
+    else:
+        kind_and_time, death_row = np.unique(kinds[dies] * n_times + block[dies], return_inverse=True)
+        n_death_rows = kind_and_time.size
+    tally = _tally(np.concatenate([block[leaves], n_times + death_row]), n_times + n_death_rows,
+                   weights_by_subject, np.concatenate([subjects[leaves], subjects[dies]]))
+    others, death_tally = tally[:n_times], tally[n_times:]
 
-    rows = weights.reshape(-1, durations.size)
-    n_rows = rows.shape[0]
-    flat_category = (category + row_size * np.arange(n_rows)[:, None]).ravel()
-    tally = np.bincount(flat_category, weights=rows.ravel(), minlength=n_rows * row_size)
-    tally = tally.reshape(n_rows, row_size)[:, :-1].reshape(batch_shape + (n_kinds + 1, n_times))
-
-    leaving = tally.sum(axis=-2)
+    if n_kinds == 1:
+        deaths = death_tally
+        kind_deaths = ((np.arange(n_times), deaths),)
+    else:
+        kind_start = np.searchsorted(kind_and_time, np.arange(1, n_kinds + 2) * n_times)
+        kind_deaths = tuple(
+            (kind_and_time[start:end] % n_times, death_tally[start:end])
+            for start, end in pairwise(kind_start)
+        )
+        deaths = np.zeros_like(others)
+        for time_index, kind_count in kind_deaths:
+            deaths[time_index] += kind_count
     # Summing from the last block back (not total minus a forward sum) gives
     # at_risk >= deaths exactly, and exactly 0 once only zero weights remain.
-    at_risk = np.cumsum(leaving[..., ::-1], axis=-1)[..., ::-1]
-    return _RiskTable(event_times, at_risk, tally[..., 1:, :])
+    # In place: every (m, B) array spared is also memory not faulted in anew.
+    at_risk = others
+    at_risk += deaths
+    np.cumsum(at_risk[::-1], axis=0, out=at_risk[::-1])
+    return _RiskTable(event_times, at_risk, deaths, kind_deaths)
+
+
+_SMALLEST_POSITIVE = np.nextafter(0.0, 1.0)
 
 
 def _hazard(deaths: np.ndarray, at_risk: np.ndarray) -> np.ndarray:
     """Discrete hazard d/n; 0 where nobody (of positive weight) is at risk."""
-    return np.divide(deaths, at_risk, out=np.zeros_like(deaths), where=at_risk > 0)
+    # Nobody at risk means no deaths either, and 0 divided by the smallest
+    # positive double is 0: cheaper than a masked division.
+    hazard = np.maximum(at_risk, _SMALLEST_POSITIVE)
+    return np.divide(deaths, hazard, out=hazard)
 
 
-def _prepend(values: np.ndarray, first: float) -> np.ndarray:
-    start = np.full(values.shape[:-1] + (1,), first)
-    return np.concatenate([start, values], axis=-1)
+def _survival(deaths: np.ndarray, at_risk: np.ndarray, event_times) -> StepCurve:
+    """Product-limit survival: the running product of 1 - d/n over the event times."""
+    factors = _hazard(deaths, at_risk)
+    np.subtract(1.0, factors, out=factors)
+    return StepCurve(event_times, factors, 1.0, np.multiply)
 
 
-def _step_lookup(knot_times, values, times) -> np.ndarray:
-    """Right-continuous step function; ``values[..., 0]`` holds before the first knot."""
-    position = np.searchsorted(knot_times, np.asarray(times, dtype=float), side="right")
-    return values[..., position]
+class KaplanMeierCurve(NamedTuple):
+    """Kaplan–Meier curve(s) up to ``horizon``, from :func:`kaplan_meier_curve`."""
+
+    survival: StepCurve
+    horizon: float
+
+    def at(self, times) -> np.ndarray:
+        """S(t) at ``times`` (up to the horizon): shape ``times.shape``, or ``(B,) + times.shape``."""
+        _check_horizon(times, self.horizon)
+        return self.survival.at(times)
+
+    def restricted_mean(self, tau: float):
+        """Area under the curve on [0, tau], tau up to the horizon: a float, or shape ``(B,)``.
+
+        Past the last observation the curve holds its last value, as in lifelines.
+        """
+        if not tau >= 0:
+            raise ValueError(f"tau must be non-negative, got {tau}")
+        _check_horizon(tau, self.horizon)
+        knots, values = self.survival.knots, self.survival.values()
+        n_steps = np.searchsorted(knots, tau, side="right")
+        # Step j of the curve holds from its knot to the next one, cut at tau.
+        widths = np.diff(np.concatenate([[0.0], knots[:n_steps], [tau]]))
+        # Resamples as contiguous rows, so that BLAS sums each row's steps in
+        # the same order whatever the horizon of the curve.
+        area = np.ascontiguousarray(values[: n_steps + 1].T) @ widths
+        return float(area) if area.ndim == 0 else area
 
 
-def _km_steps(durations, events, weights, horizon: float) -> tuple[_RiskTable, np.ndarray]:
-    """Risk table and survival ``(..., m + 1)``: 1, then S at each event time."""
+class CompetingRisksCurves(NamedTuple):
+    """Survival from any cause and each cause's cumulative incidence up to
+    ``horizon``, from :func:`competing_risks_curves`."""
+
+    survival: StepCurve
+    incidence: tuple[StepCurve, ...]  # causes 1..n_causes
+    horizon: float
+
+    def at(self, times) -> tuple[np.ndarray, np.ndarray]:
+        """(survival, incidence) at ``times`` (up to the horizon): shapes
+        ``times.shape`` and ``(n_causes,) + times.shape``, each after a
+        leading ``(B,)`` for B resamples."""
+        _check_horizon(times, self.horizon)
+        cause_axis = self.survival.changes.ndim - 1
+        return self.survival.at(times), np.stack([curve.at(times) for curve in self.incidence], axis=cause_axis)
+
+
+def kaplan_meier_curve(durations, events, horizon: float, weights_by_subject=None,
+                       subjects=None) -> KaplanMeierCurve:
+    """Kaplan–Meier curve up to ``horizon``, to read at several times or integrate.
+
+    ``weights_by_subject`` holds case weights one row per subject of a
+    cohort: shape ``(N,)``, or ``(N, B)`` for B resamples (the transpose of
+    :func:`bootstrap_weights`); unweighted if None.  ``subjects`` gives the
+    row of each duration (indices, or a boolean mask over the N subjects),
+    all rows in order if omitted.
+    """
+    durations, events = _as_durations(durations, events)
+    weights_by_subject, subjects = _as_subject_weights(weights_by_subject, subjects, durations.size)
+    _, curve = _kaplan_meier(durations, events, weights_by_subject, subjects, horizon)
+    return curve
+
+
+def _kaplan_meier(durations, events, weights_by_subject, subjects, horizon: float):
+    """(risk table, curve) up to ``horizon``."""
+    kinds = events.astype(bool).astype(np.intp)
+    table = _risk_table(durations, kinds, 1, weights_by_subject, subjects, horizon)
+    return table, KaplanMeierCurve(_survival(table.deaths, table.at_risk, table.event_times), horizon)
+
+
+def _weighted_kaplan_meier(durations, events, weights, horizon: float):
+    """:func:`_kaplan_meier` for weights as the estimators at given times take them."""
     durations, events = _as_durations(durations, events)
     weights = _as_weights(weights, durations.size)
-    table = _risk_table(durations, events.astype(bool).astype(np.intp), 1, weights, horizon)
-    survival = np.cumprod(1.0 - _hazard(table.deaths[..., 0, :], table.at_risk), axis=-1)
-    return table, _prepend(survival, 1.0)
+    return _kaplan_meier(durations, events, weights.T, np.arange(durations.size), horizon)
 
 
 def kaplan_meier(durations, events, times, weights=None) -> np.ndarray:
@@ -136,8 +327,8 @@ def kaplan_meier(durations, events, times, weights=None) -> np.ndarray:
     ``events`` is True for an observed event, False for censoring.  Shape
     ``times.shape``, or ``(B,) + times.shape`` for weights of shape ``(B, n)``.
     """
-    table, survival = _km_steps(durations, events, weights, _horizon(times))
-    return _step_lookup(table.event_times, survival, times)
+    _, curve = _weighted_kaplan_meier(durations, events, weights, _horizon(times))
+    return curve.at(times)
 
 
 def kaplan_meier_ci(durations, events, times, alpha: float = 0.05):
@@ -148,16 +339,16 @@ def kaplan_meier_ci(durations, events, times, alpha: float = 0.05):
     (0, 0) once the estimate is 0.  Returns ``(estimate, lower, upper)``,
     each shaped like ``times``.
     """
-    table, survival = _km_steps(durations, events, None, _horizon(times))
-    deaths, at_risk = table.deaths[0], table.at_risk
+    table, curve = _weighted_kaplan_meier(durations, events, None, _horizon(times))
+    deaths, at_risk = table.deaths, table.at_risk
     survivors = at_risk - deaths
     # Greenwood's d / (n (n - d)) is infinite when all at risk die; lifelines
     # counts it as 0 (the estimate and the whole interval are then 0 anyway).
     terms = np.divide(deaths, at_risk * survivors, out=np.zeros_like(deaths), where=survivors > 0)
-    greenwood = _prepend(np.cumsum(terms), 0.0)
+    greenwood = StepCurve(table.event_times, terms, 0.0, np.add)
 
-    estimate = _step_lookup(table.event_times, survival, times)
-    variance = _step_lookup(table.event_times, greenwood, times)
+    estimate = curve.at(times)
+    variance = greenwood.at(times)
     # The transform is finite only strictly inside (0, 1); at 0 or 1 the
     # interval collapses onto the estimate, as it does in lifelines.
     inside = (estimate > 0) & (estimate < 1)
@@ -169,23 +360,51 @@ def kaplan_meier_ci(durations, events, times, alpha: float = 0.05):
     return estimate, lower, upper
 
 
+def competing_risks_curves(durations, causes, n_causes: int, horizon: float, weights_by_subject=None,
+                           subjects=None) -> CompetingRisksCurves:
+    """Survival from any cause and the Aalen–Johansen cumulative incidence of
+    every cause ``1..n_causes`` up to ``horizon``, from one risk table.
+
+    ``causes`` is 0 for censoring; weights and subjects as in
+    :func:`kaplan_meier_curve`.
+    """
+    durations, causes = _as_durations(durations, causes)
+    weights_by_subject, subjects = _as_subject_weights(weights_by_subject, subjects, durations.size)
+    return _competing_risks(durations, causes, n_causes, weights_by_subject, subjects, horizon)
+
+
+def _competing_risks(durations, causes, n_causes: int, weights_by_subject, subjects,
+                     horizon: float) -> CompetingRisksCurves:
+    kinds = np.asarray(causes, dtype=np.intp)
+    table = _risk_table(durations, kinds, n_causes, weights_by_subject, subjects, horizon)
+    survival = _survival(table.deaths, table.at_risk, table.event_times)
+    survival_before = survival.values()  # [j]: just before event time j
+    incidence = []
+    for time_index, deaths in table.kind_deaths:
+        increments = _hazard(deaths, table.at_risk[time_index])
+        increments *= survival_before[time_index]
+        incidence.append(StepCurve(table.event_times[time_index], increments, 0.0, np.add))
+    return CompetingRisksCurves(survival, tuple(incidence), horizon)
+
+
+def _weighted_competing_risks(durations, causes, n_causes: int, weights, horizon: float) -> CompetingRisksCurves:
+    """:func:`_competing_risks` for weights as the estimators at given times take them."""
+    durations, causes = _as_durations(durations, causes)
+    weights = _as_weights(weights, durations.size)
+    return _competing_risks(durations, causes, n_causes, weights.T, np.arange(durations.size), horizon)
+
+
 def cumulative_incidence(durations, causes, cause: int, times, weights=None) -> np.ndarray:
     """Aalen–Johansen cumulative incidence of ``cause`` at ``times``.
 
     ``causes`` is 0 for censoring, else a positive int per event type; all
     other types compete with ``cause``.  Shapes as :func:`kaplan_meier`.
     """
-    durations, causes = _as_durations(durations, causes)
-    weights = _as_weights(weights, durations.size)
-    # Kind 1: a competing event, kind 2: the cause of interest.
-    kinds = np.where(causes == cause, 2, (causes != 0).astype(np.intp))
-    table = _risk_table(durations, kinds, 2, weights, _horizon(times))
-    all_deaths = table.deaths.sum(axis=-2)
-    overall_survival = np.cumprod(1.0 - _hazard(all_deaths, table.at_risk), axis=-1)
-    survival_before = _prepend(overall_survival[..., :-1], 1.0)
-    increments = survival_before * _hazard(table.deaths[..., 1, :], table.at_risk)
-    incidence = _prepend(np.cumsum(increments, axis=-1), 0.0)
-    return _step_lookup(table.event_times, incidence, times)
+    causes = np.asarray(causes)
+    # Kind 1: the cause of interest, kind 2: a competing event.
+    kinds = np.where(causes == cause, 1, 2 * (causes != 0))
+    curves = _weighted_competing_risks(durations, kinds, 2, weights, _horizon(times))
+    return curves.incidence[0].at(times)
 
 
 def competing_risks(durations, causes, n_causes: int, times, weights=None):
@@ -197,16 +416,7 @@ def competing_risks(durations, causes, n_causes: int, times, weights=None):
     ``n_causes`` before the time axis.  Incidences of several causes add up
     to the incidence of their union, and with survival they sum to 1.
     """
-    durations, causes = _as_durations(durations, causes)
-    weights = _as_weights(weights, durations.size)
-    table = _risk_table(durations, np.asarray(causes, dtype=np.intp), n_causes, weights, _horizon(times))
-    all_deaths = table.deaths.sum(axis=-2)
-    overall = np.cumprod(1.0 - _hazard(all_deaths, table.at_risk), axis=-1)
-    survival_before = _prepend(overall[..., :-1], 1.0)
-    increments = survival_before[..., None, :] * _hazard(table.deaths, table.at_risk[..., None, :])
-    incidence = _prepend(np.cumsum(increments, axis=-1), 0.0)
-    return (_step_lookup(table.event_times, _prepend(overall, 1.0), times),
-            _step_lookup(table.event_times, incidence, times))
+    return _weighted_competing_risks(durations, causes, n_causes, weights, _horizon(times)).at(times)
 
 
 def restricted_mean(durations, events, tau: float, weights=None):
@@ -217,11 +427,8 @@ def restricted_mean(durations, events, tau: float, weights=None):
     """
     if not tau >= 0:
         raise ValueError(f"tau must be non-negative, got {tau}")
-    table, survival = _km_steps(durations, events, weights, tau)
-    # Step j of the curve holds from its knot to the next one, cut at tau.
-    knots = np.concatenate([[0.0], table.event_times, [tau]])
-    area = survival @ np.diff(knots)
-    return float(area) if area.ndim == 0 else area
+    _, curve = _weighted_kaplan_meier(durations, events, weights, tau)
+    return curve.restricted_mean(tau)
 
 
 def bootstrap_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarray:
