@@ -162,12 +162,10 @@ def command_run(args) -> int:
     scenario = load_scenario(args.scenario, overrides)
     out_dir = args.out or default_output_dir(scenario.name)
     result = run_experiment(scenario, progress=None if args.quiet else "simulating")
-    # Imported after the simulation: the files written beside the summary start sooner.
-    from .analysis.report import policy_table
-    from .analysis.summary import summarise
-
-    summary, _comparison, summary_seconds = write_results(out_dir, result, summarise, command=sys.argv)
+    summary, _comparison, summary_seconds = write_results(out_dir, result, _summarise, command=sys.argv)
     if not args.quiet:
+        from .analysis.report import policy_table
+
         print(f"carsim {__version__} | scenario {scenario.name} | {scenario.cohort.size} patients x "
               f"{scenario.run.replications} replication(s) | seed {scenario.run.seed}")
         print(f"95% Monte Carlo intervals in brackets; reference policy: {result.policies[0]}\n")
@@ -177,6 +175,14 @@ def command_run(args) -> int:
               f"summarised in {summary_seconds:.1f} s")
     print(f"results: {out_dir}")
     return 0
+
+
+def _summarise(result):
+    # Imported only once the figure is being drawn beside the summary: the
+    # summary's imports (pandas) then overlap with the drawing.
+    from .analysis.summary import summarise
+
+    return summarise(result)
 
 
 # command -> (module, function), imported only when the command runs (start-up stays fast)

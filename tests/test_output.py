@@ -56,8 +56,8 @@ def test_without_fork_the_work_runs_inline(tmp_path, monkeypatch):
 def test_parquet_columns_read_back_as_pandas_would_write_them(tmp_path):
     columns = {"replication": np.zeros(3, np.int64), "policy": np.array(["a", "b", "a"], dtype=object),
                "day": np.array([1.5, np.nan, 3.0]), "flag": np.array([True, False, True]),
-               "cause": np.array(["", None, "x"], dtype=object)}
+               "cause": np.array(["", None, "x"], dtype=object), "detail": np.array(["a", 3, "b"], dtype=object)}
     write_parquet(columns, tmp_path / "t.parquet")
     got = pd.read_parquet(tmp_path / "t.parquet")
-    expected = pd.DataFrame(columns).astype({"cause": str})  # a non-text value is written as its str()
+    expected = pd.DataFrame(columns).astype({"cause": str, "detail": str})  # a non-text value: its str()
     pd.testing.assert_frame_equal(got, expected, check_exact=True)

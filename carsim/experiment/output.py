@@ -97,9 +97,21 @@ def write_parquet(columns: dict, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({name: pa.array(_text(v), type=pa.string()) if v.dtype == object else v
-                      for name, v in columns.items()})
+    table = pa.table({name: _text_array(v) if v.dtype == object else v for name, v in columns.items()})
     pq.write_table(table, path)
+
+
+def _text_array(values: np.ndarray):
+    """An object column as Arrow text; a value that is not a string is written as its str()."""
+    import pyarrow as pa
+
+    try:
+        array = pa.array(values, type=pa.string())
+        if array.null_count == 0:
+            return array
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        pass
+    return pa.array(_text(values), type=pa.string())
 
 
 def manifest(result, summary_seconds: float, command: list[str] | None) -> dict:
