@@ -205,8 +205,8 @@ class PreInfusion:
         exit_time = np.minimum(np.minimum(t_death, t_withdraw), t_censor).tolist()
         referral_l, deferral_l, infusion_l = referral.tolist(), deferral.tolist(), infusion_delay.tolist()
         aph_l, mfg_l = aph_duration.tolist(), mfg_duration.tolist()
-        fail_l = [[mfg[i, 3 * a + 1] for a in range(attempts)] for i in range(n)]
-        recollect_l = [[mfg[i, 3 * a + 2] for a in range(attempts)] for i in range(n)]
+        fail_l = mfg[:, 1:3 * attempts:3].tolist()  # attempt a's uniforms are columns 3a, 3a + 1, 3a + 2
+        recollect_l = mfg[:, 2:3 * attempts:3].tolist()
         deferred_l = np.asarray(arrays["apheresis_deferred"], dtype=bool).tolist()
         survival_l = survival_after_exit.tolist()
         failure_p, recollection_p = model.manufacturing_failure, model.recollection
