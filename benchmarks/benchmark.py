@@ -7,8 +7,9 @@ policies, beside a fixed reference toy model (for ratios across machines).
 Prints, per size: wall time, patients/s, patient-policy trajectories/s,
 events/s, microseconds per patient and peak memory, for one core
 (in-process: one cohort, and small cohorts as replications advanced
-together) and for the experiment runner with all cores; the reference toy's
-patients/s and the ratio; and the wall time of the whole
+together; then the middle size with 1, 2, ... policies) and for the
+experiment runner with all cores; the reference toy's patients/s and the
+ratio; and the wall time of the whole
 `carsim run scenarios/baseline.yaml`.  Not a test: machines are noisy,
 compare ratios.
 """
@@ -32,7 +33,7 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def one_core(scenario, n: int, engine: str, replications: int = 1, repeats: int = 3) -> dict:
+def one_core(scenario, n: int, engine: str, replications: int = 1, repeats: int = 3, n_policies=None) -> dict:
     """``replications`` cohorts of ``n`` patients in one process (advanced
     together by the vectorised engine); the best of ``repeats`` timings (on
     a shared machine the slower ones measure the neighbours)."""
@@ -40,7 +41,7 @@ def one_core(scenario, n: int, engine: str, replications: int = 1, repeats: int 
     from carsim.model.simulation import simulate_replications
 
     model = ModelDefinition(scenario)
-    policies = scenario.policy_names
+    policies = scenario.policy_names[:n_policies]
     # Events are counted on (at most) 10,000 patients with the log kept; the
     # timed run keeps summaries only, as PSA and calibration do.
     sample = min(n, 10000)
@@ -112,6 +113,13 @@ def main():
         row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
         row["peak_memory_mib"] = round(peak_memory_mib())
         print(json.dumps({"one_core": row}))
+    # Policies share the access pathway (simulated once) and the rounds after
+    # infusion, so cost grows less than in proportion to the policies.
+    middle = sorted(args.sizes)[len(args.sizes) // 2]
+    for n_policies in range(1, len(scenario.policy_names) + 1):
+        row = one_core(scenario, middle, args.engine, 1, args.repeats, n_policies)
+        print(json.dumps({"policy_scaling": {k: row[k] for k in ("patients", "policies", "seconds",
+                                                                 "trajectories_per_s")}}))
     for n in args.sizes:
         replications = max(2, 40000 // n)  # at least two tasks, so both cores have work
         row = all_cores(scenario, n, args.engine, replications)
