@@ -79,12 +79,16 @@ def all_cores(scenario, n: int, engine: str, replications: int) -> dict:
             "trajectories_per_s": round(trajectories / seconds), "workers": result.timings["workers"]}
 
 
-def carsim_run_wall() -> float:
-    """The whole `carsim run scenarios/baseline.yaml`, start-up included."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "carsim", "run", str(ROOT / "scenarios" / "baseline.yaml"), "--quiet",
-                    "--out", str(ROOT / "results" / "benchmark-run")], check=True, capture_output=True)
-    return round(time.perf_counter() - started, 2)
+def carsim_run_wall(repeats: int = 3) -> float:
+    """The whole `carsim run scenarios/baseline.yaml`, start-up included
+    (the best of ``repeats``)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "carsim", "run", str(ROOT / "scenarios" / "baseline.yaml"), "--quiet",
+                        "--out", str(ROOT / "results" / "benchmark-run")], check=True, capture_output=True)
+        best = min(best, time.perf_counter() - started)
+    return round(best, 2)
 
 
 def main():
@@ -126,7 +130,7 @@ def main():
         row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
         print(json.dumps({"all_cores": row}))
     if not args.skip_run:
-        print(json.dumps({"carsim_run_baseline_wall_seconds": carsim_run_wall()}))
+        print(json.dumps({"carsim_run_baseline_wall_seconds": carsim_run_wall(args.repeats)}))
 
 
 if __name__ == "__main__":
