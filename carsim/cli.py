@@ -212,5 +212,18 @@ def main(argv=None) -> int:
         return 130
 
 
+def console_main() -> int:
+    """The ``carsim`` command: :func:`main`, then a quick exit."""
+    import gc
+
+    status = main()
+    # The interpreter's last garbage collection walks every object the
+    # libraries made (about 0.3 s after pandas and SciPy); the process is
+    # ending, so skip it.  Not in main(): callers in a long-lived process
+    # (tests, notebooks) must keep collecting.
+    gc.freeze()
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())
