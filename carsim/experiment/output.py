@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -153,8 +154,6 @@ def write_results(out_dir: Path, result, summarise, command=None):
     drawing: a second process draws it while this one summarises and writes
     the tables.
     """
-    import time
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").unlink(missing_ok=True)  # an old manifest would mark a half-written folder done
