@@ -166,7 +166,13 @@ class Checkpoint:
         return [i for k in range(self.n_chunks) if k not in done for i in self.chunk_items(k)]
 
     def read_chunk(self, chunk: int, kind: str = CHUNKS) -> pd.DataFrame:
-        return pq.read_table(self.chunk_path(chunk, kind)).to_pandas()
+        path = self.chunk_path(chunk, kind)
+        # Text columns read dictionary-encoded and turned into object columns
+        # that share one string object per distinct value: a few bytes a row
+        # instead of a string each (the labels repeat on every row).
+        text = [field.name for field in pq.read_schema(path) if pa.types.is_string(field.type)]
+        frame = pq.read_table(path, read_dictionary=text).to_pandas()
+        return frame.astype({name: object for name in text})
 
     def read_all(self) -> pd.DataFrame:
         """Every chunk's rows, in item order (all chunks must be done)."""
