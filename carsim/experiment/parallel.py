@@ -8,6 +8,7 @@ the number of workers.  No scheduler of our own: joblib does the work.
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import os
 import signal
@@ -130,6 +131,9 @@ class _Forked:
 
 def _child(function: Callable, args: tuple) -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child quietly; the parent reports it
+    # The garbage collector would touch every inherited object, copying the
+    # parent's memory page by page; what the child inherits is not its garbage.
+    gc.freeze()
     try:
         function(*args)
     except Exception:  # noqa: BLE001 -- any failure: the parent redoes the work and reports it
