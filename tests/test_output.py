@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from carsim.experiment import parallel
-from carsim.experiment.output import write_parquet
+from carsim.experiment.output import atomic_write, write_parquet
 from carsim.experiment.parallel import run_beside
 
 
@@ -21,6 +21,16 @@ def _fail_unless_in(pid, path):
     if os.getpid() != pid:
         raise OSError("disk full (simulated)")
     path.write_text("written by the caller")
+
+
+def _interrupted_unless_in(pid, path):
+    def write(temporary):
+        temporary.write_text("half")
+        if os.getpid() != pid:
+            raise KeyboardInterrupt  # Ctrl-C reaches the child mid-write
+        temporary.write_text("whole")
+
+    atomic_write(path, write)
 
 
 def _always_fail(path):
@@ -38,6 +48,15 @@ def test_failed_side_work_is_redone_by_the_caller(tmp_path):
     target = tmp_path / "out.txt"
     run_beside(_fail_unless_in, os.getpid(), target).wait()
     assert target.read_text() == "written by the caller"
+
+
+def test_interrupted_side_work_leaves_no_partial_file(tmp_path):
+    """Ctrl-C in the child: its half-written file is removed and it ends
+    quietly; the caller (here not interrupted) does the work."""
+    target = tmp_path / "figure.png"
+    run_beside(_interrupted_unless_in, os.getpid(), target).wait()
+    assert target.read_text() == "whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure.png"]
 
 
 def test_side_work_error_reaches_the_caller(tmp_path):

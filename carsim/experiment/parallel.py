@@ -11,7 +11,6 @@ import contextlib
 import gc
 import multiprocessing
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
 
@@ -130,13 +129,14 @@ class _Forked:
 
 
 def _child(function: Callable, args: tuple) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the child quietly; the parent reports it
     # The garbage collector would touch every inherited object, copying the
     # parent's memory page by page; what the child inherits is not its garbage.
     gc.freeze()
     try:
         function(*args)
-    except Exception:  # noqa: BLE001 -- any failure: the parent redoes the work and reports it
+    except BaseException:  # noqa: BLE001 -- the parent redoes failed work and reports errors and Ctrl-C
+        # Ctrl-C too ends here quietly, after the function's own clean-up
+        # (a half-written file is removed).
         os._exit(1)
 
 
