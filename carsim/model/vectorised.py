@@ -171,6 +171,7 @@ class PreInfusion:
         self.start = start
         self.record_events = record_events
         self.events: list[tuple] = []
+        self._event_arrays = None  # built from self.events on first use
         arrays = {name: np.asarray(values[start:stop]) for name, values in covariates.items()}
         arrays.update(_initial_state(n))
         self.covariates = arrays
@@ -365,7 +366,7 @@ class PreInfusion:
 
     def event_arrays(self) -> tuple:
         """The recorded events as (patient, time_days, event, detail) arrays."""
-        if getattr(self, "_event_arrays", None) is None:
+        if self._event_arrays is None:
             events = self.events
             self._event_arrays = (
                 np.array([e[0] for e in events], dtype=np.int64), np.array([e[1] for e in events], dtype=float),
@@ -554,6 +555,11 @@ class PostInfusion:
         bounds = np.searchsorted(rows, self.group_start)
         return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event": event[a:b],
                  "detail": detail[a:b]} for a, b in pairwise(bounds)]
+
+    def first_day(self, column, idx, now):
+        """Set outcome ``column`` (days since arrival) where it is not yet set."""
+        first = np.isnan(self.out[column][idx])
+        self.out[column][idx[first]] = now[first] - self.arrival[idx[first]]
 
     def start_clock(self, name, idx, now, origin, uniforms):
         c = self.clock[name]
@@ -766,20 +772,18 @@ class PostInfusion:
         self.times[sub, _S_DETECT] = np.minimum(self.times[sub, _S_DETECT], when)
 
     def _bca_lost(self, idx, now):
-        st, out = self.state, self.out
+        st = self.state
         st["bca_lost"][idx] = True
-        first = np.isnan(out["bca_loss_day"][idx])
-        out["bca_loss_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.first_day("bca_loss_day", idx, now)
         self.record(idx, now, "bca_lost")
         self.update_clocks(idx, now)
         watch = st["cr"][idx] & ~st["relapsed"][idx] & ~st["transplanted"][idx]
         self._schedule_detection(idx[watch], now[watch])
 
     def _mrd_emerges(self, idx, now):
-        st, out = self.state, self.out
+        st = self.state
         st["mrd_present"][idx] = True
-        first = np.isnan(out["mrd_emergence_day"][idx])
-        out["mrd_emergence_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.first_day("mrd_emergence_day", idx, now)
         self.record(idx, now, "mrd_emergence")
         self.update_clocks(idx, now)
 
@@ -829,8 +833,7 @@ class PostInfusion:
         positive = informative & st["mrd_present"][idx] & (sens_u < m.mrd_sensitivity)
         st["mrd_positive"][idx] = positive
         st["mrd_positive_tests"][idx] += positive
-        first = positive & np.isnan(out["first_mrd_positive_day"][idx])
-        out["first_mrd_positive_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.first_day("first_mrd_positive_day", idx[positive], now[positive])
         day = self.test_days[number]
         d28 = informative & (np.abs(day - _DAY28) < 1)
         m3 = informative & ~d28 & (np.abs(day - _MONTH3) < 1)
@@ -847,12 +850,11 @@ class PostInfusion:
         self._decide("mrd_result", idx, now)
 
     def _bca_detected(self, idx, now):
-        st, out = self.state, self.out
+        st = self.state
         seen = ~st["relapsed"][idx] & ~st["transplanted"][idx] & st["bca_lost"][idx] & ~st["bca_loss_detected"][idx]
         idx, now = idx[seen], now[seen]
         st["bca_loss_detected"][idx] = True
-        first = np.isnan(out["bca_loss_detected_day"][idx])
-        out["bca_loss_detected_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.first_day("bca_loss_detected_day", idx, now)
         self.record(idx, now, "bca_loss_detected")
         self._decide("bca_loss", idx, now)
 
@@ -916,8 +918,7 @@ class PostInfusion:
         st["hsct_after_car"][idx] += 1
         st["mrd_present_at_hsct"][idx] = st["mrd_present"][idx]
         out["hsct_count"][idx] = st["hsct_after_car"][idx]
-        first = np.isnan(out["first_hsct_day"][idx])
-        out["first_hsct_day"][idx[first]] = now[first] - self.arrival[idx[first]]
+        self.first_day("first_hsct_day", idx, now)
         consolidative = self.hsct_consolidative[idx]
         out["consolidative_hsct"][idx[consolidative]] = True
         self.record(idx, now, "hsct", np.where(consolidative, "consolidative", "salvage"))
