@@ -53,29 +53,30 @@ def atomic_write(path: Path, write) -> None:
         raise
 
 
-def patients_columns(result) -> dict:
-    """One row per (replication, policy, patient): covariates and outcomes."""
+def _stacked(rows_per_part) -> dict:
+    """Column-wise concatenation of one column dict per result part."""
     columns: dict[str, list] = {}
-    for part in result.parts:
-        n = len(part.outcomes["patient"])
-        row = {"replication": np.full(n, part.replication, dtype=np.int64),
-               "policy": np.full(n, part.policy, dtype=object), "patient": part.outcomes["patient"],
-               **part.covariates, **{k: v for k, v in part.outcomes.items() if k != "patient"}}
+    for row in rows_per_part:
         for name, values in row.items():
             columns.setdefault(name, []).append(values)
     return {name: np.concatenate(parts) for name, parts in columns.items()}
+
+
+def _part_labels(part, n: int) -> dict:
+    return {"replication": np.full(n, part.replication, dtype=np.int64),
+            "policy": np.full(n, part.policy, dtype=object)}
+
+
+def patients_columns(result) -> dict:
+    """One row per (replication, policy, patient): covariates and outcomes."""
+    return _stacked({**_part_labels(part, len(part.outcomes["patient"])), "patient": part.outcomes["patient"],
+                     **part.covariates, **{k: v for k, v in part.outcomes.items() if k != "patient"}}
+                    for part in result.parts)
 
 
 def events_columns(result) -> dict:
     """One row per event: replication, policy, patient, time_days, event, detail."""
-    columns: dict[str, list] = {}
-    for part in result.parts:
-        n = len(part.events["patient"])
-        row = {"replication": np.full(n, part.replication, dtype=np.int64),
-               "policy": np.full(n, part.policy, dtype=object), **part.events}
-        for name, values in row.items():
-            columns.setdefault(name, []).append(values)
-    return {name: np.concatenate(parts) for name, parts in columns.items()}
+    return _stacked({**_part_labels(part, len(part.events["patient"])), **part.events} for part in result.parts)
 
 
 def _text(values: np.ndarray) -> np.ndarray:
