@@ -167,7 +167,11 @@ def allocation(design: TrialDesign, trial: int, n: int) -> np.ndarray:
 
 
 class OutcomeSource(Protocol):
-    """Where patients' outcomes come from (the model, or a stand-in for tests)."""
+    """Where patients' outcomes come from (the model, or a stand-in for tests).
+
+    A source may also offer ``outcomes_of_trials(policies, replications, n,
+    horizon_days)``, a list of :meth:`outcomes` simulated together;
+    :func:`simulate_outcomes` uses it when it is there."""
 
     independent_patients: bool  # True: patient i's outcome does not depend on the cohort size
 
