@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CarsimError
-from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters
+from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
 from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
 from .parallel import backend_context, parallel_map
@@ -124,7 +124,7 @@ def run_gsa(problem_parameters: Sequence, evaluate: Callable[[dict], float], met
         unit = morris_sample.sample(problem, samples, num_levels=MORRIS_LEVELS, seed=seed)
         uniforms = lo + (hi - lo) * unit
     uniforms = np.clip(uniforms, _EDGE, 1 - _EDGE)
-    values = np.column_stack([np.asarray(p.ppf(uniforms[:, j]), dtype=float) for j, p in enumerate(parameters)])
+    values = values_at_quantiles(parameters, uniforms)
     draws = [dict(zip(names, (float(x) for x in row), strict=True)) for row in values]
     outputs = np.asarray(parallel_map(evaluate, draws, n_jobs=n_jobs, progress=progress), dtype=float)
     evaluated = time.perf_counter() - started

@@ -32,7 +32,7 @@ from .. import __version__
 from ..analysis.endpoints import TIMES_MONTHS, compute_metrics
 from ..errors import CarsimError
 from ..model.random import stream_id
-from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters
+from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
 from ..scenario.schema import Scenario
 from .checkpoint import Checkpoint, default_chunk_size, read_run_file, scenario_hash
 from .evaluate import evaluate_policies
@@ -121,9 +121,10 @@ def parameter_table(scenario: Scenario, seed: int, draws: int) -> pd.DataFrame:
     """``draw`` and one column per uncertain parameter (its key path)."""
     parameters = uncertain_parameters(scenario)
     uniforms = parameter_uniforms(parameters, seed, draws)
+    values = values_at_quantiles(parameters, uniforms)
     table = pd.DataFrame({"draw": np.arange(draws, dtype=np.int64)})
     for j, p in enumerate(parameters):
-        table[p.path] = np.asarray(p.ppf(uniforms[:, j]), dtype=float)
+        table[p.path] = values[:, j]
     return table
 
 

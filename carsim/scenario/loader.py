@@ -176,10 +176,6 @@ def load_scenario(path, overrides: dict | None = None) -> Scenario:
     return scenario
 
 
-def covariate_names(scenario: Scenario) -> set[str]:
-    return set(scenario.cohort.covariates)
-
-
 def check_semantics(scenario: Scenario, file_for) -> None:
     """Checks across blocks: conditions, required covariates, bridging levels."""
 

@@ -115,8 +115,8 @@ def apply_values(scenario: Scenario, values: dict[str, float]) -> Scenario:
     return Scenario.model_validate(data)
 
 
-def sample_values(parameters: list[UncertainParameter], uniforms: np.ndarray) -> list[dict[str, float]]:
-    """Rows of uniforms (n_draws, n_parameters) -> one value mapping per draw."""
-    columns = [np.asarray(p.ppf(uniforms[:, j]), dtype=float) for j, p in enumerate(parameters)]
-    return [{p.path: float(col[i]) for p, col in zip(parameters, columns, strict=True)}
-            for i in range(uniforms.shape[0])]
+def values_at_quantiles(parameters: list[UncertainParameter], uniforms: np.ndarray) -> np.ndarray:
+    """Rows of uniforms (n, n_parameters) -> the parameters' values at those quantiles, same shape."""
+    if not parameters:
+        return np.empty((uniforms.shape[0], 0))
+    return np.column_stack([np.asarray(p.ppf(uniforms[:, j]), dtype=float) for j, p in enumerate(parameters)])
