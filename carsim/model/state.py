@@ -35,6 +35,14 @@ STATE_VARIABLES: dict[str, tuple[str, bool]] = {
     "mrd_present_at_hsct": ("MRD was present when the last HSCT was given (biology)", False),
 }
 
+# Each changing state variable's value before infusion, for both engines.
+INITIAL_STATE: dict[str, bool | int | str] = {
+    "cr": False, "severe_crs": False, "severe_icans": False, "mrd_informative": True, "mrd_positive": False,
+    "mrd_positive_tests": 0, "mrd_test_number": -1, "bca_loss_detected": False, "reinfusions": 0,
+    "bca_regained": False, "hsct_after_car": 0, "transplanted": False, "hsct_pending": False, "relapsed": False,
+    "relapse_phenotype": "none", "bca_lost": False, "mrd_present": False, "mrd_present_at_hsct": False,
+}
+
 # Covariates the pathway itself reads (others may be added freely and used in conditions).
 REQUIRED_COVARIATES = {
     "prior_hsct": "bernoulli",
@@ -52,24 +60,7 @@ class PatientState:
         self._env = env
         self.__dict__.update(covariates)
         self.infusion_time = None
-        self.cr = False
-        self.severe_crs = False
-        self.severe_icans = False
-        self.mrd_informative = True
-        self.mrd_positive = False
-        self.mrd_positive_tests = 0
-        self.mrd_test_number = -1
-        self.bca_loss_detected = False
-        self.reinfusions = 0
-        self.bca_regained = False
-        self.hsct_after_car = 0
-        self.transplanted = False
-        self.hsct_pending = False
-        self.relapsed = False
-        self.relapse_phenotype = "none"
-        self.bca_lost = False
-        self.mrd_present = False
-        self.mrd_present_at_hsct = False
+        self.__dict__.update(INITIAL_STATE)
 
     @property
     def days_since_infusion(self) -> float:

@@ -37,6 +37,7 @@ from ..scenario.conditions import vectorise_condition
 from .definition import CompiledHazard, CompiledProbability, Factor, ModelDefinition, reads_state
 from .patient import DEFAULT_ACTIONS, RELAPSE_PHENOTYPES
 from .records import OUTCOME_FIELDS
+from .state import INITIAL_STATE
 
 INF = np.inf
 _DAY28, _MONTH3 = 28.0, 365.25 / 4
@@ -423,16 +424,7 @@ def _dtype(default):
 
 
 def _initial_state(n: int) -> dict:
-    return {
-        "cr": np.zeros(n, bool), "severe_crs": np.zeros(n, bool), "severe_icans": np.zeros(n, bool),
-        "mrd_informative": np.ones(n, bool), "mrd_positive": np.zeros(n, bool),
-        "mrd_positive_tests": np.zeros(n, np.int64), "mrd_test_number": np.full(n, -1, np.int64),
-        "bca_loss_detected": np.zeros(n, bool), "reinfusions": np.zeros(n, np.int64),
-        "bca_regained": np.zeros(n, bool), "hsct_after_car": np.zeros(n, np.int64),
-        "transplanted": np.zeros(n, bool), "hsct_pending": np.zeros(n, bool), "relapsed": np.zeros(n, bool),
-        "relapse_phenotype": np.full(n, "none", dtype=object), "bca_lost": np.zeros(n, bool),
-        "mrd_present": np.zeros(n, bool), "mrd_present_at_hsct": np.zeros(n, bool),
-    }
+    return {name: np.full(n, value, dtype=_dtype(value)) for name, value in INITIAL_STATE.items()}
 
 
 # ------------------------------------------------------------------ after infusion (all policies at once)
