@@ -70,16 +70,19 @@ class OutcomeTable:
         order = np.argsort(self.index, kind="stable")
         out = {"patient": np.asarray(self.index, dtype=np.int64)[order]}
         for name, default in OUTCOME_FIELDS.items():
-            values = [self.rows[i][name] for i in order]
-            if isinstance(default, bool):
-                out[name] = np.asarray(values, dtype=bool)
-            elif isinstance(default, int):
-                out[name] = np.asarray(values, dtype=np.int64)
-            elif isinstance(default, float):
-                out[name] = np.asarray(values, dtype=float)
-            else:
-                out[name] = np.asarray(values, dtype=object)
+            out[name] = np.asarray([self.rows[i][name] for i in order], dtype=column_dtype(default))
         return out
+
+
+def column_dtype(default) -> type:
+    """The array dtype of a column whose default (or initial) value is ``default``."""
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return np.int64
+    if isinstance(default, float):
+        return float
+    return object
 
 
 def event_columns(events: list[tuple]) -> dict[str, np.ndarray]:

@@ -36,7 +36,7 @@ from .._units import DAYS_PER_MONTH
 from ..scenario.conditions import vectorise_condition
 from .definition import CompiledHazard, CompiledProbability, Factor, ModelDefinition, reads_state
 from .patient import DEFAULT_ACTIONS, RELAPSE_PHENOTYPES
-from .records import OUTCOME_FIELDS
+from .records import OUTCOME_FIELDS, column_dtype, event_columns
 from .state import INITIAL_STATE
 
 INF = np.inf
@@ -196,7 +196,7 @@ class PreInfusion:
                                         for a in range(attempts)])
         infusion_delay = model.infusion_delay.from_uniform(streams.block("infusion")[start:stop, 0])
 
-        out = {name: np.full(n, default, dtype=_dtype(default)) for name, default in OUTCOME_FIELDS.items()}
+        out = {name: np.full(n, default, dtype=column_dtype(default)) for name, default in OUTCOME_FIELDS.items()}
         out["arrival_day"] = arrival.copy()
         self.out = out
         self.infusion_time = np.full(n, np.nan)
@@ -366,12 +366,9 @@ class PreInfusion:
         out["wait_manufacturing_days"] = np.asarray(mfg_wait, dtype=float)
 
     def event_arrays(self) -> tuple:
-        """The recorded events as (patient, time_days, event, detail) arrays."""
+        """The recorded events as (patient, time_days, event, detail) arrays, by patient."""
         if self._event_arrays is None:
-            events = self.events
-            self._event_arrays = (
-                np.array([e[0] for e in events], dtype=np.int64), np.array([e[1] for e in events], dtype=float),
-                np.array([e[2] for e in events], dtype=object), np.array([e[3] for e in events], dtype=object))
+            self._event_arrays = tuple(event_columns(self.events).values())
         return self._event_arrays
 
     def part(self, first: int, stop: int) -> _PreInfusionPart:
@@ -413,18 +410,8 @@ def _clock_once(hazard: CompiledHazard, multiplier, uniforms):
     return np.where(multiplier > 0, delay, INF)
 
 
-def _dtype(default):
-    if isinstance(default, bool):
-        return bool
-    if isinstance(default, int):
-        return np.int64
-    if isinstance(default, float):
-        return float
-    return object
-
-
 def _initial_state(n: int) -> dict:
-    return {name: np.full(n, value, dtype=_dtype(value)) for name, value in INITIAL_STATE.items()}
+    return {name: np.full(n, value, dtype=column_dtype(value)) for name, value in INITIAL_STATE.items()}
 
 
 # ------------------------------------------------------------------ after infusion (all policies at once)
