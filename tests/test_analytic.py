@@ -23,7 +23,7 @@ from numpy.testing import assert_allclose
 from simpy.events import Initialize
 
 from carsim._units import DAYS_PER_MONTH
-from carsim.model import distributions as dist
+from carsim.scenario import distributions as dist
 from carsim.model.definition import CompiledHazard, Factor, ModelDefinition
 from carsim.model.hazards import HazardClock
 from carsim.model.simulation import simulate_cohort

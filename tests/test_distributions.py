@@ -1,4 +1,4 @@
-"""Checks of carsim.model.distributions against closed forms and scipy.stats.
+"""Checks of carsim.scenario.distributions against closed forms and scipy.stats.
 
 Each law is compared with an independent reference: scipy.stats (expon,
 weibull_min, lognorm, gamma, fisk for the log-logistic, gompertz for a
@@ -19,7 +19,7 @@ from numpy.testing import assert_allclose
 from scipy import integrate, optimize, stats
 
 from carsim._units import DAYS_PER_MONTH, DAYS_PER_UNIT, DAYS_PER_YEAR
-from carsim.model import distributions as dist
+from carsim.scenario import distributions as dist
 from carsim.scenario.schema import Law
 
 N_DRAWS = 200_000

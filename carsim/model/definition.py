@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from ..scenario.conditions import Condition, parse_condition
 from ..scenario.schema import Hazard, LogisticProbability, Multiplier, Scenario
-from .distributions import Distribution
-from .state import STATE_VARIABLES
+from ..scenario.distributions import Distribution
+from ..scenario.vocabulary import STATE_VARIABLES
 
 DYNAMIC_VARIABLES = frozenset(STATE_VARIABLES) - {"marrow_blasts_infusion"}
 
@@ -149,11 +149,7 @@ class ModelDefinition:
         self.bca_loss = compile_hazard(p.bca.loss)
         self.mrd_positive_at_assessment = compile_probability(p.mrd.positive_at_assessment)
         self.mrd_emergence = compile_hazard(p.mrd.emergence)
-        self.relapse = {
-            "cd19pos": compile_hazard(p.relapse.cd19pos),
-            "cd19neg": compile_hazard(p.relapse.cd19neg),
-            "lineage_switch": compile_hazard(p.relapse.lineage_switch),
-        }
+        self.relapse = {name: compile_hazard(hazard) for name, hazard in p.relapse.items()}
         self.survival_after_relapse = {k: v.build() for k, v in p.post_relapse.survival.items()}
         self.reremission = compile_probability(p.post_relapse.reremission)
         self.time_to_reremission = p.post_relapse.time_to_reremission.build()

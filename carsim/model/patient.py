@@ -19,7 +19,7 @@ import math
 import simpy
 from simpy.events import Initialize
 
-from .distributions import exponential_from_uniform
+from ..scenario.distributions import exponential_from_uniform
 from .hazards import HazardClock
 from .state import PatientState
 

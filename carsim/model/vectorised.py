@@ -37,7 +37,7 @@ from ..scenario.conditions import vectorise_condition
 from .definition import CompiledHazard, CompiledProbability, Factor, ModelDefinition, reads_state
 from .patient import DEFAULT_ACTIONS, RELAPSE_PHENOTYPES
 from .records import OUTCOME_FIELDS, column_dtype, event_columns
-from .state import INITIAL_STATE
+from ..scenario.vocabulary import INITIAL_STATE
 
 INF = np.inf
 _DAY28, _MONTH3 = 28.0, 365.25 / 4

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ScenarioError
-from ..model.state import REQUIRED_COVARIATES, STATE_VARIABLES
+from .vocabulary import REQUIRED_COVARIATES, STATE_VARIABLES
 from .conditions import ConditionSyntaxError, parse_condition
 from .schema import Multiplier, Scenario
 from .validation import describe_error, key_path

@@ -10,12 +10,12 @@ Times in laws are given with a ``unit`` and converted to days here, once.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from .._units import DAYS_PER_MONTH, DAYS_PER_UNIT
-from ..model import distributions as dist
+from . import distributions as dist
 
 
 class Strict(BaseModel):
@@ -334,24 +334,14 @@ class MrdBiology(Strict):
     emergence: Hazard
 
 
-class Relapse(Strict):
-    cd19pos: Hazard
-    cd19neg: Hazard
-    lineage_switch: Hazard
+# A relapse phenotype's name: it becomes part of metric names (cir_<name>).
+PhenotypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
 
 class PostRelapse(Strict):
-    survival: dict[Literal["cd19pos", "cd19neg", "lineage_switch"], Law]
+    survival: dict[PhenotypeName, Law]
     reremission: LogisticProbability
     time_to_reremission: Law
-
-    @field_validator("survival")
-    @classmethod
-    def _all_phenotypes(cls, v):
-        missing = {"cd19pos", "cd19neg", "lineage_switch"} - set(v)
-        if missing:
-            raise ValueError(f"needs a survival law for {', '.join(sorted(missing))}")
-        return v
 
 
 class Hsct(Strict):
@@ -385,11 +375,27 @@ class Pathway(Strict):
     response: Response
     bca: BcaBiology
     mrd: MrdBiology
-    relapse: Relapse
+    relapse: dict[PhenotypeName, Hazard]
     post_relapse: PostRelapse
     hsct: Hsct
     reinfusion: Reinfusion
     non_relapse_mortality: NonRelapseMortality
+
+    @model_validator(mode="after")
+    def _phenotypes_complete(self):
+        if not self.relapse:
+            raise ValueError("relapse: needs at least one relapse phenotype (a mapping of name -> hazard)")
+        if "none" in self.relapse:
+            raise ValueError("relapse: 'none' is reserved (the phenotype of patients who did not relapse)")
+        missing = set(self.relapse) - set(self.post_relapse.survival)
+        if missing:
+            raise ValueError(f"post_relapse.survival: needs a survival law for the relapse phenotype(s) "
+                             f"{', '.join(sorted(missing))}")
+        extra = set(self.post_relapse.survival) - set(self.relapse)
+        if extra:
+            raise ValueError(f"post_relapse.survival: {', '.join(sorted(extra))} is not a relapse phenotype; "
+                             f"expected one of: {', '.join(self.relapse)}")
+        return self
 
 
 # ---------------------------------------------------------------- resources, surveillance
@@ -521,6 +527,11 @@ class Scenario(Strict):
                 raise ValueError(f"run.policies: unknown policy {name!r}; "
                                  f"expected one of: {', '.join(self.policies)}")
         return self
+
+    @property
+    def relapse_phenotypes(self) -> tuple[str, ...]:
+        """The relapse phenotypes, in the order the scenario lists them."""
+        return tuple(self.pathway.relapse)
 
     @property
     def policy_names(self) -> list[str]:
