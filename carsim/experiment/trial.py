@@ -200,7 +200,7 @@ class ScenarioOutcomes:
 
     def arrival_days(self, replication: int, n: int) -> np.ndarray:
         # the model's own arrival stream (same seed, replication and stream name)
-        streams = RandomStreams(self.seed, replication, n, {"arrival": 1})
+        streams = RandomStreams(self.seed, replication, n)
         return arrival_days(self.scenario.cohort.arrivals.rate_per_day, streams)
 
     def outcomes(self, policies: Sequence[str], replication: int, n: int, horizon_days: float) -> dict:
