@@ -101,8 +101,8 @@ def _synthetic_targets(tmp_path: Path) -> tuple[Path, Path]:
     scenario = load_scenario(truth)
     p = simulate_cohort(ModelDefinition(scenario), "observe", 0, 6000, seed=999, record_events=False)
     p = {**p.outcomes, **{k: v for k, v in p.covariates.items() if k not in p.outcomes}}
-    cr = compute_output(p, "cr")
-    cir = compute_output(p, "cir_cd19neg", "infusion", 12)
+    cr = compute_output(p, "cr", phenotypes=scenario.relapse_phenotypes)
+    cir = compute_output(p, "cir_cd19neg", "infusion", 12, phenotypes=scenario.relapse_phenotypes)
     targets = {"synthetic": [
         {"id": "cr", "value": round(cr, 4), "ci": [cr - 0.02, cr + 0.02], "kind": "target", "source": "simulated"},
         {"id": "cir_neg", "value": round(cir, 4), "ci": [cir - 0.02, cir + 0.02], "time": 12, "kind": "target",
@@ -135,7 +135,7 @@ def test_synthetic_problem_recovers_known_parameters(tmp_path):
     fitted = load_scenario(tmp_path / "fitted.yaml")
     assert fitted.pathway.response.complete_remission.value == pytest.approx(
         values["pathway.response.complete_remission.value"], rel=1e-5)
-    assert "fitted" in fitted.pathway.relapse.cd19neg.law.assumption
+    assert "fitted" in fitted.pathway.relapse["cd19neg"].law.assumption
     report = (tmp_path / "report" / "report.md").read_text()
     assert "cir_neg" in report and (tmp_path / "report" / "report.png").stat().st_size > 1000
 

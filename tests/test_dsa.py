@@ -19,6 +19,7 @@ from carsim.scenario import load_scenario
 from carsim.scenario.parameters import uncertain_parameters
 
 PATIENTS, SEED = 200, 777
+PHENOTYPES = load_scenario(BASELINE).relapse_phenotypes
 TRM = "pathway.hsct.transplant_related_death.value"
 POST_RELAPSE = [f"pathway.post_relapse.survival.{p}.median" for p in ("cd19pos", "cd19neg", "lineage_switch")]
 
@@ -30,7 +31,8 @@ def scenario():
 
 @pytest.fixture(scope="module")
 def dsa(scenario):
-    return run_dsa(scenario, resolve_outcome("os", 24, "infusion"), ("hsct_all", "observe"), n_patients=PATIENTS,
+    os24 = resolve_outcome("os", 24, "infusion", phenotypes=PHENOTYPES)
+    return run_dsa(scenario, os24, ("hsct_all", "observe"), n_patients=PATIENTS,
                    seed=SEED, n_jobs=2, progress=False)
 
 
@@ -64,7 +66,7 @@ def test_post_relapse_survival_cannot_change_event_free_survival(dsa):
     """EFS ends at relapse, so survival after relapse cannot move it: with
     common random numbers the EFS difference is exactly the base case."""
     runs = dsa.runs
-    efs = resolve_outcome("efs", 24, "infusion")
+    efs = resolve_outcome("efs", 24, "infusion", phenotypes=PHENOTYPES)
     base = outcome_value(runs[runs.level == "base"], efs, ("hsct_all", "observe"))
     for path in POST_RELAPSE:
         for level in ("low", "high"):
@@ -88,8 +90,9 @@ def test_base_case_is_the_full_scenario_on_the_same_patients(dsa, scenario):
 def test_single_policy_outcome(dsa):
     runs = dsa.runs
     base_rows = runs[runs.level == "base"]
-    value = outcome_value(base_rows, resolve_outcome("os", 24, "infusion"), ("observe",))
-    hsct = outcome_value(base_rows, resolve_outcome("os", 24, "infusion"), ("hsct_all",))
+    os24 = resolve_outcome("os", 24, "infusion", phenotypes=PHENOTYPES)
+    value = outcome_value(base_rows, os24, ("observe",))
+    hsct = outcome_value(base_rows, os24, ("hsct_all",))
     assert hsct - value == pytest.approx(dsa.base)
 
 

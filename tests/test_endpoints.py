@@ -17,6 +17,7 @@ from carsim.analysis.endpoints import compute_metrics
 from carsim.analysis.survival import bootstrap_weights
 
 HORIZON_DAYS = 5 * 365.25
+PHENOTYPES = ("cd19pos", "cd19neg", "lineage_switch")
 MEDIANS = {"wait_manufacturing_days", "vein_to_vein_days", "wait_hsct_bed_days"}
 
 
@@ -33,7 +34,7 @@ def synthetic_patients(n: int = 400, seed: int = 0) -> dict:
     death_day = np.where(death_day > end_day, np.nan, death_day)
     end_day = np.fmin(end_day, death_day)
     hsct_count = (rng.random(n) < 0.3).astype(int) * infused
-    phenotypes = np.array(["cd19pos", "cd19neg", "lineage_switch"], dtype=object)
+    phenotypes = np.array(PHENOTYPES, dtype=object)
     return {
         "infused": infused,
         "infusion_day": infusion_day,
@@ -68,9 +69,9 @@ def metric_key(row):
 
 def test_weighted_metrics_match_one_resample_at_a_time(patients):
     weights = bootstrap_weights(np.random.default_rng(1), len(patients["end_day"]), 6).astype(float)
-    batched = compute_metrics(patients, HORIZON_DAYS, weights)
+    batched = compute_metrics(patients, HORIZON_DAYS, weights, phenotypes=PHENOTYPES)
     for b in range(weights.shape[0]):
-        single = compute_metrics(patients, HORIZON_DAYS, weights[b:b + 1])
+        single = compute_metrics(patients, HORIZON_DAYS, weights[b:b + 1], phenotypes=PHENOTYPES)
         for row, one in zip(batched, single, strict=True):
             assert metric_key(row) == metric_key(one)
             # Equal to rounding: BLAS may sum the RMST's steps in another order for one row.
@@ -81,8 +82,9 @@ def test_weights_layout_does_not_change_the_metrics(patients):
     """summarise passes the transpose of a patient-major array; any layout gives the same values."""
     weights = bootstrap_weights(np.random.default_rng(2), len(patients["end_day"]), 4).astype(float)
     by_patient = np.ascontiguousarray(weights.T)
-    for a, b in zip(compute_metrics(patients, HORIZON_DAYS, weights),
-                    compute_metrics(patients, HORIZON_DAYS, by_patient.T), strict=True):
+    batched = compute_metrics(patients, HORIZON_DAYS, weights, phenotypes=PHENOTYPES)
+    by_rows = compute_metrics(patients, HORIZON_DAYS, by_patient.T, phenotypes=PHENOTYPES)
+    for a, b in zip(batched, by_rows, strict=True):
         assert metric_key(a)[:2] == metric_key(b)[:2]
         assert_array_equal(a[3], b[3])
 
@@ -95,8 +97,8 @@ def test_integer_weights_equal_repeated_patients(patients):
     # At least one copy of everyone, so that follow-up (and the RMST horizon) is the same.
     counts = 1 + np.random.default_rng(3).integers(0, 3, n)
     repeated = {name: np.repeat(column, counts) for name, column in patients.items()}
-    weighted = compute_metrics(patients, HORIZON_DAYS, counts[None, :].astype(float))
-    unweighted = compute_metrics(repeated, HORIZON_DAYS)
+    weighted = compute_metrics(patients, HORIZON_DAYS, counts[None, :].astype(float), phenotypes=PHENOTYPES)
+    unweighted = compute_metrics(repeated, HORIZON_DAYS, phenotypes=PHENOTYPES)
     compared = 0
     for row, plain in zip(weighted, unweighted, strict=True):
         assert metric_key(row)[:2] == metric_key(plain)[:2]
@@ -109,7 +111,8 @@ def test_integer_weights_equal_repeated_patients(patients):
 
 def test_weighted_median_is_the_lower_median_of_the_resample(patients):
     weights = bootstrap_weights(np.random.default_rng(4), len(patients["end_day"]), 5)
-    rows = {row[0]: row for row in compute_metrics(patients, HORIZON_DAYS, weights.astype(float))}
+    rows = {row[0]: row for row in compute_metrics(patients, HORIZON_DAYS, weights.astype(float),
+                                                         phenotypes=PHENOTYPES)}
     columns_and_populations = {
         "wait_manufacturing_days": ("wait_manufacturing_days", patients["manufacturing_attempts"] > 0),
         "vein_to_vein_days": ("vein_to_vein_days", patients["infused"]),

@@ -9,11 +9,11 @@ import pytest
 from conftest import BASELINE
 from scipy import stats
 
+from carsim.analysis.endpoints import metric_origins
 from carsim.analysis.tables import to_latex, to_markdown, write_table
 from carsim.experiment.evaluate import evaluate_policies
 from carsim.experiment.psa import (
     DIRECTIONS,
-    METRIC_ORIGINS,
     draw_values,
     parameter_table,
     parameter_uniforms,
@@ -26,6 +26,7 @@ from carsim.scenario.parameters import apply_values, uncertain_parameters
 from carsim.scenario.schema import Scenario
 
 DRAWS, PATIENTS, SEED = 6, 150, 4242
+PHENOTYPES = load_scenario(BASELINE).relapse_phenotypes
 TABLE_STEMS = ("psa_summary", "psa_probability_best", "psa_incremental", "psa_parameter_summary")
 
 
@@ -88,7 +89,7 @@ def test_tables_exist_with_expected_columns(psa, scenario):
 
 def test_incremental_is_the_paired_difference(psa):
     draws = psa.draws
-    os24 = resolve_outcome("os", 24, "infusion").by_policy(draws)
+    os24 = resolve_outcome("os", 24, "infusion", phenotypes=PHENOTYPES).by_policy(draws)
     difference = os24["reinfuse"] - os24["observe"]
     row = psa.incremental[(psa.incremental.policy == "reinfuse") & (psa.incremental.metric == "os")
                           & (psa.incremental.origin == "infusion") & (psa.incremental.time_months == 24)]
@@ -107,7 +108,7 @@ def test_same_seed_and_any_jobs_or_chunks_give_identical_results(psa, psa_one_jo
 
 
 def test_draws_differ_and_have_their_own_patients(psa):
-    os24 = resolve_outcome("os", 24, "infusion").by_policy(psa.draws)
+    os24 = resolve_outcome("os", 24, "infusion", phenotypes=PHENOTYPES).by_policy(psa.draws)
     assert os24["observe"].nunique() > 1
     parameters = psa.parameters.drop(columns="draw")
     assert (parameters.std() > 0).all()
@@ -215,20 +216,21 @@ def test_keep_patients_writes_patient_tables_without_changing_results(scenario, 
 
 def test_metric_table_matches_the_metrics_computed(psa):
     pairs = set(map(tuple, psa.draws[["metric", "origin"]].drop_duplicates().to_numpy()))
-    assert pairs == {(m, o) for m, origins in METRIC_ORIGINS.items() for o in origins}
+    origins_of = metric_origins(PHENOTYPES)
+    assert pairs == {(m, o) for m, origins in origins_of.items() for o in origins}
 
 
 def test_outcome_errors():
     from carsim.errors import CarsimError
 
     with pytest.raises(CarsimError, match="unknown outcome"):
-        resolve_outcome("survival")
+        resolve_outcome("survival", phenotypes=PHENOTYPES)
     with pytest.raises(CarsimError, match="reported at"):
-        resolve_outcome("os", 18)
+        resolve_outcome("os", 18, phenotypes=PHENOTYPES)
     with pytest.raises(CarsimError, match="defined from enrollment"):
-        resolve_outcome("infused", None, "infusion")
-    assert resolve_outcome("hsct_death", 7).time_months is None
-    assert resolve_outcome("rmst_os", 24, "enrollment").origin == "enrollment"
+        resolve_outcome("infused", None, "infusion", phenotypes=PHENOTYPES)
+    assert resolve_outcome("hsct_death", 7, phenotypes=PHENOTYPES).time_months is None
+    assert resolve_outcome("rmst_os", 24, "enrollment", phenotypes=PHENOTYPES).origin == "enrollment"
 
 
 def test_write_table_formats(tmp_path):

@@ -11,8 +11,13 @@ Definitions (times in the patient table are days since enrolment):
   and death; CIR counts relapse with death in remission as a competing risk.
 * Shares: ``infused``, ``manufacturing_failure`` and ``death_before_infusion``
   are shares of enrolled patients; ``cr``, ``hsct``, ``hsct_death`` and
-  ``reinfusion`` are shares of infused patients; ``relapse_share_*`` are
-  shares of relapses.
+  ``reinfusion`` are shares of infused patients; ``relapse_share_<phenotype>``
+  are shares of relapses.
+* Relapse phenotypes are the scenario's (``Scenario.relapse_phenotypes``,
+  passed as ``phenotypes``): every phenotype has its ``cir_<phenotype>`` and
+  ``relapse_share_<phenotype>``.  In the competing-risks table of CIR the
+  phenotypes are causes 1..k in scenario order and death in remission is
+  cause k + 1 (:func:`cause_codes`).
 * Medians: ``wait_manufacturing_days`` (queueing for a manufacturing slot,
   patients who started manufacturing), ``vein_to_vein_days`` (first apheresis
   to infusion), ``wait_hsct_bed_days`` (queueing for a transplant bed,
@@ -29,9 +34,37 @@ from .._units import DAYS_PER_MONTH
 from .survival import competing_risks_curves, kaplan_meier_curve
 
 TIMES_MONTHS = (6, 12, 24, 36, 60)
-PHENOTYPES = ("cd19pos", "cd19neg", "lineage_switch")
-CAUSE_CODES = {"cd19pos": 1, "cd19neg": 2, "lineage_switch": 3}
-DEATH_IN_REMISSION = 4
+CURVE_METRICS = ("efs", "rfs", "os", "cir")  # and cir_<phenotype>: read at TIMES_MONTHS
+
+
+def cause_codes(phenotypes) -> dict[str, int]:
+    """Competing-risks cause of each relapse phenotype: 1..k in the order
+    given (the scenario's); death in remission is k + 1
+    (:func:`death_in_remission_code`) and 0 is censored."""
+    return {name: code for code, name in enumerate(phenotypes, start=1)}
+
+
+def death_in_remission_code(phenotypes) -> int:
+    return len(phenotypes) + 1
+
+
+def curve_metrics(phenotypes) -> tuple[str, ...]:
+    """Metrics read at :data:`TIMES_MONTHS`: survival and cumulative incidence."""
+    return (*CURVE_METRICS, *(f"cir_{name}" for name in phenotypes))
+
+
+def metric_origins(phenotypes) -> dict[str, tuple[str, ...]]:
+    """Every metric :func:`compute_metrics` reports, with the origins it is
+    reported from (the first is the default)."""
+    both = ("infusion", "enrollment")
+    return {
+        **{m: both for m in (*curve_metrics(phenotypes), "rmst_os")},
+        **{m: ("enrollment",) for m in ("infused", "manufacturing_failure", "death_before_infusion",
+                                        "wait_manufacturing_days")},
+        **{m: ("infusion",) for m in ("cr", "hsct", "hsct_death", "reinfusion",
+                                      *(f"relapse_share_{name}" for name in phenotypes), "vein_to_vein_days",
+                                      "wait_hsct_bed_days")},
+    }
 
 
 def _first(*arrays):
@@ -42,12 +75,14 @@ def _first(*arrays):
     return out
 
 
-def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None):
+def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None, phenotypes=None):
     """(mask, durations in days, event labels) for one endpoint.
 
-    Labels are booleans for efs/rfs/os and cause codes for cir (0 censored).
-    ``censor_day`` (days since enrolment, NaN = none) censors follow-up early,
-    as papers that censor at subsequent therapy (e.g. HSCT in remission) do."""
+    Labels are booleans for efs/rfs/os and cause codes for cir (0 censored;
+    :func:`cause_codes` of ``phenotypes``, the relapse phenotypes in scenario
+    order, which cir needs).  ``censor_day`` (days since enrolment, NaN =
+    none) censors follow-up early, as papers that censor at subsequent
+    therapy (e.g. HSCT in remission) do."""
     infused = p["infused"]
     cr = p["cr"]
     end = p["end_day"]
@@ -66,6 +101,9 @@ def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None):
         event_day = _first(relapse, death)
     else:
         raise ValueError(f"unknown endpoint {endpoint!r}")
+    if endpoint == "cir" and phenotypes is None:
+        raise ValueError("the cir endpoint needs the relapse phenotypes "
+                         "(phenotypes=scenario.relapse_phenotypes)")
     if censor_day is not None:
         end = np.fmin(end, censor_day)
         event_day = np.where(event_day <= end, event_day, np.inf)
@@ -77,9 +115,15 @@ def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None):
         return mask, durations, happened[mask]
     codes = np.zeros(len(end), dtype=np.int64)
     relapsed = ~np.isnan(relapse)
-    for name, code in CAUSE_CODES.items():
-        codes[relapsed & (p["relapse_phenotype"] == name)] = code
-    codes[happened & ~relapsed] = DEATH_IN_REMISSION
+    phenotype = p["relapse_phenotype"]
+    for name, code in cause_codes(phenotypes).items():
+        codes[relapsed & (phenotype == name)] = code
+    unknown = relapsed & (codes == 0)
+    if unknown.any():
+        names = ", ".join(sorted({str(v) for v in phenotype[unknown]}))
+        raise ValueError(f"relapse phenotype(s) {names} in the patient table are not among the scenario's: "
+                         f"{', '.join(phenotypes)}")
+    codes[happened & ~relapsed] = death_in_remission_code(phenotypes)
     return mask, durations, codes[mask]
 
 
@@ -118,8 +162,13 @@ def _median(values, mask, weights_by_patient):
     return sorted_values[index]
 
 
-def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
-    """All metrics of one (policy, replication): (metric, origin, time_months, value, n)."""
+def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes) -> list[tuple]:
+    """All metrics of one (policy, replication): (metric, origin, time_months, value, n).
+
+    ``phenotypes``: the relapse phenotypes in scenario order
+    (``Scenario.relapse_phenotypes``); each has its ``relapse_share_`` and
+    ``cir_`` rows (see :func:`metric_origins`)."""
+    phenotypes = tuple(phenotypes)
     rows = []
     n_all = len(p["end_day"])
     # Estimators on a subgroup pick its rows out of the weights held one row
@@ -137,7 +186,8 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
         ("hsct", "infusion", p["hsct_count"] > 0, infused),
         ("hsct_death", "infusion", p["hsct_death"], infused),
         ("reinfusion", "infusion", p["reinfusions"] > 0, infused),
-        *((f"relapse_share_{name}", "infusion", p["relapse_phenotype"] == name, relapsed) for name in PHENOTYPES),
+        *((f"relapse_share_{name}", "infusion", p["relapse_phenotype"] == name, relapsed)
+          for name in phenotypes),
     ]
     shares = _shares([(flag, among) for _, _, flag, among in share_metrics], weights)
     for (metric, origin, _, among), share in zip(share_metrics, shares, strict=True):
@@ -160,8 +210,9 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
     for origin in ("infusion", "enrollment"):
         # Responders' relapse-free survival and every cumulative incidence of
         # relapse come from one Aalen-Johansen risk table.
-        cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin)
-        rfs, incidence = _competing_or_nan(cr_durations, codes, times_days, weights_by_patient, cr_mask)
+        cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin, phenotypes=phenotypes)
+        rfs, incidence = _competing_or_nan(cr_durations, codes, death_in_remission_code(phenotypes),
+                                           times_days, weights_by_patient, cr_mask)
         n_cr = int(cr_mask.sum())
         efs_mask, efs_durations, efs_events = endpoint_arrays(p, "efs", origin)
         efs_curve = _kaplan_meier_or_none(efs_durations, efs_events, times_days.max(), weights_by_patient, efs_mask)
@@ -180,9 +231,9 @@ def compute_metrics(p: dict, horizon_days: float, weights=None) -> list[tuple]:
         add("efs", origin, _survival_or_nan(efs_curve, efs_durations, times_days, weights), int(efs_mask.sum()))
         add("rfs", origin, rfs, n_cr)
         add("os", origin, _survival_or_nan(os_curve, os_durations, times_days, weights), int(os_mask.sum()))
-        add("cir", origin, incidence[..., :len(PHENOTYPES), :].sum(axis=-2), n_cr)
-        for phenotype in PHENOTYPES:
-            add(f"cir_{phenotype}", origin, incidence[..., CAUSE_CODES[phenotype] - 1, :], n_cr)
+        add("cir", origin, incidence[..., :len(phenotypes), :].sum(axis=-2), n_cr)
+        for phenotype, code in cause_codes(phenotypes).items():
+            add(f"cir_{phenotype}", origin, incidence[..., code - 1, :], n_cr)
         rows.append(("rmst_os", origin, tau_months, rmst if weights is not None else float(rmst), int(os_mask.sum())))
     return rows
 
@@ -192,10 +243,9 @@ def _subjects(weights_by_patient, mask):
     return None if weights_by_patient is None else np.flatnonzero(mask)
 
 
-def _competing_or_nan(durations, codes, times_days, weights_by_patient, mask):
-    """(relapse-free survival, incidence per cause) at ``times_days``; NaN
-    beyond the longest follow-up."""
-    n_causes = DEATH_IN_REMISSION
+def _competing_or_nan(durations, codes, n_causes, times_days, weights_by_patient, mask):
+    """(relapse-free survival, incidence per cause 1..n_causes) at
+    ``times_days``; NaN beyond the longest follow-up."""
     batch = () if weights_by_patient is None else (weights_by_patient.shape[1],)
     if durations.size == 0:
         return np.full(batch + (len(times_days),), np.nan), np.full(batch + (n_causes, len(times_days)), np.nan)

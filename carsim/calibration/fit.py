@@ -106,6 +106,7 @@ class Calibrator:
                                       if t.mapping.subgroup}}
         self.tied = {p.path: (p.path, *p.also) for stage in spec.stages for p in stage.parameters}
         self._check_paths()
+        self.phenotypes = self.scenario({}).relapse_phenotypes  # outputs by phenotype follow the scenario's
         self.evaluations = 0
         self._parallel = None
 
@@ -181,7 +182,8 @@ class Calibrator:
             target = self.targets[target_id]
             m = target.mapping
             group = patients[m.subgroup or MAIN]
-            values[target_id] = compute_output(group, m.output, m.origin, target.time_months, m.censor_at_hsct)
+            values[target_id] = compute_output(group, m.output, m.origin, target.time_months,
+                                               m.censor_at_hsct, phenotypes=self.phenotypes)
         return values
 
     def evaluate(self, values: dict, target_ids) -> Evaluation:

@@ -3,16 +3,39 @@
 Each output is named and computed from the flat patient table of one
 simulated cohort.  A calibration file maps every target to one of these by
 name, with its time origin, time point and endpoint options; a name that is
-not here is an error when the calibration file loads.
+not an output of the calibrated scenario is an error when the calibration
+file loads.
+
+The outputs by relapse phenotype come from the scenario's phenotypes
+(``Scenario.relapse_phenotypes``): ``cir_<phenotype>`` and
+``relapse_share_<phenotype>`` for each.  An output defined for one named
+phenotype (``cd19neg_share_of_relapses_with_bca``) exists only when the
+scenario has that phenotype.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
 from .._units import DAYS_PER_MONTH
-from ..analysis.endpoints import CAUSE_CODES, endpoint_arrays
+from ..analysis.endpoints import cause_codes, endpoint_arrays
 from ..analysis.survival import cumulative_incidence, kaplan_meier
+
+
+class UnknownOutput(ValueError):
+    """An output name the scenario does not define (the message says why)."""
+
+
+@dataclass(frozen=True)
+class Output:
+    compute: Callable  # (patients, origin, time_months, options) -> float
+    needs_time: bool = False  # read at a time point
+    origin_free: bool = False  # its definition fixes its own time origin
+    requires: tuple[str, ...] = ()  # the relapse phenotypes it names
 
 
 def _share(flag, mask):
@@ -29,14 +52,16 @@ def _survival(p, endpoint, origin, time_months, censor_at_hsct=False):
     return float(kaplan_meier(durations, events, [t])[0])
 
 
-def _incidence(p, origin, time_months, phenotypes, censor_at_hsct=False):
+def _incidence(p, origin, time_months, wanted, phenotypes, censor_at_hsct=False):
+    """Cumulative incidence of relapse with a phenotype in ``wanted``; the
+    other phenotypes and death in remission compete."""
     censor = p["first_hsct_day"] if censor_at_hsct else None
-    _mask, durations, codes = endpoint_arrays(p, "cir", origin, censor_day=censor)
+    _mask, durations, codes = endpoint_arrays(p, "cir", origin, censor_day=censor, phenotypes=phenotypes)
     t = time_months * DAYS_PER_MONTH
     if durations.size == 0 or t > durations.max():
         return float("nan")
-    wanted = [CAUSE_CODES[name] for name in phenotypes]
-    labels = np.where(np.isin(codes, wanted), 1, np.where(codes > 0, 2, 0))
+    codes_of = cause_codes(phenotypes)
+    labels = np.where(np.isin(codes, [codes_of[name] for name in wanted]), 1, np.where(codes > 0, 2, 0))
     return float(cumulative_incidence(durations, labels, 1, [t])[0])
 
 
@@ -61,39 +86,80 @@ def _relapse_with_bca(p):
     return _share(p["relapse_phenotype"] == "cd19neg", with_bca)
 
 
-# name -> (function(p, origin, time_months, options) -> value, needs a time point)
-OUTPUTS = {
-    "infused": (lambda p, o, t, opt: _share(p["infused"], np.ones_like(p["infused"])), False),
-    "manufacturing_failure": (lambda p, o, t, opt: _share(p["manufacturing_failure"], np.ones_like(p["infused"])),
-                              False),
-    "not_infused_death_or_withdrawal": (
+def _relapse_share(name):
+    return lambda p, o, t, opt: _share(p["relapse_phenotype"] == name, ~np.isnan(p["relapse_day"]))
+
+
+# Outputs that do not depend on the scenario's phenotypes, or name one of them (``requires``).
+_FIXED = {
+    "infused": Output(lambda p, o, t, opt: _share(p["infused"], np.ones_like(p["infused"]))),
+    "manufacturing_failure": Output(lambda p, o, t, opt: _share(p["manufacturing_failure"],
+                                                                np.ones_like(p["infused"]))),
+    "not_infused_death_or_withdrawal": Output(
         lambda p, o, t, opt: _share(~p["infused"] & ~p["manufacturing_failure"]
                                     & ((p["death_cause"] == "pre_infusion") | p["withdrawn"]),
-                                    np.ones_like(p["infused"])), False),
-    "enrollment_to_infusion_days": (lambda p, o, t, opt: float(np.median(p["infusion_day"][p["infused"]])), False),
-    "cr": (lambda p, o, t, opt: _share(p["cr"], p["infused"]) if o == "infusion"
-           else _share(p["cr"], np.ones_like(p["cr"])), False),
-    "efs": (lambda p, o, t, opt: _survival(p, "efs", o, t, **opt), True),
-    "rfs": (lambda p, o, t, opt: _survival(p, "rfs", o, t, **opt), True),
-    "os": (lambda p, o, t, opt: _survival(p, "os", o, t, **opt), True),
-    "cir": (lambda p, o, t, opt: _incidence(p, o, t, ("cd19pos", "cd19neg", "lineage_switch"), **opt), True),
-    "cir_cd19pos": (lambda p, o, t, opt: _incidence(p, o, t, ("cd19pos",), **opt), True),
-    "cir_cd19neg": (lambda p, o, t, opt: _incidence(p, o, t, ("cd19neg",), **opt), True),
-    "relapse_any": (lambda p, o, t, opt: _share(~np.isnan(p["relapse_day"]), p["infused"]), False),
-    "relapse_share_cd19pos": (lambda p, o, t, opt: _share(p["relapse_phenotype"] == "cd19pos",
-                                                          ~np.isnan(p["relapse_day"])), False),
-    "relapse_share_cd19neg": (lambda p, o, t, opt: _share(p["relapse_phenotype"] == "cd19neg",
-                                                          ~np.isnan(p["relapse_day"])), False),
-    "relapse_share_lineage_switch": (lambda p, o, t, opt: _share(p["relapse_phenotype"] == "lineage_switch",
-                                                                 ~np.isnan(p["relapse_day"])), False),
-    "cd19neg_share_of_relapses_with_bca": (lambda p, o, t, opt: _relapse_with_bca(p), False),
-    "high_burden_share_of_nonresponders": (
-        lambda p, o, t, opt: _share(p["marrow_blasts_infusion"] >= 5, p["infused"] & ~p["cr"]), False),
-    "median_os_after_relapse_months": (lambda p, o, t, opt: _median_os_after_relapse(p), False),
+                                    np.ones_like(p["infused"]))),
+    "enrollment_to_infusion_days": Output(
+        lambda p, o, t, opt: float(np.median(p["infusion_day"][p["infused"]])), origin_free=True),
+    "cr": Output(lambda p, o, t, opt: _share(p["cr"], p["infused"]) if o == "infusion"
+                 else _share(p["cr"], np.ones_like(p["cr"]))),
+    "efs": Output(lambda p, o, t, opt: _survival(p, "efs", o, t, **opt), needs_time=True),
+    "rfs": Output(lambda p, o, t, opt: _survival(p, "rfs", o, t, **opt), needs_time=True),
+    "os": Output(lambda p, o, t, opt: _survival(p, "os", o, t, **opt), needs_time=True),
+    "relapse_any": Output(lambda p, o, t, opt: _share(~np.isnan(p["relapse_day"]), p["infused"]),
+                          origin_free=True),
+    "cd19neg_share_of_relapses_with_bca": Output(lambda p, o, t, opt: _relapse_with_bca(p), origin_free=True,
+                                                 requires=("cd19neg",)),
+    "high_burden_share_of_nonresponders": Output(
+        lambda p, o, t, opt: _share(p["marrow_blasts_infusion"] >= 5, p["infused"] & ~p["cr"]),
+        origin_free=True),
+    "median_os_after_relapse_months": Output(lambda p, o, t, opt: _median_os_after_relapse(p),
+                                             origin_free=True),
 }
+# Outputs per relapse phenotype: name pattern -> Output for one phenotype.
+_PER_PHENOTYPE = ("cir_{}", "relapse_share_{}")
 
 
-def compute_output(p: dict, name: str, origin: str = "infusion", time_months=None, censor_at_hsct=False) -> float:
-    function, _ = OUTPUTS[name]
+def model_outputs(phenotypes) -> dict[str, Output]:
+    """Every output of a scenario whose relapse phenotypes are ``phenotypes`` (in scenario order)."""
+    return dict(_outputs(tuple(phenotypes)))
+
+
+@functools.lru_cache(maxsize=16)
+def _outputs(phenotypes: tuple[str, ...]) -> dict[str, Output]:
+    outputs = {name: output for name, output in _FIXED.items() if set(output.requires) <= set(phenotypes)}
+    outputs["cir"] = Output(lambda p, o, t, opt: _incidence(p, o, t, phenotypes, phenotypes, **opt),
+                            needs_time=True)
+    for name in phenotypes:
+        outputs[f"cir_{name}"] = Output(
+            lambda p, o, t, opt, name=name: _incidence(p, o, t, (name,), phenotypes, **opt), needs_time=True)
+        outputs[f"relapse_share_{name}"] = Output(_relapse_share(name), origin_free=True)
+    return outputs
+
+
+def resolve_output(name: str, phenotypes) -> Output:
+    """The output ``name`` of a scenario with ``phenotypes``; :class:`UnknownOutput` says why not."""
+    phenotypes = tuple(phenotypes)
+    outputs = _outputs(phenotypes)
+    if name in outputs:
+        return outputs[name]
+    have = ", ".join(phenotypes)
+    if name in _FIXED:
+        missing = [p for p in _FIXED[name].requires if p not in phenotypes]
+        raise UnknownOutput(f"output {name!r} needs the relapse phenotype {missing[0]!r}, which the scenario "
+                            f"does not have (its phenotypes: {have})")
+    for pattern in _PER_PHENOTYPE:
+        prefix = pattern.format("")
+        if name.startswith(prefix) and name != prefix:
+            raise UnknownOutput(f"output {name!r}: {name.removeprefix(prefix)!r} is not a relapse phenotype "
+                                f"of the scenario (its phenotypes: {have})")
+    raise UnknownOutput(f"unknown model output {name!r}; expected one of: {', '.join(outputs)}")
+
+
+def compute_output(p: dict, name: str, origin: str = "infusion", time_months=None, censor_at_hsct=False, *,
+                   phenotypes) -> float:
+    """The output ``name`` of the patient table ``p``; ``phenotypes``: the
+    scenario's relapse phenotypes, in scenario order."""
+    output = resolve_output(name, phenotypes)
     options = {"censor_at_hsct": True} if censor_at_hsct else {}
-    return function(p, origin, time_months, options)
+    return output.compute(p, origin, time_months, options)

@@ -12,12 +12,7 @@ import pandas as pd
 
 from ..experiment.output import atomic_write
 from .fit import MAIN, Calibrator
-from .outputs import compute_output
-
-# outputs whose definition fixes their own time origin
-_ORIGIN_FREE = {"enrollment_to_infusion_days", "relapse_share_cd19pos", "relapse_share_cd19neg",
-                "relapse_share_lineage_switch", "cd19neg_share_of_relapses_with_bca",
-                "high_burden_share_of_nonresponders", "median_os_after_relapse_months", "relapse_any"}
+from .outputs import compute_output, resolve_output
 
 REPORT_COLUMNS = ["id", "kind", "what", "cohort", "output", "published", "interval_lower", "interval_upper",
                   "interval", "model", "model_lower", "model_upper", "difference", "inside", "fitted",
@@ -34,7 +29,8 @@ def monte_carlo_interval(calibrator: Calibrator, patients: dict, target, n_boot:
     for _ in range(n_boot):
         idx = rng.integers(0, n, n)
         sample = {k: v[idx] for k, v in group.items()}
-        values.append(compute_output(sample, m.output, m.origin, target.time_months, m.censor_at_hsct))
+        values.append(compute_output(sample, m.output, m.origin, target.time_months, m.censor_at_hsct,
+                                     phenotypes=calibrator.phenotypes))
     values = np.asarray(values, dtype=float)
     values = values[~np.isnan(values)]
     if values.size < 10:
@@ -52,7 +48,7 @@ def target_rows(calibrator: Calibrator, patients: dict, outputs: dict, contribut
         rows.append({
             "id": target_id, "kind": "target", "what": target.entry.get("what", ""),
             "cohort": (f"subgroup {m.subgroup}" if m.subgroup else "cohort"),
-            "output": _describe_output(target), "published": target.value,
+            "output": _describe_output(target, calibrator.phenotypes), "published": target.value,
             "interval_lower": target.lower, "interval_upper": target.upper, "interval": target.interval_kind,
             "model": model, "model_lower": lo, "model_upper": hi,
             "difference": model - target.value if not math.isnan(model) else math.nan,
@@ -89,9 +85,10 @@ def recovery_rows(spec, published: dict, recovered: list[tuple]) -> pd.DataFrame
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 
-def _describe_output(target) -> str:
+def _describe_output(target, phenotypes) -> str:
     m = target.mapping
-    text = m.output if m.output in _ORIGIN_FREE else f"{m.output} from {m.origin}"
+    origin_free = resolve_output(m.output, phenotypes).origin_free  # its definition fixes its own origin
+    text = m.output if origin_free else f"{m.output} from {m.origin}"
     if target.time_months is not None:
         text += f" at {target.time_months:g} mo"
     if m.censor_at_hsct:

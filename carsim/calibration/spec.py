@@ -2,10 +2,12 @@
 outputs, constrain which free parameters.
 
 Mappings live here in YAML, not in code: each target names a model output
-(:data:`carsim.calibration.outputs.OUTPUTS`), its time origin, time point,
+(:func:`carsim.calibration.outputs.model_outputs` of the calibrated
+scenario's relapse phenotypes), its time origin, time point,
 endpoint options (e.g. censoring at HSCT, as the paper did) and the subgroup
 it was measured in.  Everything is checked when the file loads: an unknown
-target id, output, subgroup covariate or parameter path is a one-line error.
+target id, output (or one naming a relapse phenotype the scenario does not
+have), subgroup covariate or parameter path is a one-line error.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import ScenarioError
-from ..scenario.loader import read_yaml
+from ..scenario.loader import load_scenario, read_yaml
 from ..scenario.schema import Strict
 from ..scenario.validation import describe_error, key_path
-from .outputs import OUTPUTS
+from .outputs import UnknownOutput, resolve_output
 
 
 class Subgroup(Strict):
@@ -160,18 +162,20 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     if not targets_path.is_file():
         raise ScenarioError(path, "targets_file", f"expected an existing targets file, {targets_path} not found")
     published = load_targets_file(targets_path)
+    phenotypes = load_scenario(base / spec.scenario).relapse_phenotypes
     targets = {}
     for i, mapping in enumerate(spec.targets):
         where = f"targets[{i}]"
         if mapping.id not in published:
             raise ScenarioError(path, f"{where}.id", f"unknown target id {mapping.id!r}; it must be in {targets_path.name}")
-        if mapping.output not in OUTPUTS:
-            raise ScenarioError(path, f"{where}.output",
-                                f"unknown model output {mapping.output!r}; expected one of: {', '.join(OUTPUTS)}")
+        try:
+            output = resolve_output(mapping.output, phenotypes)
+        except UnknownOutput as exc:
+            raise ScenarioError(path, f"{where}.output", f"target {mapping.id!r}: {exc}") from None
         if mapping.subgroup is not None and mapping.subgroup not in spec.subgroups:
             raise ScenarioError(path, f"{where}.subgroup", f"unknown subgroup {mapping.subgroup!r}")
         target = Target(mapping, published[mapping.id], spec.default_tolerance)
-        if OUTPUTS[mapping.output][1] and target.time_months is None:
+        if output.needs_time and target.time_months is None:
             raise ScenarioError(path, f"{where}.time_months", f"output {mapping.output!r} needs a time point")
         targets[mapping.id] = target
     for s, stage in enumerate(spec.stages):

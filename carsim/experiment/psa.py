@@ -29,7 +29,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .. import __version__
-from ..analysis.endpoints import TIMES_MONTHS, compute_metrics
+from ..analysis.endpoints import TIMES_MONTHS, compute_metrics, curve_metrics, metric_origins
 from ..errors import CarsimError
 from ..model.random import stream_id
 from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
@@ -43,15 +43,6 @@ from .runner import effective_jobs
 PSA_TAG = stream_id("carsim.psa.parameters")  # first spawn-key element of every parameter stream
 
 # ---------------------------------------------------------------- outcomes
-SURVIVAL_METRICS = ("efs", "rfs", "os", "cir", "cir_cd19pos", "cir_cd19neg", "cir_lineage_switch")
-METRIC_ORIGINS: dict[str, tuple[str, ...]] = {
-    **{m: ("infusion", "enrollment") for m in (*SURVIVAL_METRICS, "rmst_os")},
-    **{m: ("enrollment",) for m in ("infused", "manufacturing_failure", "death_before_infusion",
-                                    "wait_manufacturing_days")},
-    **{m: ("infusion",) for m in ("cr", "hsct", "hsct_death", "reinfusion", "relapse_share_cd19pos",
-                                  "relapse_share_cd19neg", "relapse_share_lineage_switch", "vein_to_vein_days",
-                                  "wait_hsct_bed_days")},
-}
 # Key outcomes of the PSA tables, and which way is better (+1 higher, -1 lower).
 DIRECTIONS = {"efs": 1, "rfs": 1, "os": 1, "rmst_os": 1, "cir": -1, "hsct_death": -1}
 _ORIGIN_ORDER = {"infusion": 0, "enrollment": 1}
@@ -64,17 +55,20 @@ class OutcomeError(CarsimError):
 @dataclass(frozen=True)
 class Outcome:
     """One metric row of the results: metric, origin and (for survival and
-    incidence metrics) the time in months."""
+    incidence metrics) the time in months.  ``origins``: the origins the
+    metric is reported from (a label names the origin when there are two)."""
 
     metric: str
     origin: str
     time_months: float | None
+    origins: tuple[str, ...] = field(default=("infusion", "enrollment"), compare=False)
 
     @property
     def label(self) -> str:
-        name = self.metric.upper() if self.metric in SURVIVAL_METRICS else self.metric
+        # Survival and incidence metrics (read at a time) in capitals: EFS, CIR_CD19NEG.
+        name = self.metric.upper() if self.time_months is not None else self.metric
         at = f" at {self.time_months:g} months" if self.time_months is not None else ""
-        where = f" from {self.origin}" if len(METRIC_ORIGINS[self.metric]) > 1 else ""
+        where = f" from {self.origin}" if len(self.origins) > 1 else ""
         return f"{name}{at}{where}"
 
     def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -88,21 +82,25 @@ class Outcome:
         return self.rows(frame).set_index([index, "policy"])["value"].unstack("policy")
 
 
-def resolve_outcome(metric: str, time_months: float | None = 24, origin: str | None = None) -> Outcome:
-    """Check an outcome given on the command line; one-line errors."""
-    if metric not in METRIC_ORIGINS:
-        raise OutcomeError(f"unknown outcome {metric!r}; expected one of: {', '.join(METRIC_ORIGINS)}")
-    origins = METRIC_ORIGINS[metric]
+def resolve_outcome(metric: str, time_months: float | None = 24, origin: str | None = None, *,
+                    phenotypes) -> Outcome:
+    """Check an outcome given on the command line; one-line errors.
+    ``phenotypes``: the scenario's relapse phenotypes (``cir_<phenotype>``
+    and ``relapse_share_<phenotype>`` are outcomes)."""
+    origins_of = metric_origins(phenotypes)
+    if metric not in origins_of:
+        raise OutcomeError(f"unknown outcome {metric!r}; expected one of: {', '.join(origins_of)}")
+    origins = origins_of[metric]
     if origin is None:
         origin = origins[0]
     elif origin not in origins:
         raise OutcomeError(f"outcome {metric!r} is defined from {' or '.join(origins)}, not {origin!r}")
-    if metric not in SURVIVAL_METRICS:
-        return Outcome(metric, origin, None)  # shares, medians; rmst_os is up to the horizon
+    if metric not in curve_metrics(phenotypes):
+        return Outcome(metric, origin, None, origins)  # shares, medians; rmst_os is up to the horizon
     if time_months is None or float(time_months) not in TIMES_MONTHS:
         raise OutcomeError(f"time {time_months} months: {metric} is reported at "
                            f"{', '.join(str(t) for t in TIMES_MONTHS)} months")
-    return Outcome(metric, origin, float(time_months))
+    return Outcome(metric, origin, float(time_months), origins)
 
 
 # ---------------------------------------------------------------- sampling
@@ -180,7 +178,8 @@ def evaluate_with_patients(scenario: Scenario, replication: int, seed: int, n_pa
                               engine=scenario.run.engine)
     for part in parts:
         patients = {**part.outcomes, **{k: v for k, v in part.covariates.items() if k not in part.outcomes}}
-        rows += [(part.policy, *row) for row in compute_metrics(patients, horizon_days)]
+        rows += [(part.policy, *row)
+                 for row in compute_metrics(patients, horizon_days, phenotypes=scenario.relapse_phenotypes)]
     return rows, patients_frame(SimpleNamespace(parts=parts))
 
 
@@ -323,13 +322,13 @@ def parameter_summary(scenario: Scenario, table: pd.DataFrame) -> pd.DataFrame:
 
 
 def scatter_axes(outcome: Outcome, time_months: float) -> Outcome:
-    """The x axis of the scatter: incremental EFS (OS when the outcome is EFS)."""
+    """The x axis of the scatter: incremental EFS (OS when the outcome is EFS),
+    from the outcome's origin."""
     metric = "os" if outcome.metric == "efs" else "efs"
-    origin = outcome.origin if outcome.origin in METRIC_ORIGINS[metric] else "infusion"
     time = outcome.time_months if outcome.time_months is not None else time_months
     if float(time) not in TIMES_MONTHS:
         time = 24.0
-    return resolve_outcome(metric, time, origin)
+    return resolve_outcome(metric, time, outcome.origin, phenotypes=())  # efs and os: no phenotype needed
 
 
 # -------------------------------------------------------------------- run
@@ -373,7 +372,7 @@ def run_psa(scenario: Scenario, draws: int, out, *, n_patients: int | None = Non
     n_patients = scenario.cohort.size if n_patients is None else int(n_patients)
     n_jobs = scenario.run.n_jobs if n_jobs is None else n_jobs
     chunk_size = default_chunk_size(draws) if chunk_size is None else int(chunk_size)
-    outcome = outcome or resolve_outcome("os", 24, "infusion")
+    outcome = outcome or resolve_outcome("os", 24, "infusion", phenotypes=scenario.relapse_phenotypes)
     if draws < 1:
         raise CarsimError("a PSA needs at least one draw")
     policies = list(scenario.policy_names)
@@ -458,7 +457,6 @@ def command_psa(args) -> int:
     from .output import default_output_dir
     from .parallel import backend_context
 
-    outcome = resolve_outcome(args.outcome, args.time, args.origin)
     if args.scheduler and args.backend != "dask":
         raise CarsimError("--scheduler needs --backend dask")
     if args.resume is not None:
@@ -480,6 +478,7 @@ def command_psa(args) -> int:
         engine = args.engine
         out = None
     scenario = load_scenario(args.scenario, {"run.engine": engine} if engine else None)
+    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes)
     if not uncertain_parameters(scenario) and not args.quiet:
         print("carsim: note: no value in the scenario has a distribution:, so draws differ only in their "
               "patients", file=sys.stderr)
