@@ -17,18 +17,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import simpy
 import yaml
 from numpy.testing import assert_allclose
-from simpy.events import Initialize
 
 from carsim._units import DAYS_PER_MONTH
 from carsim.scenario import distributions as dist
-from carsim.model.definition import CompiledHazard, Factor, ModelDefinition
-from carsim.model.hazards import HazardClock
-from carsim.model.simulation import simulate_cohort
+from carsim.model.clocks import Clocks
+from carsim.model.definition import ModelDefinition
+from carsim.model.simulation import simulate_policies
 from carsim.scenario import load_scenario
-from carsim.scenario.conditions import parse_condition
 
 Z = 4.0  # Monte Carlo tolerance in standard errors
 A = "analytic test"  # the assumption note every overridden value needs
@@ -38,54 +35,25 @@ BASELINE = Path(__file__).resolve().parents[1] / "scenarios" / "baseline.yaml"
 # ================================================================ hazard clocks
 
 
-class FakePatient:
-    """The part of carsim.model.patient.Patient a HazardClock uses."""
-
-    def __init__(self, env, state):
-        self.env = env
-        self.state = state
-        self.ended = False
-        self.processes: set = set()
-
-    def spawn(self, generator):  # as Patient.spawn
-        process = self.env.process(generator)
-        self.processes.add(process)
-        process.callbacks.append(lambda _event: self.processes.discard(process))
-        return process
-
-    def interrupt(self, process, cause) -> bool:  # as Patient.interrupt
-        if (process is not None and process.is_alive and process is not self.env.active_process
-                and not isinstance(process.target, Initialize)):
-            process.interrupt(cause)
-            return True
-        return False
-
-
 def run_clocks(law, thresholds, hr, switches, start=0.0, origin=0.0):
-    """One clock per threshold, all created at ``start`` with time origin ``origin``;
-    the hazard is multiplied by ``hr`` while the state flag is on.  ``switches``:
-    [(time, flag)] in time order.  Returns the fire times (inf: never fired)."""
-    env = simpy.Environment()
-    state = SimpleNamespace(flag=False)
-    patient = FakePatient(env, state)
-    hazard = CompiledHazard(law, (Factor(hr, condition=parse_condition("flag", {"flag"})),))
-    fired = np.full(len(thresholds), math.inf)
-
-    def on_fire(i):
-        return lambda clock: fired.__setitem__(i, env.now)
-
-    def driver():
-        yield env.timeout(start)
-        clocks = [HazardClock(patient, "c", hazard, float(e), origin, on_fire(i))
-                  for i, e in enumerate(thresholds)]
-        for when, flag in switches:
-            yield env.timeout(when - env.now)
-            state.flag = flag
-            for clock in clocks:
-                clock.update()
-
-    env.process(driver())
-    env.run()
+    """One clock per threshold (carsim.model.clocks.Clocks, as both engines
+    use them), all started at ``start`` with time origin ``origin``; the
+    hazard is multiplied by ``hr`` while a flag is on.  ``switches``: [(time,
+    flag)] in time order.  Clocks whose fire time comes before a switch fire
+    then; the others are rebased.  Returns the fire times (inf: never fired)."""
+    n = len(thresholds)
+    clocks = Clocks(law, n)
+    everyone = np.arange(n)
+    times = clocks.start(everyone, start, origin, np.asarray(thresholds, float), np.ones(n))
+    fired = np.full(n, math.inf)
+    for when, flag in switches:
+        due = clocks.running & (times <= when)
+        fired[due] = times[due]
+        clocks.stop(everyone[due])
+        alive = everyone[clocks.running]
+        times[alive] = clocks.rebase(alive, when, np.full(len(alive), hr if flag else 1.0))
+    alive = clocks.running
+    fired[alive] = times[alive]
     return fired
 
 
@@ -202,35 +170,28 @@ def test_clock_without_state_change_is_plain_inversion():
     assert_allclose(fired, law.inverse_cumulative_hazard(thresholds), rtol=1e-12)
 
 
-def test_clock_update_before_it_starts_uses_the_new_multiplier():
-    """A state change in the same instant the clock is created (its process not yet
-    started) is read by the clock itself."""
-    env = simpy.Environment()
-    state = SimpleNamespace(flag=False)
-    patient = FakePatient(env, state)
-    hazard = CompiledHazard(dist.Exponential(0.1), (Factor(2.0, condition=parse_condition("flag")),))
-    fired = []
-    clock = HazardClock(patient, "c", hazard, 1.0, 0.0, lambda c: fired.append(env.now))
-    state.flag = True
-    clock.update()
-    env.run()
-    assert fired == [pytest.approx(5.0)]  # 1 / (2 * 0.1), not 1 / 0.1
+def test_clock_rebased_at_its_start_uses_the_new_multiplier():
+    """A state change in the same instant the clock starts spends the whole
+    threshold under the new multiplier."""
+    clocks = Clocks(dist.Exponential(0.1), 1)
+    clocks.start(np.array([0]), 0.0, 0.0, np.array([1.0]), np.array([1.0]))
+    fired = clocks.rebase(np.array([0]), 0.0, np.array([2.0]))
+    assert fired[0] == pytest.approx(5.0)  # 1 / (2 * 0.1), not 1 / 0.1
 
 
 def test_stopped_clock_never_fires():
-    env = simpy.Environment()
-    patient = FakePatient(env, SimpleNamespace(flag=False))
-    hazard = CompiledHazard(dist.Exponential(0.1))
-    fired = []
-    clock = HazardClock(patient, "c", hazard, 1.0, 0.0, lambda c: fired.append(env.now))
+    clocks = Clocks(dist.Exponential(0.1), 2)
+    clocks.start(np.arange(2), 0.0, 0.0, np.array([1.0, 1.0]), np.ones(2))
+    clocks.stop(np.array([1]))
+    assert clocks.fire_times(np.arange(2)).tolist() == [pytest.approx(10.0), math.inf]
 
-    def stopper():
-        yield env.timeout(3.0)
-        clock.stop()
 
-    env.process(stopper())
-    env.run()
-    assert fired == [] and not clock.running
+def test_zero_multiplier_never_fires_and_banks_nothing():
+    clocks = Clocks(dist.Exponential(0.1), 1)
+    clocks.start(np.array([0]), 0.0, 0.0, np.array([1.0]), np.array([0.0]))
+    assert clocks.fire_times(np.array([0]))[0] == math.inf
+    fired = clocks.rebase(np.array([0]), 30.0, np.array([1.0]))
+    assert fired[0] == pytest.approx(40.0)
 
 
 # ================================================================ scenarios
@@ -275,8 +236,8 @@ def fifo_waits(arrivals, services, c):
     return out
 
 
-@pytest.fixture(scope="module")
-def queue_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=["vectorised", "simpy"])
+def queue_run(tmp_path_factory, request):
     """Poisson enrolment at LAM/day, fixed referral and apheresis delays (unlimited
     apheresis: the stream reaching manufacturing stays Poisson), exponential
     manufacturing, no failures, no deferral, nobody lost before infusion.  Patients
@@ -298,7 +259,9 @@ def queue_run(tmp_path_factory):
         "run": {"horizon_years": 1.0},
     }, "queue")
     model = ModelDefinition(sc)
-    o = simulate_cohort(model, sc.policy_names[0], 0, N_QUEUE, seed=31, record_events=False).outcomes
+    (result,) = simulate_policies(model, sc.policy_names[:1], 0, N_QUEUE, seed=31, record_events=False,
+                                  engine=request.param)
+    o = result.outcomes
     # Days since enrolment -> absolute days.  Manufacturing is asked for when the
     # (fixed, 1-day) apheresis ends and ends at infusion (no delay after it).
     queued = o["arrival_day"] + o["apheresis_day"] + 1.0
@@ -383,9 +346,10 @@ def relapse_overrides(relapse: dict) -> dict:
     }
 
 
-def run_relapse(derived_scenario, relapse: dict, n: int, seed: int):
+def run_relapse(derived_scenario, relapse: dict, n: int, seed: int, engine: str):
     sc = derived_scenario(relapse_overrides(relapse))
-    out = simulate_cohort(ModelDefinition(sc), "observe", 0, n, seed, record_events=False).outcomes
+    (result,) = simulate_policies(ModelDefinition(sc), ["observe"], 0, n, seed, record_events=False, engine=engine)
+    out = result.outcomes
     assert out["infused"].all() and out["cr"].all()
     assert_allclose(out["response_day"] - out["infusion_day"], sc.pathway.response.assessment_day.value)
     return out
@@ -398,7 +362,8 @@ def hazard(law: dict) -> dict:
 N_RELAPSE = 4_000
 
 
-def test_exponential_relapse_median(derived_scenario):
+@pytest.mark.parametrize("engine", ["vectorised", "simpy"])
+def test_exponential_relapse_median(derived_scenario, engine):
     """A lone exponential relapse hazard r (0.2 per month): the time from the response
     assessment to relapse is Exp(r), median ln2 / r = 105.5 days.
 
@@ -410,7 +375,7 @@ def test_exponential_relapse_median(derived_scenario):
     out = run_relapse(derived_scenario, {
         "cd19pos": hazard({"family": "exponential", "rate": 0.2, "unit": "months"}),
         "cd19neg": never(), "lineage_switch": never(),
-    }, N_RELAPSE, seed=7)
+    }, N_RELAPSE, seed=7, engine=engine)
     since_response = out["relapse_day"] - out["response_day"]
     assert set(out["relapse_phenotype"]) == {"cd19pos"}  # horizon 5 y: P(censored) = e^-12
     tol = Z / (r * math.sqrt(N_RELAPSE))
@@ -419,14 +384,15 @@ def test_exponential_relapse_median(derived_scenario):
     assert (out["death_cause"] == "post_relapse").all()
 
 
-def test_competing_exponential_relapse_phenotypes(derived_scenario):
+@pytest.mark.parametrize("engine", ["vectorised", "simpy"])
+def test_competing_exponential_relapse_phenotypes(derived_scenario, engine):
     """Three exponential phenotypes r1, r2, r3 (per day): the first relapse comes at
     Exp(r1 + r2 + r3) after the assessment and is phenotype k with probability
     rk / sum.  Tolerances: 4 SE of the median (1 / (R sqrt(n))) and 4 binomial SE."""
     rates = {"cd19pos": 1 / 200, "cd19neg": 1 / 400, "lineage_switch": 1 / 1600}
     total = sum(rates.values())
     relapse = {k: hazard({"family": "exponential", "rate": v}) for k, v in rates.items()}
-    out = run_relapse(derived_scenario, relapse, N_RELAPSE, seed=8)
+    out = run_relapse(derived_scenario, relapse, N_RELAPSE, seed=8, engine=engine)
     since_response = out["relapse_day"] - out["response_day"]
     assert abs(np.median(since_response) - math.log(2) / total) < Z / (total * math.sqrt(N_RELAPSE))
     for name, rate in rates.items():
@@ -435,7 +401,8 @@ def test_competing_exponential_relapse_phenotypes(derived_scenario):
         assert abs(share - p) < Z * math.sqrt(p * (1 - p) / N_RELAPSE), name
 
 
-def test_weibull_relapse_is_left_truncated_at_response(derived_scenario):
+@pytest.mark.parametrize("engine", ["vectorised", "simpy"])
+def test_weibull_relapse_is_left_truncated_at_response(derived_scenario, engine):
     """A Weibull relapse law (shape 2, scale 150 days) is indexed from infusion and
     observed from the day-28 assessment on: S(t | no relapse by day 28) =
     exp(-((t/150)^2 - (28/150)^2)), not S(t - 28).  At each t the two differ by
@@ -444,7 +411,7 @@ def test_weibull_relapse_is_left_truncated_at_response(derived_scenario):
     out = run_relapse(derived_scenario, {
         "cd19pos": hazard({"family": "weibull", "shape": shape, "scale": scale}),
         "cd19neg": never(), "lineage_switch": never(),
-    }, N_RELAPSE, seed=9)
+    }, N_RELAPSE, seed=9, engine=engine)
     since_infusion = out["relapse_day"] - out["infusion_day"]
     assert since_infusion.min() >= 28.0
     for t in (60.0, 100.0, 150.0, 200.0):

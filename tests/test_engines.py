@@ -1,9 +1,10 @@
-"""The vectorised engine against the SimPy reference.
+"""The array engine against the SimPy reference.
 
-With the same random numbers both engines must give the same patients (up
-to floating-point rounding: NumPy's array and scalar maths may differ in the
-last bit), wherever no transplant bed queue forms; with independent random
-numbers they must agree in distribution on the shipped baseline."""
+Both engines schedule the same transitions, so with the same random numbers
+they must give the same patients and the same events at the same times (to
+1e-9 days), with or without queues (apheresis, manufacturing, transplant
+beds); with independent random numbers they must agree in distribution on
+the shipped baseline."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from carsim.analysis.endpoints import endpoint_arrays
-from carsim.model import simulation, vectorised
+from carsim.experiment.metrics import endpoint_arrays
+from carsim.model import array_engine, simulation
 from carsim.model.definition import ModelDefinition
 from carsim.model.simulation import simulate_policies, simulate_replications
 from carsim.scenario import load_scenario
@@ -33,9 +34,15 @@ def assert_same_patients(a, b):
                                        err_msg=f"{a.policy}: {name}")
         else:
             np.testing.assert_array_equal(got, reference, err_msg=f"{a.policy}: {name}")
-    assert len(a.events["event"]) == len(b.events["event"])
+    # Event for event, in each patient's order, at the same times.
     for column in ("patient", "event", "detail"):
-        np.testing.assert_array_equal(np.sort(a.events[column].astype(str)), np.sort(b.events[column].astype(str)))
+        np.testing.assert_array_equal(a.events[column].astype(str), b.events[column].astype(str),
+                                      err_msg=f"{a.policy}: {column}")
+    np.testing.assert_allclose(a.events["time_days"], b.events["time_days"], rtol=0, atol=1e-9,
+                               err_msg=f"{a.policy}: time_days")
+    for resource in ("apheresis", "manufacturing", "hsct_beds"):
+        assert a.resource_use[resource]["busy_days"] == pytest.approx(b.resource_use[resource]["busy_days"],
+                                                                      nan_ok=True)
 
 
 def test_same_random_numbers_same_patients_every_policy():
@@ -46,7 +53,7 @@ def test_same_random_numbers_same_patients_every_policy():
     for a, b in zip(fast, reference, strict=True):
         assert a.engine == "vectorised" and b.engine == "simpy"
         assert_same_patients(a, b)
-        assert a.outcomes["hsct_count"].sum() > 0 or a.policy in ("observe", "reinfuse")
+        assert a.outcomes["hsct_count"].sum() > 0
 
 
 def test_same_patients_when_the_access_pathway_queues():
@@ -59,8 +66,19 @@ def test_same_patients_when_the_access_pathway_queues():
     assert np.mean(reference[0].outcomes["wait_manufacturing_days"] > 1) > 0.2  # the queue is real
     for a, b in zip(fast, reference, strict=True):
         assert_same_patients(a, b)
-        for resource in ("apheresis", "manufacturing"):
-            assert a.resource_use[resource]["busy_days"] == pytest.approx(b.resource_use[resource]["busy_days"])
+
+
+@pytest.mark.parametrize("capacity, seed", [(1, 3), (3, 5), (6, 11)])
+def test_same_patients_when_transplant_beds_queue(capacity, seed):
+    """Scarce transplant beds: the array engine's bed queue grants the same
+    beds at the same times as simpy.Resource, under every policy."""
+    model = ModelDefinition(load_scenario(BASELINE, {"resources.hsct_beds.capacity": capacity}))
+    fast = simulate_policies(model, POLICIES, 0, 300, seed, engine="vectorised")
+    reference = simulate_policies(model, POLICIES, 0, 300, seed, engine="simpy")
+    hsct_all = reference[POLICIES.index("hsct_all")].outcomes
+    assert np.mean(hsct_all["hsct_bed_wait_days"] > 1) > 0.1  # the queue is real
+    for a, b in zip(fast, reference, strict=True):
+        assert_same_patients(a, b)
 
 
 capacities = st.one_of(st.none(), st.integers(1, 4))
@@ -68,12 +86,13 @@ capacities = st.one_of(st.none(), st.integers(1, 4))
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**31), policy=st.sampled_from(POLICIES), apheresis=capacities,
-       manufacturing=capacities, horizon=st.sampled_from([0.2, 1.0, 5.0]), failure=st.sampled_from([0.0, 0.3, 0.9]))
-def test_engines_agree_on_random_scenarios(derived_scenario, seed, policy, apheresis, manufacturing, horizon,
+       manufacturing=capacities, beds=capacities, horizon=st.sampled_from([0.2, 1.0, 5.0]),
+       failure=st.sampled_from([0.0, 0.3, 0.9]))
+def test_engines_agree_on_random_scenarios(derived_scenario, seed, policy, apheresis, manufacturing, beds, horizon,
                                            failure):
     scenario = derived_scenario({
         "resources": {"apheresis": {"capacity": apheresis}, "manufacturing": {"capacity": manufacturing},
-                      "hsct_beds": {"capacity": None}},
+                      "hsct_beds": {"capacity": beds}},
         "pathway": {"manufacturing": {"failure_probability": {"value": failure}}},
         "run": {"horizon_years": horizon}})
     model = ModelDefinition(scenario)
@@ -82,12 +101,11 @@ def test_engines_agree_on_random_scenarios(derived_scenario, seed, policy, apher
     assert_same_patients(a, b)
 
 
-def test_queued_transplant_beds_fall_back_to_simpy():
+def test_queued_transplant_beds_stay_on_the_array_engine():
     scenario = load_scenario(BASELINE, {"resources.hsct_beds.capacity": 2})
     model = ModelDefinition(scenario)
     results = simulate_policies(model, ["hsct_all", "reinfuse"], 0, 400, 1, engine="auto")
-    engines = {r.policy: r.engine for r in results}
-    assert engines["hsct_all"] == "simpy"  # beds would have queued
+    assert {r.engine for r in results} == {"vectorised"}
     assert results[0].outcomes["hsct_bed_wait_days"].max() > 0
 
 
@@ -114,25 +132,23 @@ def test_replications_simulated_together_are_the_same_as_alone(monkeypatch, batc
 @pytest.mark.parametrize("beds", [None, 12])
 def test_a_cohort_advanced_in_slabs_is_the_same_as_whole(monkeypatch, beds):
     """A large cohort is advanced after infusion in slabs of patients; the
-    transplant-bed check still sees the whole cohort's stays."""
+    transplant-bed check still sees the whole cohort's stays, and a cohort
+    and policy whose beds queue is simulated whole with its queue."""
     model = ModelDefinition(load_scenario(BASELINE, {"resources.hsct_beds.capacity": beds}))
     whole = simulate_replications(model, POLICIES, [0, 1], 700, 2, engine="auto")
-    monkeypatch.setattr(vectorised, "SLAB_ROWS", 900)  # 2 x 700 patients x 4 policies in 7 slabs
+    monkeypatch.setattr(array_engine, "SLAB_ROWS", 900)  # 2 x 700 patients x 4 policies in 7 slabs
     slabs = simulate_replications(model, POLICIES, [0, 1], 700, 2, engine="auto")
-    if beds is not None:  # beds queue in some (cohort, policy) only: judged on the whole cohort
-        assert {p.engine for p in whole} == {"vectorised", "simpy"}
+    if beds is not None:
+        assert max(p.outcomes["hsct_bed_wait_days"].max() for p in whole) > 0  # some beds queued
     for a, b in zip(slabs, whole, strict=True):
         assert_identical(a, b)
 
 
-def test_a_replication_whose_beds_queue_falls_back_alone():
-    """Scarce beds: each (replication, policy) is checked on its own, and
-    only those whose beds would queue run on the SimPy engine."""
+def test_replications_whose_beds_queue_are_the_same_as_alone():
+    """Scarce beds: each (replication, policy) is queued on its own."""
     model = ModelDefinition(load_scenario(BASELINE, {"resources.hsct_beds.capacity": 4}))
     together = simulate_replications(model, ["observe", "hsct_all"], [0, 1, 2], 150, 8, engine="auto")
     alone = [part for r in (0, 1, 2) for part in simulate_policies(model, ["observe", "hsct_all"], r, 150, 8)]
-    observe = [p.engine for p in together if p.policy == "observe"]
-    assert observe[0] == "vectorised" and "simpy" in observe  # replications differ, and are judged apart
     for a, b in zip(together, alone, strict=True):
         assert_identical(a, b)
 

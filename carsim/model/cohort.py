@@ -41,7 +41,7 @@ def draw_covariate(spec: CovariateSpec, u: np.ndarray) -> np.ndarray:
 def sample_cohort(cohort: Cohort, blast_multiplier: dict, streams: RandomStreams) -> dict[str, np.ndarray]:
     """Covariate arrays for patients ``0 .. streams.n_patients - 1``."""
     values = {
-        name: draw_covariate(spec, streams.block(f"covariate:{name}")[:, 0])
+        name: draw_covariate(spec, streams.uniforms(f"covariate.{name}"))
         for name, spec in cohort.covariates.items()
     }
     for name, value in cohort.fixed.items():
@@ -56,5 +56,5 @@ def sample_cohort(cohort: Cohort, blast_multiplier: dict, streams: RandomStreams
 
 def arrival_days(rate_per_day: float, streams: RandomStreams) -> np.ndarray:
     """Poisson enrolment: cumulative exponential gaps, patient 0 at the first gap."""
-    gaps = -np.log1p(-streams.block("arrival")[:, 0]) / rate_per_day
+    gaps = -np.log1p(-streams.uniforms("arrival")) / rate_per_day
     return np.cumsum(gaps)

@@ -1,59 +1,102 @@
 """The immutable model: a scenario compiled once into laws (in days), hazards
-with their multiplier rules, logistic probabilities, schedules and policies.
+with their multiplier rules, logistic probabilities, schedules and policies,
+each evaluated element-wise on arrays of patients.
 
 A :class:`ModelDefinition` is what a simulation run reads; it never changes
-during a run and is cheap to pickle to worker processes.
+during a run and is cheap to pickle to worker processes.  Both engines
+evaluate it through the same functions (one patient is an array of one).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ..scenario.conditions import Condition, parse_condition
-from ..scenario.schema import Hazard, LogisticProbability, Multiplier, Scenario
+import numpy as np
+
+from .._units import DAYS_PER_MONTH
+from ..scenario.conditions import Condition, parse_condition, vectorise_condition
 from ..scenario.distributions import Distribution
+from ..scenario.schema import Hazard, LogisticProbability, Multiplier, Scenario
 from ..scenario.vocabulary import STATE_VARIABLES
 
 DYNAMIC_VARIABLES = frozenset(STATE_VARIABLES) - {"marrow_blasts_infusion"}
 
 
+class StateView:
+    """Attribute access to the state arrays of the rows ``idx`` at times ``now``
+    (what conditions read)."""
+
+    __slots__ = ("_arrays", "_idx", "_infusion", "_now")
+
+    def __init__(self, arrays: dict, idx, now, infusion):
+        self._arrays, self._idx, self._now, self._infusion = arrays, idx, now, infusion
+
+    def __getattr__(self, name):
+        if name == "days_since_infusion":
+            return np.where(np.isnan(self._infusion[self._idx]), 0.0, self._now - self._infusion[self._idx])
+        if name == "months_since_infusion":
+            return self.days_since_infusion / DAYS_PER_MONTH
+        return self._arrays[name][self._idx]
+
+
+def as_mask(values, n: int) -> np.ndarray:
+    """A condition's value for n rows (a condition on constants gives a scalar)."""
+    values = np.asarray(values, dtype=bool)
+    return values if values.shape == (n,) else np.full(n, bool(values))
+
+
 @dataclass(frozen=True)
 class Factor:
-    """One multiplier rule: ``value`` when ``condition`` holds, or
+    """One multiplier rule: ``value`` where ``condition`` holds, or
     ``value ** state[per]`` for a numeric variable."""
 
     value: float
     condition: Condition | None = None
     per: str | None = None
+    test: object = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_spec(cls, spec: Multiplier, value: float | None = None) -> Factor:
         v = spec.value if value is None else value
         if spec.when_true is not None:
-            return cls(v, condition=parse_condition(spec.when_true))
+            condition = parse_condition(spec.when_true)
+            return cls(v, condition=condition, test=vectorise_condition(condition))
         return cls(v, per=spec.per)
 
-    def applies(self, state) -> float:
+    @property
+    def reads_state(self) -> bool:
+        """Does the factor read the patient's changing state (not only baseline covariates)?"""
+        names = self.condition.names if self.condition is not None else {self.per}
+        return bool(set(names) & DYNAMIC_VARIABLES)
+
+    def __call__(self, view, n: int) -> np.ndarray:
         if self.condition is not None:
-            return self.value if self.condition.evaluate(state) else 1.0
-        return self.value ** getattr(state, self.per)
+            return np.where(as_mask(self.test(view), n), self.value, 1.0)
+        return self.value ** np.asarray(getattr(view, self.per), dtype=float)
 
 
-def _product(factors, state) -> float:
-    m = 1.0
-    for f in factors:
-        m *= f.applies(state)
-    return m
+def product(factors, view, n: int) -> np.ndarray:
+    out = np.ones(n)
+    for factor in factors:
+        out = out * factor(view, n)
+    return out
 
 
 @dataclass(frozen=True)
 class CompiledHazard:
-    law: Distribution
-    factors: tuple[Factor, ...] = ()
+    """A baseline law and its multipliers.  Baseline-covariate factors come
+    first (``static``), so that part can be computed once per patient."""
 
-    def multiplier(self, state) -> float:
-        return _product(self.factors, state)
+    law: Distribution
+    static: tuple[Factor, ...] = ()
+    dynamic: tuple[Factor, ...] = ()
+
+    @property
+    def factors(self) -> tuple[Factor, ...]:
+        return self.static + self.dynamic
+
+    def multiplier(self, view, n: int) -> np.ndarray:
+        return product(self.factors, view, n)
 
 
 @dataclass(frozen=True)
@@ -63,16 +106,18 @@ class CompiledProbability:
     base: float
     odds_ratios: tuple[Factor, ...] = ()
 
-    def probability(self, state) -> float:
+    def __call__(self, view, n: int) -> np.ndarray:
         if not self.odds_ratios:
-            return self.base
-        odds_ratio = _product(self.odds_ratios, state)
-        if self.base >= 1.0 or odds_ratio == math.inf:
-            return 1.0
-        if self.base <= 0.0 or odds_ratio == 0.0:
-            return 0.0
-        odds = self.base / (1.0 - self.base) * odds_ratio
-        return odds / (1.0 + odds)
+            return np.full(n, self.base)
+        if self.base >= 1.0:
+            return np.ones(n)
+        if self.base <= 0.0:
+            return np.zeros(n)
+        ratio = product(self.odds_ratios, view, n)
+        odds = self.base / (1.0 - self.base) * ratio
+        with np.errstate(invalid="ignore", over="ignore"):
+            p = odds / (1.0 + odds)
+        return np.where(np.isinf(ratio), 1.0, np.where(ratio == 0, 0.0, p))
 
 
 @dataclass(frozen=True)
@@ -80,6 +125,7 @@ class CompiledRule:
     index: int
     condition: Condition
     action: str
+    test: object = field(compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -87,25 +133,11 @@ class CompiledPolicy:
     name: str
     rules_by_event: dict  # event -> tuple[CompiledRule, ...]
 
-    def decide(self, event: str, state):
-        """The first rule for ``event`` whose condition holds, else None."""
-        for rule in self.rules_by_event.get(event, ()):
-            if rule.condition.evaluate(state):
-                return rule
-        return None
-
-
-def reads_state(factor: Factor) -> bool:
-    """Does the factor read the patient's changing state (not only baseline covariates)?"""
-    names = factor.condition.names if factor.condition is not None else {factor.per}
-    return bool(set(names) & DYNAMIC_VARIABLES)
-
 
 def compile_hazard(spec: Hazard) -> CompiledHazard:
-    # Baseline-covariate factors first: both engines multiply in this order,
-    # so the vectorised engine can compute that part once per patient.
     factors = [Factor.from_spec(m) for m in spec.multipliers]
-    return CompiledHazard(spec.law.build(), tuple(sorted(factors, key=reads_state)))
+    return CompiledHazard(spec.law.build(), tuple(f for f in factors if not f.reads_state),
+                          tuple(f for f in factors if f.reads_state))
 
 
 def compile_probability(spec) -> CompiledProbability:
@@ -116,7 +148,9 @@ def compile_probability(spec) -> CompiledProbability:
 def compile_policy(name: str, spec) -> CompiledPolicy:
     by_event: dict[str, list] = {}
     for i, rule in enumerate(spec.rules):
-        by_event.setdefault(rule.when, []).append(CompiledRule(i, parse_condition(rule.condition), rule.then))
+        condition = parse_condition(rule.condition)
+        by_event.setdefault(rule.when, []).append(CompiledRule(i, condition, rule.then,
+                                                                vectorise_condition(condition)))
     return CompiledPolicy(name, {k: tuple(v) for k, v in by_event.items()})
 
 
@@ -174,7 +208,10 @@ class ModelDefinition:
             "hsct_beds": scenario.resources.hsct_beds.capacity,
         }
         self.policies = {name: compile_policy(name, scenario.policies[name]) for name in scenario.policy_names}
-        self.stream_slots = self._stream_slots()
+        # The hazard clocks that run after infusion, by name.
+        self.clocks = {"non_relapse_death": self.non_relapse_death, "bca_loss": self.bca_loss,
+                       "mrd_emergence": self.mrd_emergence,
+                       **{f"relapse.{name}": hazard for name, hazard in self.relapse.items()}}
 
     def __reduce__(self):
         # Workers rebuild the compiled model from the (small, plain) scenario:
@@ -182,26 +219,9 @@ class ModelDefinition:
         return (ModelDefinition, (self.scenario,))
 
     @property
+    def phenotypes(self) -> tuple[str, ...]:
+        return tuple(self.relapse)
+
+    @property
     def has_finite_resources(self) -> bool:
         return any(c is not None for c in self.capacities.values())
-
-    def _stream_slots(self) -> dict[str, int]:
-        """How many uniforms each patient may need of each kind."""
-        slots = {f"covariate:{name}": 1 for name in self.scenario.cohort.covariates}
-        slots.update({
-            "arrival": 1,
-            "referral": 1,
-            "apheresis": 2 * self.max_manufacturing_attempts,
-            "manufacturing": 3 * self.max_manufacturing_attempts,
-            "pre_infusion": 3,
-            "infusion": 1,
-            "toxicity": 4,
-            "response": 2,
-            "bca": 1 + self.max_reinfusions,
-            "mrd": 3 + len(self.mrd_test_days),
-            "relapse": 6,
-            "non_relapse_death": 1,
-            "hsct": 6 * max(self.max_hsct_after_car, 1),
-            "reinfusion": 2 * max(self.max_reinfusions, 1),
-        })
-        return slots

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .._units import DAYS_PER_MONTH
-from ..scenario.vocabulary import INITIAL_STATE
+from carsim._units import DAYS_PER_MONTH
+from carsim.scenario.vocabulary import INITIAL_STATE
 
 
 class PatientState:

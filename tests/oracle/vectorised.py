@@ -32,12 +32,12 @@ from itertools import pairwise
 
 import numpy as np
 
-from .._units import DAYS_PER_MONTH
-from ..scenario.conditions import vectorise_condition
+from carsim._units import DAYS_PER_MONTH
+from carsim.scenario.conditions import vectorise_condition
 from .definition import CompiledHazard, CompiledProbability, Factor, ModelDefinition, reads_state
 from .patient import DEFAULT_ACTIONS, RELAPSE_PHENOTYPES
 from .records import OUTCOME_FIELDS, column_dtype, event_columns
-from ..scenario.vocabulary import INITIAL_STATE
+from carsim.scenario.vocabulary import INITIAL_STATE
 
 INF = np.inf
 _DAY28, _MONTH3 = 28.0, 365.25 / 4

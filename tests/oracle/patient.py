@@ -19,7 +19,7 @@ import math
 import simpy
 from simpy.events import Initialize
 
-from ..scenario.distributions import exponential_from_uniform
+from carsim.scenario.distributions import exponential_from_uniform
 from .hazards import HazardClock
 from .state import PatientState
 

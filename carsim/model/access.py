@@ -1,0 +1,228 @@
+"""The access pathway, enrolment to infusion: referral, apheresis (possibly
+deferred), manufacturing (possibly failing, re-collected), release and
+lymphodepletion, with death and withdrawal competing throughout.
+
+It is written once, as per-patient transitions of :class:`AccessPathway`.
+Each transition applies one step and says what comes next: a wait
+(:class:`Wait`), a request for a shared slot (:class:`Request`, held for a
+duration, after which ``done`` runs) or the end of the pathway.  Engines only
+schedule: the array engine runs an exact event loop over a heap for the whole
+cohort; the SimPy engine runs one process per patient with shared
+``simpy.Resource`` s.  Nothing here depends on the policy, so the array
+engine runs it once for all policies.
+
+Before infusion the hazards of death and withdrawal read only baseline
+covariates, so each patient's exit time (death, withdrawal or the end of
+follow-up, whichever comes first) is known on enrolment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .definition import ModelDefinition, StateView
+from .random import RandomStreams
+from .records import OUTCOME_FIELDS, column_dtype, event_columns
+
+INF = np.inf
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: float
+    then: str  # the name of the transition to run at ``until``
+
+
+@dataclass(frozen=True)
+class Request:
+    resource: str  # "apheresis" or "manufacturing"
+    hold: float  # days the slot is held once granted
+    granted: str  # transition run when the slot is granted (may be None)
+    done: str  # transition run when the hold ends
+
+
+INFUSED = "infused"  # the pathway's last step: the patient is infused
+LEFT = "left"  # died, withdrew, failed manufacturing or reached the end of follow-up
+
+
+def exp1(u):
+    """Exp(1) variates from uniforms (a hazard clock's threshold)."""
+    return -np.log1p(-np.asarray(u, dtype=float))
+
+
+def clock_once(hazard, multiplier, uniforms):
+    """Delay to a constant-multiplier clock's firing (inf for a zero multiplier)."""
+    with np.errstate(divide="ignore"):
+        delay = hazard.law.inverse_cumulative_hazard(exp1(uniforms) / multiplier)
+    return np.where(multiplier > 0, delay, INF)
+
+
+class AccessPathway:
+    """The access pathway of patients ``start .. stop - 1`` of a cohort.
+
+    Outcome columns are in ``out`` (one row per patient, local index ``i``),
+    events in ``events`` as (patient id, days since enrolment, event, detail)."""
+
+    def __init__(self, model: ModelDefinition, streams: RandomStreams, covariates: dict, arrivals: np.ndarray,
+                 start: int, stop: int, record_events: bool = True):
+        n = stop - start
+        self.n, self.start = n, start
+        self.model = model
+        self.record_events = record_events
+        self.events: list[tuple] = []
+        self._event_arrays = None
+        self.covariates = {name: np.asarray(values[start:stop]) for name, values in covariates.items()}
+        arrival = np.asarray(arrivals[start:stop], dtype=float)
+
+        def u(name):
+            return streams.uniforms(name)[start:stop]
+
+        view = StateView(self.covariates, slice(None), 0.0, np.full(n, np.nan))
+        death = arrival + clock_once(model.pre_infusion_death, model.pre_infusion_death.multiplier(view, n),
+                                     u("pre_infusion.death"))
+        withdraw = arrival + clock_once(model.pre_infusion_withdrawal,
+                                        model.pre_infusion_withdrawal.multiplier(view, n), u("pre_infusion.withdrawal"))
+        censor = arrival + model.horizon_days
+        attempts = model.max_manufacturing_attempts
+        # Python lists: scalar access in the event loop is several times faster than NumPy's.
+        self.arrival = arrival.tolist()
+        self.exit_time = np.minimum(np.minimum(death, withdraw), censor).tolist()
+        self.exit_reason = np.where(self.exit_time == death, "death",
+                                    np.where(self.exit_time == withdraw, "withdrawal", "censored")).tolist()
+        self.censor = censor.tolist()
+        self.survival_after_exit = model.survival_after_withdrawal.from_uniform(
+            u("pre_infusion.survival_after_exit")).tolist()
+        self.referral = model.referral_delay.from_uniform(u("referral")).tolist()
+        self.deferral = model.apheresis_deferral.from_uniform(u("apheresis.deferral")).tolist()
+        self.deferred = np.asarray(self.covariates["apheresis_deferred"], dtype=bool).tolist()
+        self.apheresis = np.column_stack([model.apheresis_duration.from_uniform(u(f"apheresis.duration.{a}"))
+                                          for a in range(attempts)]).tolist()
+        self.manufacturing = np.column_stack([model.manufacturing_duration.from_uniform(
+            u(f"manufacturing.duration.{a}")) for a in range(attempts)]).tolist()
+        self.failure_u = np.column_stack([u(f"manufacturing.failure.{a}") for a in range(attempts)]).tolist()
+        self.recollection_u = np.column_stack([u(f"manufacturing.recollection.{a}")
+                                               for a in range(attempts)]).tolist()
+        self.infusion_delay = model.infusion_delay.from_uniform(u("infusion.delay")).tolist()
+        self.out = {name: np.full(n, default, dtype=column_dtype(default)) for name, default in OUTCOME_FIELDS.items()}
+        self.out["arrival_day"] = arrival.copy()
+        self.infusion_time = np.full(n, np.nan)
+        self.attempt = [0] * n
+        self.asked = [0.0] * n  # when the current manufacturing request was made
+        self.started = [0.0] * n  # when manufacturing started
+
+    # ------------------------------------------------------------ helpers
+    def record(self, i: int, now: float, event: str, detail: str = ""):
+        if self.record_events:
+            self.events.append((self.start + i, now - self.arrival[i], event, detail))
+
+    def event_arrays(self) -> tuple:
+        """The recorded events as (patient, time_days, event, detail) arrays, by patient."""
+        if self._event_arrays is None:
+            self._event_arrays = tuple(event_columns(self.events).values())
+        return self._event_arrays
+
+    def part(self, first: int, stop: int) -> AccessPart:
+        """Patients ``start + first .. start + stop - 1`` alone."""
+        return AccessPart(self, first, stop)
+
+    def _end(self, i: int, when: float, event: str, cause: str = ""):
+        day = when - self.arrival[i]
+        self.record(i, when, event, cause)
+        self.out["end_day"][i] = day
+        if event == "death":
+            self.out["death_day"][i] = day
+            self.out["death_cause"][i] = cause
+
+    # ------------------------------------------------------------ transitions
+    def enrol(self, i: int, now: float):
+        self.record(i, now, "enrolled")
+        return Wait(now + self.referral[i], "referred")
+
+    def referred(self, i: int, now: float):
+        if self.deferred[i]:
+            self.record(i, now, "apheresis_deferred")
+            return Wait(now + self.deferral[i], "collect")
+        return self.collect(i, now)
+
+    def collect(self, i: int, now: float):
+        out = self.out["apheresis_day"]
+        if out[i] != out[i]:  # NaN: the first collection
+            out[i] = now - self.arrival[i]
+        return Request("apheresis", self.apheresis[i][self.attempt[i]], None, "collected")
+
+    def collected(self, i: int, now: float):
+        self.record(i, now, "apheresis", f"attempt {self.attempt[i] + 1}")
+        self.record(i, now, "manufacturing_queued")
+        self.asked[i] = now
+        return Request("manufacturing", self.manufacturing[i][self.attempt[i]], "manufacturing_started",
+                       "manufactured")
+
+    def manufacturing_started(self, i: int, now: float):
+        self.record(i, now, "manufacturing_start")
+        self.started[i] = now
+
+    def manufactured(self, i: int, now: float):
+        self.out["wait_manufacturing_days"][i] += self.started[i] - self.asked[i]
+        self.attempt[i] += 1
+        a = self.attempt[i]
+        self.out["manufacturing_attempts"][i] = a
+        if self.failure_u[i][a - 1] >= self.model.manufacturing_failure:
+            return Wait(now + self.infusion_delay[i], "infuse")
+        self.record(i, now, "manufacturing_failure", f"attempt {a}")
+        if a < self.model.max_manufacturing_attempts and self.recollection_u[i][a - 1] < self.model.recollection:
+            self.record(i, now, "recollection")
+            return self.collect(i, now)
+        self.out["manufacturing_failure"][i] = True
+        self._leave(i, now, "manufacturing_failure")
+        return LEFT
+
+    def infuse(self, i: int, now: float):
+        self.infusion_time[i] = now
+        return INFUSED
+
+    def exit(self, i: int, now: float):
+        """The patient's exit time came before infusion."""
+        reason = self.exit_reason[i]
+        if reason == "death":
+            self._end(i, now, "death", "pre_infusion")
+        elif reason == "withdrawal":
+            self._leave(i, now, "withdrawal")
+        else:
+            self._end(i, now, "censored")
+        return LEFT
+
+    def _leave(self, i: int, now: float, reason: str):
+        """Withdrawn or final product failure: followed for survival."""
+        self.out["pathway_exit_day"][i] = now - self.arrival[i]
+        self.out["withdrawn"][i] = reason == "withdrawal"
+        if reason == "withdrawal":
+            self.record(i, now, "withdrawal")
+        dies = now + self.survival_after_exit[i]
+        if dies < self.censor[i]:
+            self._end(i, dies, "death", "after_" + reason)
+        else:
+            self._end(i, self.censor[i], "censored")
+
+    def step(self, name: str, i: int, now: float):
+        return getattr(self, name)(i, now)
+
+
+class AccessPart:
+    """A contiguous range of an AccessPathway's patients, with the attributes
+    the post-infusion rows read (their queue was simulated with the whole cohort)."""
+
+    def __init__(self, access: AccessPathway, first: int, stop: int):
+        rows = slice(first, stop)
+        self.whole = access
+        self.start, self.n = access.start + first, stop - first
+        self.out = {k: v[rows] for k, v in access.out.items()}
+        self.covariates = {k: v[rows] for k, v in access.covariates.items()}
+        self.infusion_time = access.infusion_time[rows]
+        patient, *columns = access.event_arrays()
+        mine = (patient >= self.start) & (patient < self.start + self.n)
+        self._events = (patient[mine], *(c[mine] for c in columns))
+
+    def event_arrays(self) -> tuple:
+        return self._events

@@ -1,0 +1,246 @@
+"""The array engine: schedules the pathway for whole cohorts at once.
+
+* Before infusion, patients interact through the apheresis and
+  manufacturing queues: an exact discrete-event loop over a heap (first
+  come, first served, leaving the queue at death or withdrawal) calls the
+  access pathway's transitions.  It does not depend on the policy, so it
+  runs once for all policies.
+* After infusion, every patient-policy row advances one event per round:
+  each round takes every row's earliest next event and fires it for all the
+  rows that have it, with array operations.  All policies, and several
+  cohorts (replications) of the same model, run in the same rounds.
+* Transplant beds: rows first assume a free bed when the donor is found; if
+  beds were never over-subscribed that was exact.  Otherwise that cohort and
+  policy is simulated again with the bed queue (:class:`BedQueue`), still in
+  rounds, with exact first-come-first-served grants.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from itertools import pairwise
+
+import numpy as np
+
+from .access import INFUSED, LEFT, AccessPathway, Request, Wait
+from .definition import ModelDefinition
+from .pathway import INF, Pathway
+from .queues import BedQueue, beds_suffice, queue_growth
+
+_STEP, _HOLD_DONE, _EXIT = range(3)
+
+
+def run_access(access: AccessPathway, capacities: dict) -> dict:
+    """Simulate the access pathway of a cohort; returns resource use."""
+    n = access.n
+    caps = {"apheresis": capacities["apheresis"], "manufacturing": capacities["manufacturing"]}
+    busy = {"apheresis": 0, "manufacturing": 0}
+    waiting = {"apheresis": deque(), "manufacturing": deque()}
+    busy_days = {"apheresis": 0.0, "manufacturing": 0.0}
+    first_request = {"apheresis": None, "manufacturing": None}
+    last_release = {"apheresis": None, "manufacturing": None}
+    holding = [None] * n
+    hold_start = [0.0] * n
+    request = [None] * n  # the patient's current Request
+    next_step = [None] * n
+    status = [0] * n  # 0 on the pathway, 1 infused, 2 left
+    token = [0] * n
+    arrival = access.arrival
+    heap = []
+    seq = 0
+
+    def push(time, kind, i):
+        nonlocal seq
+        heapq.heappush(heap, (time, seq, kind, i, token[i]))
+        seq += 1
+
+    def follow(result, i, now):
+        if isinstance(result, Wait):
+            next_step[i] = result.then
+            push(result.until, _STEP, i)
+        elif isinstance(result, Request):
+            request[i] = result
+            ask(result.resource, i, now)
+        elif result is INFUSED or result is LEFT:
+            status[i] = 1 if result is INFUSED else 2
+            token[i] += 1
+            release(i, now)
+
+    def ask(resource, i, now):
+        if first_request[resource] is None:
+            first_request[resource] = now
+        cap = caps[resource]
+        if cap is None or busy[resource] < cap:
+            begin(resource, i, now)
+        else:
+            waiting[resource].append(i)
+
+    def begin(resource, i, now):
+        if caps[resource] is not None:
+            busy[resource] += 1
+            holding[i] = resource
+            hold_start[i] = now
+        if request[i].granted:
+            access.step(request[i].granted, i, now)
+        push(now + request[i].hold, _HOLD_DONE, i)
+
+    def release(i, now):
+        resource = holding[i]
+        if resource is None:
+            return
+        holding[i] = None
+        busy[resource] -= 1
+        busy_days[resource] += now - hold_start[i]
+        last_release[resource] = now
+        queue = waiting[resource]
+        while queue:
+            j = queue.popleft()
+            if status[j] == 0:
+                begin(resource, j, now)
+                break
+
+    # Arrivals are read in (time, patient) order beside the heap rather than
+    # pushed up front: the heap then holds only patients on the pathway.  At
+    # equal times an arrival goes first, as if pushed first.
+    arrival_order = np.lexsort((np.arange(n), np.asarray(arrival))).tolist()
+    arrived = 0
+    now = 0.0
+    while True:
+        if arrived < n and (not heap or arrival[arrival_order[arrived]] <= heap[0][0]):
+            i = arrival_order[arrived]
+            arrived += 1
+            now = arrival[i]
+            push(access.exit_time[i], _EXIT, i)
+            follow(access.enrol(i, now), i, now)
+            continue
+        if not heap:
+            break
+        now, _, kind, i, tok = heapq.heappop(heap)
+        if tok != token[i] or status[i] != 0:
+            continue
+        if kind == _EXIT:
+            follow(access.exit(i, now), i, now)
+        elif kind == _STEP:
+            follow(access.step(next_step[i], i, now), i, now)
+        else:  # a held slot's time is up
+            release(i, now)
+            follow(access.step(request[i].done, i, now), i, now)
+    return {name: ({"busy_days": busy_days[name], "capacity": caps[name],
+                    "span_days": (last_release[name] or now) - first_request[name]}
+                   if caps[name] is not None and first_request[name] is not None
+                   else {"busy_days": float("nan"), "capacity": None, "span_days": 0.0})
+            for name in ("apheresis", "manufacturing")}
+
+
+def advance(pathway: Pathway, queue: BedQueue | None = None) -> Pathway:
+    """Fire every row's events, round by round, until every row has ended."""
+    infused = np.nonzero(~np.isnan(pathway.infusion))[0]
+    if len(infused):
+        pathway.infuse(infused)
+    while True:
+        active = np.nonzero(~pathway.ended)[0]
+        if len(active) == 0:
+            break
+        source, when = pathway.next_event(active)
+        if queue is not None:
+            active, source, when = queue.advance(pathway, active, source, when)
+        for s in np.unique(source):
+            pick = source == s
+            pathway.fire(int(s), active[pick], when[pick])
+    return pathway
+
+
+# Rows one Pathway advances at most: beyond a few tens of thousands each row
+# costs more (the arrays outgrow the CPU caches), so a large cohort is
+# advanced in slabs of patients after its shared queue is simulated.
+SLAB_ROWS = 40_000
+
+
+def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True) -> list[dict]:
+    """Simulate cohorts of the same model under each policy, in shared rounds.
+
+    ``cohorts``: (streams, covariates, arrivals, start, stop) per cohort, the
+    patients ``start .. stop-1`` of its streams.  Returns per cohort
+    ``{policy: (outcome columns, event columns, resource use, warnings)}``."""
+    policies = list(policies)
+    prepared = []
+    for streams, covariates, arrivals, start, stop in cohorts:
+        access = AccessPathway(model, streams, covariates, arrivals, start, stop, record_events)
+        use = run_access(access, model.capacities)
+        prepared.append((access, streams, use))
+    slabs, slab, rows = [], [], 0
+    for c, (access, streams, _use) in enumerate(prepared):
+        pieces = -(-access.n * len(policies) // SLAB_ROWS)
+        bounds = np.linspace(0, access.n, pieces + 1).round().astype(int)
+        for first, stop in pairwise(bounds):
+            piece = access if pieces == 1 else access.part(int(first), int(stop))
+            if slab and rows + piece.n * len(policies) > SLAB_ROWS:
+                slabs.append(slab)
+                slab, rows = [], 0
+            slab.append((c, piece, streams))
+            rows += piece.n * len(policies)
+    slabs.append(slab)
+    located = [[[] for _ in policies] for _ in prepared]  # per cohort and policy: (pathway, group, events)
+    for slab in slabs:
+        pathway = advance(Pathway(model, policies, [(piece, streams) for _, piece, streams in slab], record_events))
+        events = pathway.event_columns() if record_events else None
+        for position, (c, _piece, _streams) in enumerate(slab):
+            for k in range(len(policies)):
+                group = position * len(policies) + k
+                located[c][k].append((pathway, group, events[group] if record_events else None))
+    capacity = model.capacities["hsct_beds"]
+    results = []
+    for c, (access, streams, use) in enumerate(prepared):
+        cohort = {}
+        for k, policy in enumerate(policies):
+            segments = located[c][k]
+            stays = [_bed_stays(pathway, group) for pathway, group, _ in segments]
+            starts, ends = np.concatenate([s for s, _ in stays]), np.concatenate([e for _, e in stays])
+            warnings = []
+            if not beds_suffice(capacity, starts, ends):
+                # Beds were over-subscribed: simulate this cohort and policy with the queue.
+                queue = BedQueue(capacity)
+                pathway = advance(Pathway(model, [policy], [(access, streams)], record_events, beds=queue), queue)
+                segments = [(pathway, 0, pathway.event_columns()[0] if record_events else None)]
+                starts, ends = _bed_stays(pathway, 0)
+                warnings = queue_growth("hsct_beds", capacity, queue.requests(), starts, ends)
+            row_ranges = [(pathway, slice(pathway.group_start[group], pathway.group_start[group + 1]))
+                          for pathway, group, _ in segments]
+            out = {name: np.concatenate([pathway.out[name][rows] for pathway, rows in row_ranges])
+                   for name in row_ranges[0][0].out}
+            out["patient"] = np.concatenate([pathway.ids[rows] for pathway, rows in row_ranges])
+            events = ({name: np.concatenate([e[name] for _, _, e in segments]) for name in segments[0][2]}
+                      if record_events else None)
+            cohort[policy] = (out, events, _resource_use(use, capacity, starts, ends), warnings)
+        results.append(cohort)
+    return results
+
+
+def _bed_stays(pathway: Pathway, group: int):
+    """(start, end) of each transplant bed stay in ``group`` (a cohort under
+    one policy); a death or the end of follow-up frees the bed early."""
+    stays = pathway.beds.stays
+    if not stays:
+        return np.zeros(0), np.zeros(0)
+    idx = np.concatenate([s[0] for s in stays])
+    starts = np.concatenate([s[1] for s in stays])
+    ends = np.concatenate([s[2] for s in stays])
+    mine = pathway.group_of_row[idx] == group
+    idx, starts, ends = idx[mine], starts[mine], ends[mine]
+    return starts, np.minimum(ends, pathway.arrival[idx] + pathway.out["end_day"][idx])
+
+
+def _resource_use(access_use: dict, capacity, starts, ends) -> dict:
+    use = dict(access_use)
+    if capacity is None or len(starts) == 0:
+        use["hsct_beds"] = {"busy_days": float("nan"), "capacity": None, "span_days": 0.0}
+    else:
+        # fsum: exact, so the same whatever order the stays were recorded in
+        use["hsct_beds"] = {"busy_days": math.fsum(ends - starts), "capacity": capacity,
+                            "span_days": float(ends.max() - starts.min())}
+    return use
+
+
+__all__ = ["INF", "advance", "run_access", "simulate_cohorts"]

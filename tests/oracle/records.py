@@ -1,0 +1,101 @@
+"""Flat result records: one outcome row per patient, one tuple per event.
+
+Rows are plain dicts during the run and become column arrays once, at the
+end (no per-event pandas).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+NAN = math.nan
+
+# column -> default (times are days since the patient's enrolment)
+OUTCOME_FIELDS: dict[str, object] = {
+    "arrival_day": NAN,
+    "apheresis_day": NAN,
+    "manufacturing_attempts": 0,
+    "manufacturing_failure": False,
+    "wait_manufacturing_days": 0.0,
+    "withdrawn": False,
+    "pathway_exit_day": NAN,
+    "infused": False,
+    "infusion_day": NAN,
+    "vein_to_vein_days": NAN,
+    "severe_crs": False,
+    "severe_icans": False,
+    "early_toxic_death": False,
+    "cr": False,
+    "response_day": NAN,
+    "mrd_informative": False,
+    "mrd_day28_positive": NAN,
+    "mrd_month3_positive": NAN,
+    "mrd_emergence_day": NAN,
+    "first_mrd_positive_day": NAN,
+    "bca_loss_day": NAN,
+    "bca_loss_detected_day": NAN,
+    "reinfusions": 0,
+    "bca_regained": False,
+    "hsct_count": 0,
+    "consolidative_hsct": False,
+    "first_hsct_day": NAN,
+    "hsct_bed_wait_days": 0.0,
+    "hsct_death": False,
+    "relapse_day": NAN,
+    "relapse_phenotype": "none",
+    "reremission_day": NAN,
+    "death_day": NAN,
+    "death_cause": "none",
+    "end_day": NAN,
+}
+
+
+class OutcomeTable:
+    """Outcome rows for the patients of one simulation."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.index: list[int] = []
+
+    def new_row(self, patient: int, arrival: float) -> dict:
+        row = dict(OUTCOME_FIELDS)
+        row["arrival_day"] = arrival
+        self.rows.append(row)
+        self.index.append(patient)
+        return row
+
+    def columns(self) -> dict[str, np.ndarray]:
+        order = np.argsort(self.index, kind="stable")
+        out = {"patient": np.asarray(self.index, dtype=np.int64)[order]}
+        for name, default in OUTCOME_FIELDS.items():
+            out[name] = np.asarray([self.rows[i][name] for i in order], dtype=column_dtype(default))
+        return out
+
+
+def column_dtype(default) -> type:
+    """The array dtype of a column whose default (or initial) value is ``default``."""
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return np.int64
+    if isinstance(default, float):
+        return float
+    return object
+
+
+def event_columns(events: list[tuple]) -> dict[str, np.ndarray]:
+    """(patient, time_days, event, detail) tuples -> columns, in time order per patient."""
+    if not events:
+        return {"patient": np.zeros(0, np.int64), "time_days": np.zeros(0), "event": np.zeros(0, object),
+                "detail": np.zeros(0, object)}
+    patient, time_days, event, detail = zip(*events)
+    patient = np.asarray(patient, dtype=np.int64)
+    order = np.argsort(patient, kind="stable")  # events were appended in time order
+    return {
+        "patient": patient[order],
+        "time_days": np.asarray(time_days, dtype=float)[order],
+        "event": np.asarray(event, dtype=object)[order],
+        "detail": np.asarray(detail, dtype=object)[order],
+    }
