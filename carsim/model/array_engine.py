@@ -10,9 +10,10 @@
   rows that have it, with array operations.  All policies, and several
   cohorts (replications) of the same model, run in the same rounds.
 * Transplant beds: rows first assume a free bed when the donor is found; if
-  beds were never over-subscribed that was exact.  Otherwise that cohort and
-  policy is simulated again with the bed queue (:class:`BedQueue`), still in
-  rounds, with exact first-come-first-served grants.
+  beds were never over-subscribed that was exact.  Otherwise the cohort is
+  simulated again under the policies whose beds were, with a bed queue per
+  policy (:class:`~carsim.model.queues.BedQueue`), still in rounds, with
+  exact first-come-first-served grants.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 from .access import INFUSED, LEFT, AccessPathway, Request, Wait
 from .definition import ModelDefinition
 from .pathway import INF, Pathway
-from .queues import BedQueue, beds_suffice, queue_growth
+from .queues import GroupQueues, beds_suffice, queue_growth
 
 _STEP, _HOLD_DONE, _EXIT = range(3)
 
@@ -134,21 +135,43 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
             for name in ("apheresis", "manufacturing")}
 
 
-def advance(pathway: Pathway, queue: BedQueue | None = None) -> Pathway:
+def advance(pathway: Pathway, queue: GroupQueues | None = None) -> Pathway:
     """Fire every row's events, round by round, until every row has ended."""
     infused = np.nonzero(~np.isnan(pathway.infusion))[0]
     if len(infused):
         pathway.infuse(infused)
+    if queue is not None:
+        return _advance_queued(pathway, queue)
     while True:
         active = np.nonzero(~pathway.ended)[0]
         if len(active) == 0:
             break
         source, when = pathway.next_event(active)
-        if queue is not None:
-            active, source, when = queue.advance(pathway, active, source, when)
-        for s in np.unique(source):
-            pick = source == s
-            pathway.fire(int(s), active[pick], when[pick])
+        _fire(pathway, active, source, when)
+    return pathway
+
+
+def _fire(pathway: Pathway, rows, source, when):
+    for s in np.unique(source):
+        pick = source == s
+        pathway.fire(int(s), rows[pick], when[pick])
+
+
+def _advance_queued(pathway: Pathway, queue: GroupQueues) -> Pathway:
+    """As :func:`advance`, with a bed queue: few rows may fire each round, so
+    each row's next event is kept and recomputed only for the rows that fired
+    (a row's times change only through its own events and its bed grants)."""
+    source = np.zeros(pathway.n, np.int64)
+    when = np.full(pathway.n, INF)
+    live = np.nonzero(~pathway.ended)[0]
+    source[live], when[live] = pathway.next_event(live)
+    while True:
+        active = np.nonzero(~pathway.ended)[0]
+        if len(active) == 0:
+            break
+        rows = queue.advance(pathway, active, source, when)
+        _fire(pathway, rows, source[rows], when[rows])
+        source[rows], when[rows] = pathway.next_event(rows)
     return pathway
 
 
@@ -193,19 +216,26 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     capacity = model.capacities["hsct_beds"]
     results = []
     for c, (access, streams, use) in enumerate(prepared):
+        stays = {}
+        for k, policy in enumerate(policies):
+            parts = [_bed_stays(pathway, group) for pathway, group, _ in located[c][k]]
+            stays[policy] = (np.concatenate([s for s, _ in parts]), np.concatenate([e for _, e in parts]))
+        # Policies whose beds were over-subscribed: simulate them again with the
+        # queue, together (one row group per policy, one queue per group).
+        queued = [policy for policy in policies if not beds_suffice(capacity, *stays[policy])]
+        warnings = {policy: [] for policy in policies}
+        if queued:
+            queues = GroupQueues(capacity, len(queued))
+            pathway = advance(Pathway(model, queued, [(access, streams)], record_events, beds=queues), queues)
+            events = pathway.event_columns() if record_events else [None] * len(queued)
+            for group, policy in enumerate(queued):
+                located[c][policies.index(policy)] = [(pathway, group, events[group])]
+                stays[policy] = _bed_stays(pathway, group)
+                warnings[policy] = queue_growth("hsct_beds", capacity, queues.queues[group].requests(),
+                                                *stays[policy])
         cohort = {}
         for k, policy in enumerate(policies):
             segments = located[c][k]
-            stays = [_bed_stays(pathway, group) for pathway, group, _ in segments]
-            starts, ends = np.concatenate([s for s, _ in stays]), np.concatenate([e for _, e in stays])
-            warnings = []
-            if not beds_suffice(capacity, starts, ends):
-                # Beds were over-subscribed: simulate this cohort and policy with the queue.
-                queue = BedQueue(capacity)
-                pathway = advance(Pathway(model, [policy], [(access, streams)], record_events, beds=queue), queue)
-                segments = [(pathway, 0, pathway.event_columns()[0] if record_events else None)]
-                starts, ends = _bed_stays(pathway, 0)
-                warnings = queue_growth("hsct_beds", capacity, queue.requests(), starts, ends)
             row_ranges = [(pathway, slice(pathway.group_start[group], pathway.group_start[group + 1]))
                           for pathway, group, _ in segments]
             out = {name: np.concatenate([pathway.out[name][rows] for pathway, rows in row_ranges])
@@ -213,7 +243,7 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
             out["patient"] = np.concatenate([pathway.ids[rows] for pathway, rows in row_ranges])
             events = ({name: np.concatenate([e[name] for _, _, e in segments]) for name in segments[0][2]}
                       if record_events else None)
-            cohort[policy] = (out, events, _resource_use(use, capacity, starts, ends), warnings)
+            cohort[policy] = (out, events, _resource_use(use, capacity, *stays[policy]), warnings[policy])
         results.append(cohort)
     return results
 

@@ -64,10 +64,14 @@ class Factor:
         return cls(v, per=spec.per)
 
     @property
-    def reads_state(self) -> bool:
-        """Does the factor read the patient's changing state (not only baseline covariates)?"""
+    def names(self) -> frozenset:
+        """The changing state variables the factor reads (none: baseline covariates only)."""
         names = self.condition.names if self.condition is not None else {self.per}
-        return bool(set(names) & DYNAMIC_VARIABLES)
+        return frozenset(names) & DYNAMIC_VARIABLES
+
+    @property
+    def reads_state(self) -> bool:
+        return bool(self.names)
 
     def __call__(self, view, n: int) -> np.ndarray:
         if self.condition is not None:

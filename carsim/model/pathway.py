@@ -46,7 +46,8 @@ _DAY28, _MONTH3 = 28.0, 365.25 / 4
 DEFAULT_ACTIONS = {"relapse": "salvage"}
 # Scheduled (non-clock) event sources, in the order ties are broken.
 SCHEDULED = ("death", "censor", "response")
-LATER = ("mrd_test", "bca_check", "donor_found", "transplant", "reinfusion", "reremission")
+_TIME_VARIABLES = frozenset({"days_since_infusion", "months_since_infusion"})
+LATER = ("mrd_test", "bca_check", "donor_found", "reinfusion", "reremission")
 
 
 class UnlimitedBeds:
@@ -85,6 +86,11 @@ class _PerPatient:
 
     def occurrence(self, template: str, k, idx) -> np.ndarray:
         """The uniforms ``template.format(k)`` for rows whose occurrence is ``k``."""
+        if len(idx) == 0:
+            return np.empty(0)
+        first = int(k[0])
+        if (k == first).all():  # the usual case: one occurrence for all
+            return self(template.format(first), idx)
         out = np.empty(len(idx))
         for value in np.unique(k):
             pick = k == value
@@ -148,7 +154,9 @@ class Pathway:
         self.hsct_consolidative = np.zeros(n, bool)
         self.bed_asked = np.zeros(n)  # when the latest bed request was made
         self.static_multiplier = {}
-        self.state_dependent_clocks = [name for name, hazard in self.clocks.items() if hazard.dynamic]
+        # clock -> the changing state variables its multiplier reads
+        self.state_dependent_clocks = {name: frozenset().union(*(f.names for f in hazard.dynamic))
+                                       for name, hazard in self.clocks.items() if hazard.dynamic}
         # Events at which some policy has a rule, or whose default action is not to observe.
         self.decided_events = {event for rules in self.rules for event in rules if rules[event]} | {
             event for event, action in DEFAULT_ACTIONS.items() if action != "observe"}
@@ -231,22 +239,26 @@ class Pathway:
         self.clock[name].stop(idx)
         self.times[idx, self.column["clock:" + name]] = INF
 
-    def update_clocks(self, idx, now):
-        """Re-read every running clock's multiplier after a state change and
-        re-time the clocks whose multiplier moved."""
+    def update_clocks(self, idx, now, changed):
+        """Re-read the multiplier of every running clock that reads one of the
+        ``changed`` state variables (or the time since infusion) and re-time
+        the clocks whose multiplier moved."""
         now = np.broadcast_to(np.asarray(now, dtype=float), idx.shape)
-        for name in self.state_dependent_clocks:  # the others' multipliers cannot change
+        changed = _TIME_VARIABLES | set(changed)
+        for name, reads in self.state_dependent_clocks.items():  # the others' multipliers cannot change
+            if not reads & changed:
+                continue
             clock = self.clock[name]
             running = clock.running[idx]
             if not running.any():
                 continue
             sub, t = idx[running], now[running]
             new = self._multiplier(name, sub, t)
-            changed = new != clock.multiplier[sub]
-            if not changed.any():
+            moved = new != clock.multiplier[sub]
+            if not moved.any():
                 continue
-            sub = sub[changed]
-            self.times[sub, self.column["clock:" + name]] = clock.rebase(sub, t[changed], new[changed])
+            sub = sub[moved]
+            self.times[sub, self.column["clock:" + name]] = clock.rebase(sub, t[moved], new[moved])
 
     # ------------------------------------------------------------ dispatch
     def _handler(self, source: str):
@@ -264,7 +276,7 @@ class Pathway:
             return fire_clock
         transition = {"death": lambda idx, now: self.die(idx, now, self.death_cause[idx]),
                       "censor": self.censor, "response": self.response, "mrd_test": self.mrd_test,
-                      "bca_check": self.bca_check, "donor_found": self.donor_found, "transplant": self.transplant,
+                      "bca_check": self.bca_check, "donor_found": self.donor_found,
                       "reinfusion": self.reinfusion, "reremission": self.reremission}[source]
         if source in ("death", "censor", "mrd_test"):
             return transition  # these re-time or end the row themselves
@@ -393,7 +405,7 @@ class Pathway:
         st["bca_lost"][idx] = True
         self.first_day("bca_loss_day", idx, now)
         self.record(idx, now, "bca_lost")
-        self.update_clocks(idx, now)
+        self.update_clocks(idx, now, ("bca_lost",))
         watch = st["cr"][idx] & ~st["relapsed"][idx] & ~st["transplanted"][idx]
         self._schedule_check(idx[watch], now[watch])
 
@@ -401,7 +413,7 @@ class Pathway:
         self.state["mrd_present"][idx] = True
         self.first_day("mrd_emergence_day", idx, now)
         self.record(idx, now, "mrd_emergence")
-        self.update_clocks(idx, now)
+        self.update_clocks(idx, now, ("mrd_present",))
 
     def relapse(self, idx, now, phenotype):
         st, out = self.state, self.out
@@ -566,7 +578,7 @@ class Pathway:
         self.stop_clock("bca_loss", idx)
         self.set_time("mrd_test", idx, INF)
         self.set_time("bca_check", idx, INF)
-        self.update_clocks(idx, now)
+        self.update_clocks(idx, now, ("hsct_pending", "transplanted", "hsct_after_car", "mrd_present_at_hsct"))
 
     def request_reinfusion(self, idx, now):
         m, st = self.model, self.state
@@ -598,6 +610,6 @@ class Pathway:
         st["bca_loss_detected"][r] = False
         self.stop_clock("bca_loss", r)
         self.start_clock("bca_loss", r, r_now, r_now, self.u.occurrence("bca.loss.{}", k[regained] + 1, r))
-        self.update_clocks(r, r_now)
+        self.update_clocks(r, r_now, ("bca_lost", "bca_loss_detected", "bca_regained", "reinfusions"))
         self.record(idx, now, "reinfusion_result", np.where(regained, "bca_regained", "no_bca"))
         self.decide("reinfusion_result", idx, now)

@@ -34,7 +34,8 @@ class BedQueue:
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
         self.free = self.capacity
-        self.heap: list[tuple] = []
+        self.heap: list[tuple] = []  # releases and requests, in time order
+        self.releases: list[tuple] = []  # releases alone (time, row, stay), to bound the next grant
         self.seq = 0
         self.waiting: list[tuple] = []  # (row, request token) in request order, read from ``head``
         self.head = 0
@@ -57,6 +58,15 @@ class BedQueue:
     def _push(self, time, kind, row, token):
         heapq.heappush(self.heap, (float(time), kind, self.seq, int(row), int(token)))
         self.seq += 1
+        if kind == _RELEASE:
+            heapq.heappush(self.releases, (float(time), int(row), int(token)))
+
+    def _next_release(self) -> float:
+        """The earliest pending release of a stay still open (inf: none)."""
+        releases = self.releases
+        while releases and releases[0][2] not in self.open_stays.get(releases[0][1], ()):
+            heapq.heappop(releases)
+        return releases[0][0] if releases else np.inf
 
     # ------------------------------------------------------------ the pathway's side
     def request(self, pathway, idx, now, occupancy):
@@ -88,11 +98,13 @@ class BedQueue:
                 self._push(t, _RELEASE, row, stay)
 
     # ------------------------------------------------------------ the engine's side
-    def advance(self, pathway, active, source, when):
-        """Run the queue up to the low-water mark; return the rows allowed to
-        fire this round as (rows, sources, times)."""
+    def advance(self, pathway, active, source, when) -> np.ndarray:
+        """Run the queue up to the low-water mark of the ``active`` rows and
+        return those allowed to fire this round.  ``source`` and ``when`` (every
+        row's next event) are updated in place for rows given a bed."""
         self._ensure(pathway.n)
-        low = float(when.min())
+        upcoming = when[active]
+        low = float(upcoming.min())
         granted = []
         heap = self.heap
         while heap and heap[0][0] <= low:
@@ -104,29 +116,33 @@ class BedQueue:
                     self.free += 1
             elif token == self.ask_token[row] and self.asked[row]:
                 self.waiting.append((row, token))
-            if self._grant(pathway, t, granted):
-                # A patient given a bed at t has its own events from t on (a
-                # transplant death, say): the queue may not run past t.
-                low = t
+            for row in self._grant(t):
+                # The patient is transplanted now; its own events from t on
+                # (a transplant death, say) may come before the queue's next.
+                rows = np.array([row])
+                pathway.transplant(rows, np.array([t]))
+                source[rows], when[rows] = pathway.next_event(rows)
+                low = min(low, float(when[row]))
+                granted.append(row)
         if granted:
-            rows = np.asarray(granted)
-            position = np.searchsorted(active, rows)  # active is sorted
-            source[position], when[position] = pathway.next_event(rows)
+            upcoming = when[active]
         asked = self.asked[active]
         if not asked.any():
-            return active, source, when
-        # The earliest time a bed could be granted from now on.
-        bound = heap[0][0] if heap else np.inf
+            return active
+        # The earliest time a bed could be granted from now on: with every bed
+        # taken, a release must come first (a new request waits behind).
+        if self.free == 0:
+            bound = self._next_release()
+        else:
+            bound = heap[0][0] if heap else np.inf
         holders = self.holding[active] > 0
         if holders.any():
-            bound = min(bound, float(when[holders].min()))
-        low = min(low, float(when.min()))
-        go = ~asked | (when <= low) | (when < bound)
-        return active[go], source[go], when[go]
+            bound = min(bound, float(upcoming[holders].min()))
+        return active[~asked | (upcoming <= low) | (upcoming < bound)]
 
-    def _grant(self, pathway, t, granted) -> bool:
-        """Give free beds to the earliest waiting requests; were any given?"""
-        before = len(granted)
+    def _grant(self, t) -> list[int]:
+        """Give free beds at ``t`` to the earliest waiting requests; the rows given one."""
+        granted = []
         while self.free > 0 and self.head < len(self.waiting):
             row, token = self.waiting[self.head]
             self.head += 1
@@ -141,13 +157,50 @@ class BedQueue:
             self.granted_at[self._request_number[row]] = t
             self.stays.append((np.array([row]), np.array([t]), np.array([t + self.occupancy[row]])))
             self._push(t + self.occupancy[row], _RELEASE, row, stay)
-            pathway.set_time("transplant", np.array([row]), t)
             granted.append(row)
-        return len(granted) > before
+        return granted
 
     def requests(self) -> tuple[np.ndarray, np.ndarray]:
         """(request time, grant time or NaN) of every bed request, in request order."""
         return np.asarray(self.asked_at, dtype=float), np.asarray(self.granted_at, dtype=float)
+
+
+class GroupQueues:
+    """One :class:`BedQueue` per row group (a cohort under one policy), for
+    groups advanced in the same rounds; each group's rows see only its queue."""
+
+    def __init__(self, capacity: int, groups: int):
+        self.queues = [BedQueue(capacity) for _ in range(groups)]
+
+    @property
+    def stays(self) -> list:
+        return [stay for queue in self.queues for stay in queue.stays]
+
+    def _split(self, pathway, idx):
+        group = pathway.group_of_row[idx]
+        for g, queue in enumerate(self.queues):
+            pick = group == g
+            if pick.any():
+                yield queue, pick
+
+    def request(self, pathway, idx, now, occupancy):
+        now = np.broadcast_to(now, idx.shape)
+        for queue, pick in self._split(pathway, idx):
+            queue.request(pathway, idx[pick], now[pick], occupancy[pick])
+
+    def cancel(self, pathway, idx, now):
+        now = np.broadcast_to(now, idx.shape)
+        for queue, pick in self._split(pathway, idx):
+            queue.cancel(pathway, idx[pick], now[pick])
+
+    def release(self, pathway, idx, now):
+        now = np.broadcast_to(now, idx.shape)
+        for queue, pick in self._split(pathway, idx):
+            queue.release(pathway, idx[pick], now[pick])
+
+    def advance(self, pathway, active, source, when) -> np.ndarray:
+        rows = [queue.advance(pathway, active[pick], source, when) for queue, pick in self._split(pathway, active)]
+        return np.concatenate(rows) if rows else active
 
 
 def beds_suffice(capacity, starts, ends) -> bool:
