@@ -162,7 +162,8 @@ def command_run(args) -> int:
     scenario = load_scenario(args.scenario, overrides)
     out_dir = args.out or default_output_dir(scenario.name)
     result = run_experiment(scenario, progress=None if args.quiet else "simulating")
-    summary, _comparison, summary_seconds = write_results(out_dir, result, _summarise, command=sys.argv)
+    summary, _comparison, summary_seconds = write_results(out_dir, result, _summarise, _plot_survival,
+                                                          command=sys.argv)
     if not args.quiet:
         from .analysis.report import policy_table
 
@@ -183,6 +184,13 @@ def _summarise(result):
     from .analysis.summary import summarise
 
     return summarise(result)
+
+
+def _plot_survival(result, path):
+    # Imported in the process that draws the figure (see write_results).
+    from .analysis.plots import plot_survival
+
+    plot_survival(result, path)
 
 
 # command -> (module, function), imported only when the command runs (start-up stays fast)

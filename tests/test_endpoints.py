@@ -1,4 +1,4 @@
-"""Tests for carsim.analysis.endpoints: bootstrap-weighted metrics.
+"""Tests for carsim.experiment.metrics: bootstrap-weighted metrics.
 
 A synthetic patient table (no simulation) with the columns the metrics read
 checks the batched, weighted path against simpler computations: one
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from carsim.analysis.endpoints import compute_metrics
-from carsim.analysis.survival import bootstrap_weights
+from carsim.experiment.metrics import compute_metrics
+from carsim.experiment.survival import bootstrap_weights
 
 HORIZON_DAYS = 5 * 365.25
 PHENOTYPES = ("cd19pos", "cd19neg", "lineage_switch")

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from carsim._io import atomic_write
 from carsim.experiment import parallel
-from carsim.experiment.output import atomic_write, write_parquet
+from carsim.experiment.output import write_parquet
 from carsim.experiment.parallel import run_beside
 
 

@@ -17,7 +17,11 @@ import pytest
 import yaml
 from conftest import BASELINE, ROOT, write_scenario
 
-from carsim.analysis.endpoints import (
+from carsim.calibration.outputs import UnknownOutput, compute_output, model_outputs, resolve_output
+from carsim.calibration.spec import load_calibration
+from carsim.cli import main
+from carsim.errors import CarsimError, ScenarioError
+from carsim.experiment.metrics import (
     TIMES_MONTHS,
     cause_codes,
     compute_metrics,
@@ -25,10 +29,6 @@ from carsim.analysis.endpoints import (
     endpoint_arrays,
     metric_origins,
 )
-from carsim.calibration.outputs import UnknownOutput, compute_output, model_outputs, resolve_output
-from carsim.calibration.spec import load_calibration
-from carsim.cli import main
-from carsim.errors import CarsimError, ScenarioError
 from carsim.experiment.psa import resolve_outcome
 from carsim.scenario import load_scenario
 from carsim.scenario.loader import resolve_extends

@@ -9,9 +9,8 @@ import pytest
 from conftest import BASELINE
 from scipy import stats
 
-from carsim.analysis.endpoints import metric_origins
-from carsim.analysis.tables import to_latex, to_markdown, write_table
 from carsim.experiment.evaluate import evaluate_policies
+from carsim.experiment.metrics import metric_origins
 from carsim.experiment.psa import (
     DIRECTIONS,
     draw_values,
@@ -21,6 +20,7 @@ from carsim.experiment.psa import (
     resolve_outcome,
     run_psa,
 )
+from carsim.experiment.tables import to_latex, to_markdown, write_table
 from carsim.scenario import load_scenario
 from carsim.scenario.parameters import apply_values, uncertain_parameters
 from carsim.scenario.schema import Scenario

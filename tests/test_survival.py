@@ -1,4 +1,4 @@
-"""Tests for carsim.analysis.survival.
+"""Tests for carsim.experiment.survival.
 
 The reference implementation is lifelines 0.30, used here only:
 ``KaplanMeierFitter`` (``survival_function_``, ``confidence_interval_``),
@@ -21,7 +21,7 @@ from lifelines import AalenJohansenFitter, KaplanMeierFitter
 from lifelines.utils import restricted_mean_survival_time
 from numpy.testing import assert_allclose, assert_array_equal
 
-from carsim.analysis.survival import (
+from carsim.experiment.survival import (
     bootstrap_weights,
     competing_risks,
     competing_risks_curves,
@@ -301,7 +301,7 @@ def test_invalid_weights_are_rejected():
 
 def test_import_does_not_pull_in_pandas_or_lifelines():
     repo_root = Path(__file__).resolve().parents[1]
-    code = "import sys, carsim.analysis.survival; print(sorted({'pandas', 'lifelines'} & set(sys.modules)))"
+    code = "import sys, carsim.experiment.survival; print(sorted({'pandas', 'lifelines'} & set(sys.modules)))"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo_root), os.environ.get("PYTHONPATH", "")])}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert result.stdout.strip() == "[]"
@@ -310,7 +310,7 @@ def test_import_does_not_pull_in_pandas_or_lifelines():
 def test_competing_risks_matches_the_single_cause_estimators():
     """One risk table for all causes gives each cause's Aalen-Johansen
     incidence and the Kaplan-Meier of any event; together they sum to one."""
-    from carsim.analysis.survival import competing_risks
+    from carsim.experiment.survival import competing_risks
 
     rng = np.random.default_rng(8)
     n = 400

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._units import DAYS_PER_MONTH
-from .endpoints import endpoint_arrays
-from .survival import kaplan_meier
+from ..experiment.metrics import endpoint_arrays
+from ..experiment.survival import kaplan_meier
 
 
 def plot_survival(result, path, origin: str = "infusion") -> None:

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from .endpoints import compute_metrics
-from .survival import bootstrap_weights
+from ..experiment.metrics import compute_metrics
+from ..experiment.survival import bootstrap_weights
 
 SUMMARY_COLUMNS = ["policy", "metric", "origin", "time_months", "estimate", "lower", "upper", "n"]
 COMPARISON_COLUMNS = ["policy", "reference", "metric", "origin", "time_months", "difference", "lower",

@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from scipy import optimize
 
 from ..errors import ScenarioError
-from ..experiment.runner import effective_jobs
+from ..experiment.parallel import effective_jobs
 from ..model.definition import ModelDefinition
 from ..model.simulation import simulate_policies
 from ..scenario.loader import resolve_extends

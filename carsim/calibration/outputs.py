@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._units import DAYS_PER_MONTH
-from ..analysis.endpoints import cause_codes, endpoint_arrays
-from ..analysis.survival import cumulative_incidence, kaplan_meier
+from ..experiment.metrics import cause_codes, endpoint_arrays
+from ..experiment.survival import cumulative_incidence, kaplan_meier
 
 
 class UnknownOutput(ValueError):

@@ -40,7 +40,7 @@ def _relapse_from(p: dict, landmark_days: float):
 def recover(p: dict, analysis: str) -> dict:
     """Hazard ratio, 95% CI, events and a one-line method for ``analysis``."""
     if analysis == "burden_efs":
-        from ..analysis.endpoints import endpoint_arrays
+        from ..experiment.metrics import endpoint_arrays
 
         mask, durations, events = endpoint_arrays(p, "efs", "infusion")
         frame = pd.DataFrame({"duration": durations, "event": events.astype(int),

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..experiment.output import atomic_write
+from .._io import atomic_write
 from .fit import MAIN, Calibrator
 from .outputs import compute_output, resolve_output
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from .._io import atomic_write
 from ..errors import display_path
-from ..experiment.output import atomic_write
 from .fit import Calibrator, fit, get_path, set_path
 from .recovery import recover
 from .report import markdown, recovery_rows, target_rows, write_report

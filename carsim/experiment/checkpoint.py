@@ -27,8 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._io import atomic_write
 from ..errors import CarsimError, display_path
-from .output import atomic_write
 
 RUN_FILE = "run.json"
 CHUNKS = "chunks"

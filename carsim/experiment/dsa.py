@@ -27,11 +27,11 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .. import __version__
+from .._io import atomic_write
 from ..errors import CarsimError
 from ..scenario.parameters import apply_values, uncertain_parameters
 from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
-from .output import atomic_write
 from .parallel import parallel_map
 from .psa import Outcome, resolve_outcome
 
@@ -148,8 +148,8 @@ def run_dsa(scenario: Scenario, outcome: Outcome, compare: tuple[str, ...] | Non
 
 
 def write_dsa(out, result: DsaResult, scenario: Scenario, command=None) -> Path:
-    from ..analysis.sensitivity_plots import plot_tornado
-    from ..analysis.tables import write_table
+    from .sensitivity_plots import plot_tornado
+    from .tables import write_table
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,10 @@ all go through here, so they share one code path and bounded memory."""
 
 from __future__ import annotations
 
-from ..analysis.endpoints import compute_metrics
 from ..model.definition import ModelDefinition
 from ..model.simulation import simulate_policies
 from ..scenario.schema import Scenario
+from .metrics import compute_metrics
 
 
 def evaluate_policies(scenario: Scenario, replication: int, seed: int | None = None,

@@ -244,10 +244,11 @@ def command_gsa(args) -> int:
     """``carsim gsa SCENARIO``: global sensitivity of one outcome, written as
     gsa_indices.{csv,md,tex}, gsa_samples.csv, gsa.png and manifest.json (last)."""
     from .. import __version__
-    from ..analysis.tables import to_markdown, write_table
+    from .._io import atomic_write
     from ..scenario import load_scenario
     from .dsa import only_policies, parse_compare
-    from .output import atomic_write, default_output_dir
+    from .output import default_output_dir
+    from .tables import to_markdown, write_table
     from .psa import resolve_outcome
 
     engine = getattr(args, "engine", None)

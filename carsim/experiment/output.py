@@ -8,21 +8,16 @@ a folder without it is an unfinished run.
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .. import __version__
+from .._io import atomic_write, write_json
 from .parallel import run_beside
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 RESULT_FILES = ("summary.csv", "comparison.csv", "patients.parquet", "events.parquet", "survival.png",
                 "manifest.json")
@@ -36,21 +31,6 @@ def default_output_dir(scenario_name: str, root: Path = Path("results")) -> Path
         out = root / scenario_name / f"{stamp}-{k}"
         k += 1
     return out
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(temporary_path)`` then rename the file to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _stacked(rows_per_part) -> dict:
@@ -141,15 +121,15 @@ def manifest(result, summary_seconds: float, command: list[str] | None) -> dict:
     }
 
 
-def write_figure(out_dir: Path, result) -> None:
-    from ..analysis.plots import plot_survival
-
-    atomic_write(out_dir / "survival.png", lambda p: plot_survival(result, p))
+def write_figure(out_dir: Path, result, plot) -> None:
+    atomic_write(out_dir / "survival.png", lambda p: plot(result, p))
 
 
-def write_results(out_dir: Path, result, summarise, command=None):
+def write_results(out_dir: Path, result, summarise, plot, command=None):
     """Summarise ``result`` and write its results folder; return
-    ``(summary, comparison, summary_seconds)``.
+    ``(summary, comparison, summary_seconds)``.  ``summarise(result)`` gives
+    the summary and comparison tables, ``plot(result, path)`` draws
+    ``survival.png``.
 
     The figure needs matplotlib, whose import costs about as much as the
     drawing: a second process draws it while this one summarises and writes
@@ -158,7 +138,7 @@ def write_results(out_dir: Path, result, summarise, command=None):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "manifest.json").unlink(missing_ok=True)  # an old manifest would mark a half-written folder done
-    figure = run_beside(write_figure, out_dir, result)
+    figure = run_beside(write_figure, out_dir, result, plot)
     started = time.perf_counter()
     summary, comparison = summarise(result)
     summary_seconds = time.perf_counter() - started
@@ -167,15 +147,5 @@ def write_results(out_dir: Path, result, summarise, command=None):
     atomic_write(out_dir / "patients.parquet", lambda p: write_parquet(patients_columns(result), p))
     atomic_write(out_dir / "events.parquet", lambda p: write_parquet(events_columns(result), p))
     figure.wait()
-    info = manifest(result, summary_seconds, command)
-    atomic_write(out_dir / "manifest.json",
-                 lambda p: p.write_text(json.dumps(info, indent=2, default=_json_default) + "\n"))
+    write_json(out_dir / "manifest.json", manifest(result, summary_seconds, command))
     return summary, comparison, summary_seconds
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return str(value)

@@ -15,7 +15,6 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 
 from ..errors import CarsimError
-from .runner import effective_jobs
 
 BACKENDS = ("loky", "dask")
 _ACTIVE_BACKEND = "loky"
@@ -23,6 +22,12 @@ _ACTIVE_BACKEND = "loky"
 
 class BackendError(CarsimError):
     pass
+
+
+def effective_jobs(n_jobs: int) -> int:
+    """Workers for ``n_jobs`` (-1: every core; at most four per core)."""
+    cores = os.cpu_count() or 1
+    return cores if n_jobs == -1 else max(1, min(n_jobs, cores * 4))
 
 
 @contextlib.contextmanager

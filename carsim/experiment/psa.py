@@ -29,16 +29,16 @@ import pandas as pd
 from pydantic import ValidationError
 
 from .. import __version__
-from ..analysis.endpoints import TIMES_MONTHS, compute_metrics, curve_metrics, metric_origins
+from .._io import atomic_write
 from ..errors import CarsimError
 from ..model.random import stream_id
 from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
 from ..scenario.schema import Scenario
 from .checkpoint import Checkpoint, default_chunk_size, read_run_file, scenario_hash
 from .evaluate import evaluate_policies
-from .output import atomic_write, patients_frame
-from .parallel import parallel_map
-from .runner import effective_jobs
+from .metrics import TIMES_MONTHS, compute_metrics, curve_metrics, metric_origins
+from .output import patients_frame
+from .parallel import effective_jobs, parallel_map
 
 PSA_TAG = stream_id("carsim.psa.parameters")  # first spawn-key element of every parameter stream
 
@@ -409,8 +409,8 @@ def run_psa(scenario: Scenario, draws: int, out, *, n_patients: int | None = Non
 
 def write_psa(result: PsaResult, scenario: Scenario, fingerprint: dict, inputs: pd.DataFrame,
               scatter_time: float, started: float, command) -> None:
-    from ..analysis.sensitivity_plots import plot_psa_scatter
-    from ..analysis.tables import write_table
+    from .sensitivity_plots import plot_psa_scatter
+    from .tables import write_table
 
     out = result.out
     atomic_write(out / "psa_parameters.csv", lambda p: result.parameters.to_csv(p, index=False))

@@ -11,7 +11,6 @@ task order, so they are identical for any number of workers.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +19,7 @@ import numpy as np
 from ..model.definition import ModelDefinition
 from ..model.simulation import BATCH_TRAJECTORIES, CohortResult, simulate_replications
 from ..scenario.schema import Scenario
+from .parallel import effective_jobs, progress_bar
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,6 @@ class ExperimentResult:
     def resource_use(self, policy: str, replication: int) -> dict:
         parts = [p for p in self.parts if p.policy == policy and p.replication == replication]
         return parts[0].resource_use if len(parts) == 1 else {}
-
-
-def effective_jobs(n_jobs: int) -> int:
-    cores = os.cpu_count() or 1
-    return cores if n_jobs == -1 else max(1, min(n_jobs, cores * 4))
 
 
 def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_patients: int,
@@ -125,8 +120,6 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress: str 
 
         iterator = Parallel(n_jobs=jobs, return_as="generator")(
             delayed(_run_task)(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
-    from .parallel import progress_bar  # parallel imports this module
-
     bar = progress_bar(len(tasks), progress)
     parts = []
     for results in iterator:

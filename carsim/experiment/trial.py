@@ -64,15 +64,14 @@ import pandas as pd
 from scipy import special, stats
 
 from .._units import DAYS_PER_MONTH
-from ..analysis.endpoints import endpoint_arrays
 from ..model.cohort import arrival_days
 from ..model.definition import ModelDefinition
 from ..model.random import RandomStreams, stream_id
 from ..model.simulation import simulate_replications
 from ..scenario.parameters import apply_values
 from ..scenario.schema import Scenario
-from .parallel import backend_context, parallel_map
-from .runner import effective_jobs
+from .metrics import endpoint_arrays
+from .parallel import backend_context, effective_jobs, parallel_map
 
 ALLOCATION_STREAM = "trial:allocation"
 H1, H0 = "H1", "H0"  # each arm its own policy (power); both arms the control policy (type I error)
@@ -562,8 +561,8 @@ def run_trial_file(path, trials: int | None = None, n_jobs: int | None = None, s
 def write_trial_results(out_dir, loaded, result: TrialResult, command=None) -> Path:
     """power.{csv,md,tex}, trials.csv, power.png and manifest.json (last)."""
     from .. import __version__
-    from ..analysis.tables import write_table
-    from .output import atomic_write
+    from .._io import atomic_write
+    from .tables import write_table
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
