@@ -208,7 +208,6 @@ def test_carsim_run_reports_the_added_phenotype(cns_run):
     np.testing.assert_allclose(totals, 1.0)
 
 
-@pytest.mark.xfail(strict=False, reason="engine support for scenario phenotypes pending")
 def test_the_engine_simulates_the_added_phenotype(cns_run):
     summary = cns_run
     share = summary[summary.metric == "relapse_share_isolated_cns"].estimate
