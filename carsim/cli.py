@@ -131,7 +131,7 @@ def command_calibrate(args) -> int:
     from .calibration.run import run_calibration
 
     result = run_calibration(args.calibration, patients=args.patients, n_jobs=args.n_jobs,
-                             max_evaluations=args.max_evaluations)
+                             max_evaluations=args.max_evaluations, command=sys.argv)
     table = result["table"]
     fitted = table[(table.kind == "target") & table.fitted]
     print(f"{int(fitted.inside.sum())} of {len(fitted)} fitted targets inside their interval; "

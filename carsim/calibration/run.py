@@ -12,6 +12,7 @@ import yaml
 
 from .._io import atomic_write
 from ..errors import display_path
+from ..experiment.manifest import Manifest, clear
 from .fit import Calibrator, fit, get_path, set_path
 from .recovery import recover
 from .report import markdown, recovery_rows, target_rows, write_report
@@ -55,7 +56,8 @@ def _mark(mapping: dict, note: str) -> None:
     mapping["assumption"] = note
 
 
-def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations=None) -> dict:
+def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations=None, command=None) -> dict:
+    """Fit, write the fitted parameter file and the report (``manifest.json`` in the report folder, last)."""
     started = time.perf_counter()
     path = Path(path)
     spec, targets = load_calibration(path)
@@ -65,9 +67,12 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     if patients is not None:
         spec = spec.model_copy(update={"patients": patients})
     published = load_targets_file(path.parent / spec.targets_file)
+    report_dir = (path.parent / spec.report)
+    clear(report_dir)  # the report is unfinished until its manifest is written
     with Calibrator(spec, targets, path, n_jobs=n_jobs) as calibrator:
         priors = calibrator.prior_values([p for s in spec.stages for p in s.parameters])
         values, stages = fit(calibrator, log=log)
+        fit_seconds = time.perf_counter() - started
         final = calibrator.evaluate(values, list(targets))
     contributions = {}
     for stage in stages:
@@ -80,14 +85,32 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         table = pd.concat([table, recovery_rows(spec, published, recovered)], ignore_index=True)
     table = table.astype({"inside": bool, "fitted": bool})
     seconds = time.perf_counter() - started
-    report_dir = (path.parent / spec.report)
     text = markdown(spec, table, stages, values, priors, seconds, calibrator.evaluations)
     write_report(report_dir, table, text, f"{spec.name}: model vs published")
     fitted_path = (path.parent / spec.writes)
     write_fitted(fitted_path, calibrator, values, spec, path, report_dir)
+    calibration_manifest(calibrator, spec, path, fitted_path, values, stages,
+                         {"fit_seconds": round(fit_seconds, 3),
+                          "total_seconds": round(time.perf_counter() - started, 3),
+                          "evaluations": calibrator.evaluations},
+                         command).write(report_dir)
     log(f"fitted parameters: {display_path(fitted_path)}")
     log(f"report: {display_path(report_dir / 'report.md')}")
     return {"table": table, "values": values, "stages": stages, "seconds": seconds}
+
+
+def calibration_manifest(calibrator: Calibrator, spec, spec_path: Path, fitted_path: Path, values: dict, stages,
+                         timings: dict, command) -> Manifest:
+    """The report folder's manifest: the scenario simulated with the fitted values."""
+    return Manifest(
+        "calibrate", calibrator.scenario(values), spec.seed,
+        settings={"calibration": spec.name, "calibration_file": display_path(spec_path),
+                  "patients": calibrator.patients, "policy": spec.policy, "n_jobs": calibrator.n_jobs, "starts": spec.starts,
+                  "stages": [{"name": s.name, "max_evaluations": s.max_evaluations, "targets": list(s.targets),
+                              "parameters": [p.path for p in s.parameters]} for s in spec.stages]},
+        files=["report.csv", "report.md", "report.png"], timings=timings, command=command,
+        extra={"fitted_file": os.path.relpath(fitted_path, spec_path.parent), "values": dict(values),
+               "objective": {s.name: {"before": s.objective_before, "after": s.objective_after} for s in stages}})
 
 
 def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, spec_path: Path, report_dir: Path):

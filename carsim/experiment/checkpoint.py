@@ -43,18 +43,6 @@ def fingerprint_hash(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def scenario_hash(scenario) -> str:
-    """SHA-256 of the resolved scenario, leaving out the run settings that
-    cannot change results (workers, event log, replications) or that the
-    fingerprint keeps on its own (seed, engine)."""
-    data = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
-    run = dict(data.get("run", {}))
-    for key in ("n_jobs", "write_events", "replications", "seed", "engine"):
-        run.pop(key, None)
-    data["run"] = run
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
-
-
 def default_chunk_size(n_items: int) -> int:
     """About 20 checkpoints per run, 1 to 25 items each."""
     return max(1, min(25, math.ceil(n_items / 20)))

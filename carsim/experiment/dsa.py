@@ -16,7 +16,6 @@ metric of every run) and ``manifest.json`` (last).
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,12 +25,12 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from .. import __version__
 from .._io import atomic_write
 from ..errors import CarsimError
 from ..scenario.parameters import apply_values, uncertain_parameters
 from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
+from .manifest import Manifest, clear
 from .parallel import parallel_map
 from .psa import Outcome, resolve_outcome
 
@@ -153,24 +152,23 @@ def write_dsa(out, result: DsaResult, scenario: Scenario, command=None) -> Path:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)
+    clear(out)
     atomic_write(out / "dsa_runs.csv", lambda p: result.runs.to_csv(p, index=False))
     write_table(result.tornado, out, "tornado")
     atomic_write(out / "tornado.png", lambda p: plot_tornado(result.tornado, result.label, result.base, p))
-    info = {
-        "analysis": "dsa",
-        "scenario": scenario.name,
-        "carsim_version": __version__,
-        "outcome": {"metric": result.outcome.metric, "origin": result.outcome.origin,
-                    "time_months": result.outcome.time_months, "label": result.label},
-        "compare": list(result.compare),
-        "base": result.base,
-        **result.timings,
-        "command": command,
-        "files": ["dsa_runs.csv", "tornado.csv", "tornado.md", "tornado.tex", "tornado.png", "manifest.json"],
-        "resolved_scenario": scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
-    atomic_write(out / "manifest.json", lambda p: p.write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    t = result.timings
+    outcome = {"metric": result.outcome.metric, "origin": result.outcome.origin,
+               "time_months": result.outcome.time_months, "label": result.label}
+    Manifest(
+        "dsa", scenario, t["seed"],
+        settings={"patients": t["patients"], "replication": t["replication"], "runs": t["runs"],
+                  "engine": scenario.run.engine, "outcome": outcome, "compare": list(result.compare)},
+        files=["dsa_runs.csv", "tornado.csv", "tornado.md", "tornado.tex", "tornado.png"],
+        timings={"simulate_seconds": t["simulate_seconds"]}, command=command,
+        extra={"analysis": "dsa", "outcome": outcome, "compare": list(result.compare), "base": result.base,
+               "simulate_seconds": t["simulate_seconds"], "runs": t["runs"], "patients": t["patients"],
+               "replication": t["replication"]},
+    ).write(out)
     return out
 
 

@@ -27,7 +27,6 @@ of that sampled range (SALib's convention: a step of 2/3 of the range).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -247,6 +246,7 @@ def command_gsa(args) -> int:
     from .._io import atomic_write
     from ..scenario import load_scenario
     from .dsa import only_policies, parse_compare
+    from .manifest import Manifest, clear
     from .output import default_output_dir
     from .tables import to_markdown, write_table
     from .psa import resolve_outcome
@@ -266,25 +266,25 @@ def command_gsa(args) -> int:
                          progress=None if args.quiet else "evaluating")
     out_dir = Path(args.out or default_output_dir("gsa", root=Path("results") / scenario.name))
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+    clear(out_dir)
     write_table(result.indices, out_dir, "gsa_indices")
     atomic_write(out_dir / "gsa_samples.csv", lambda p: result.samples_frame().to_csv(p, index=False))
     atomic_write(out_dir / "gsa.png", lambda p: plot_indices(result, p, f"{scenario.name}: {evaluate.label}"))
     patients = args.patients or scenario.cohort.size
-    info = {
-        "scenario": scenario.name, "carsim_version": __version__, "command": sys.argv, "method": args.method,
-        "samples": samples, "evaluations": int(result.outputs.size), "seed": seed, "replication": 0,
-        "engine": scenario.run.engine,
-        "patients": patients, "outcome": {"metric": outcome.metric, "origin": outcome.origin,
-                                          "time_months": outcome.time_months, "compare": list(compare),
-                                          "label": evaluate.label},
-        "parameters": [{"path": p.path, "point": p.point, "family": p.uncertainty.family} for p in parameters],
-        "timings": result.timings,
-        "files": ["gsa_indices.csv", "gsa_indices.md", "gsa_indices.tex", "gsa_samples.csv", "gsa.png",
-                  "manifest.json"],
-        "resolved_scenario": scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
-    atomic_write(out_dir / "manifest.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    described = {"metric": outcome.metric, "origin": outcome.origin, "time_months": outcome.time_months,
+                 "compare": list(compare), "label": evaluate.label}
+    settings = {"method": args.method, "samples": samples, "evaluations": int(result.outputs.size),
+                "patients": patients, "replication": 0, "engine": scenario.run.engine, "outcome": described,
+                "parameters": [p.path for p in parameters]}
+    Manifest(
+        "gsa", scenario, seed, settings=settings,
+        files=["gsa_indices.csv", "gsa_indices.md", "gsa_indices.tex", "gsa_samples.csv", "gsa.png"],
+        timings=result.timings, command=sys.argv,
+        extra={"method": args.method, "samples": samples, "evaluations": int(result.outputs.size),
+               "replication": 0, "engine": scenario.run.engine, "patients": patients, "outcome": described,
+               "parameters": [{"path": p.path, "point": p.point, "family": p.uncertainty.family}
+                              for p in parameters]},
+    ).write(out_dir)
     if not args.quiet:
         print(f"carsim {__version__} | gsa ({args.method}) | scenario {scenario.name} | {evaluate.label}")
         print(f"{len(parameters)} parameters, {result.outputs.size} evaluations of {patients} patients "

@@ -8,15 +8,13 @@ a folder without it is an unfinished run.
 from __future__ import annotations
 
 import datetime as _dt
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
-from .._io import atomic_write, write_json
+from .._io import atomic_write
+from . import manifest as _manifest
 from .parallel import run_beside
 
 RESULT_FILES = ("summary.csv", "comparison.csv", "patients.parquet", "events.parquet", "survival.png",
@@ -96,29 +94,19 @@ def _text_array(values: np.ndarray):
     return pa.array(_text(values), type=pa.string())
 
 
-def manifest(result, summary_seconds: float, command: list[str] | None) -> dict:
-    import joblib
-    import pandas as pd
-    import scipy
-    import simpy
-
-    return {
-        "scenario": result.scenario.name,
-        "carsim_version": __version__,
-        "seed": result.seed,
-        "replications": result.replications,
-        "patients": result.n_patients,
-        "policies": result.policies,
-        "reference_policy": result.policies[0],
-        "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": command,
-        "timings": {**result.timings, "summary_seconds": round(summary_seconds, 3)},
-        "versions": {"python": platform.python_version(), "numpy": np.__version__, "scipy": scipy.__version__,
-                     "simpy": simpy.__version__, "pandas": pd.__version__, "joblib": joblib.__version__},
-        "platform": sys.platform,
-        "files": list(RESULT_FILES),
-        "resolved_scenario": result.scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
+def manifest(result, summary_seconds: float, command: list[str] | None) -> _manifest.Manifest:
+    """The manifest of a ``carsim run`` results folder."""
+    run = result.scenario.run
+    return _manifest.Manifest(
+        "run", result.scenario, result.seed,
+        settings={"patients": result.n_patients, "replications": result.replications, "policies": result.policies,
+                  "engine": run.engine, "n_jobs": run.n_jobs, "horizon_years": run.horizon_years,
+                  "write_events": run.write_events},
+        files=list(RESULT_FILES),
+        timings={**result.timings, "summary_seconds": round(summary_seconds, 3)},
+        command=command,
+        extra={"replications": result.replications, "patients": result.n_patients, "policies": result.policies,
+               "reference_policy": result.policies[0]})
 
 
 def write_figure(out_dir: Path, result, plot) -> None:
@@ -137,7 +125,7 @@ def write_results(out_dir: Path, result, summarise, plot, command=None):
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)  # an old manifest would mark a half-written folder done
+    _manifest.clear(out_dir)  # an old manifest would mark a half-written folder done
     figure = run_beside(write_figure, out_dir, result, plot)
     started = time.perf_counter()
     summary, comparison = summarise(result)
@@ -147,5 +135,5 @@ def write_results(out_dir: Path, result, summarise, plot, command=None):
     atomic_write(out_dir / "patients.parquet", lambda p: write_parquet(patients_columns(result), p))
     atomic_write(out_dir / "events.parquet", lambda p: write_parquet(events_columns(result), p))
     figure.wait()
-    write_json(out_dir / "manifest.json", manifest(result, summary_seconds, command))
+    manifest(result, summary_seconds, command).write(out_dir)
     return summary, comparison, summary_seconds

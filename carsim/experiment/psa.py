@@ -17,7 +17,6 @@ are written only when every chunk is done, ``manifest.json`` last.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,7 +33,8 @@ from ..errors import CarsimError
 from ..model.random import stream_id
 from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
 from ..scenario.schema import Scenario
-from .checkpoint import Checkpoint, default_chunk_size, read_run_file, scenario_hash
+from .checkpoint import Checkpoint, default_chunk_size, read_run_file
+from .manifest import Manifest, clear, scenario_hash
 from .evaluate import evaluate_policies
 from .metrics import TIMES_MONTHS, compute_metrics, curve_metrics, metric_origins
 from .output import patients_frame
@@ -343,6 +343,10 @@ class PsaResult:
     incremental: pd.DataFrame
     outcome: Outcome
     timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+
+NO_DISTRIBUTIONS = "no value in the scenario has a distribution:, so draws differ only in their patients"
 
 
 def stored_settings(folder) -> dict:
@@ -381,7 +385,7 @@ def run_psa(scenario: Scenario, draws: int, out, *, n_patients: int | None = Non
     check_draws(scenario, table)
     fingerprint = psa_fingerprint(scenario, draws, seed, n_patients, chunk_size, keep_patients)
     checkpoint = Checkpoint.open(out, fingerprint, resume=resume)
-    (out / "manifest.json").unlink(missing_ok=True)  # the folder is unfinished until the tables are written
+    clear(out)  # the folder is unfinished until the tables are written
 
     pending = checkpoint.pending_items()
     add = checkpoint.collector(pending)
@@ -403,6 +407,8 @@ def run_psa(scenario: Scenario, draws: int, out, *, n_patients: int | None = Non
                        incremental=psa_incremental(rows, policies), outcome=outcome)
     result.timings = {"simulate_seconds": round(simulate_seconds, 3), "draws_simulated": len(pending),
                       "draws_resumed": draws - len(pending), "workers": effective_jobs(n_jobs)}
+    if not uncertain_parameters(scenario):
+        result.warnings.append(NO_DISTRIBUTIONS)
     write_psa(result, scenario, fingerprint, parameter_summary(scenario, table), scatter_time, started, command)
     return result
 
@@ -427,28 +433,24 @@ def write_psa(result: PsaResult, scenario: Scenario, fingerprint: dict, inputs: 
                                             f"{scenario.name}: PSA, {fingerprint['items']} draws x "
                                             f"{fingerprint['patients']} patients", p))
     result.timings["total_seconds"] = round(time.perf_counter() - started, 3)
-    info = {
-        "analysis": "psa",
-        "scenario": scenario.name,
-        "carsim_version": __version__,
-        "seed": fingerprint["seed"],
-        "draws": fingerprint["items"],
-        "patients": fingerprint["patients"],
-        "chunk_size": fingerprint["chunk_size"],
-        "policies": result.policies,
-        "reference_policy": result.policies[0],
-        "parameters": inputs[["parameter", "family", "point", "interval_low", "interval_high"]].to_dict("records"),
-        "scatter": {"y": y.label, "x": scatter_axes(y, scatter_time).label},
-        "fingerprint": fingerprint,
-        "command": command,
-        "timings": result.timings,
-        "files": ["run.json", "chunks/", "psa_parameters.csv", "psa_draws.csv",
-                  *[f"{stem}.{ext}" for stem in ("psa_parameter_summary", "psa_summary", "psa_probability_best",
-                                                 "psa_incremental") for ext in ("csv", "md", "tex")],
-                  "psa_scatter.png", "manifest.json"] + (["patients/"] if fingerprint["keep_patients"] else []),
-        "resolved_scenario": scenario.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
-    atomic_write(out / "manifest.json", lambda p: p.write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    settings = {"draws": fingerprint["items"], "patients": fingerprint["patients"],
+                "chunk_size": fingerprint["chunk_size"], "keep_patients": fingerprint["keep_patients"],
+                "engine": fingerprint["engine"], "policies": result.policies,
+                "outcome": {"metric": y.metric, "origin": y.origin, "time_months": y.time_months, "label": y.label}}
+    Manifest(
+        "psa", scenario, fingerprint["seed"], settings=settings,
+        files=["run.json", "chunks/", "psa_parameters.csv", "psa_draws.csv",
+               *[f"{stem}.{ext}" for stem in ("psa_parameter_summary", "psa_summary", "psa_probability_best",
+                                              "psa_incremental") for ext in ("csv", "md", "tex")],
+               "psa_scatter.png"] + (["patients/"] if fingerprint["keep_patients"] else []),
+        warnings=list(result.warnings), timings=result.timings, command=command,
+        extra={"analysis": "psa", "draws": fingerprint["items"], "patients": fingerprint["patients"],
+               "chunk_size": fingerprint["chunk_size"], "policies": result.policies,
+               "reference_policy": result.policies[0],
+               "parameters": inputs[["parameter", "family", "point", "interval_low",
+                                     "interval_high"]].to_dict("records"),
+               "scatter": {"y": y.label, "x": x.label}, "fingerprint": fingerprint},
+    ).write(out)
 
 
 # --------------------------------------------------------------------- CLI
@@ -480,8 +482,7 @@ def command_psa(args) -> int:
     scenario = load_scenario(args.scenario, {"run.engine": engine} if engine else None)
     outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes)
     if not uncertain_parameters(scenario) and not args.quiet:
-        print("carsim: note: no value in the scenario has a distribution:, so draws differ only in their "
-              "patients", file=sys.stderr)
+        print(f"carsim: note: {NO_DISTRIBUTIONS}", file=sys.stderr)
     if out is None:
         out = args.out or default_output_dir("psa", root=Path("results") / scenario.name)
     n_jobs = scenario.run.n_jobs if args.n_jobs is None else args.n_jobs

@@ -49,7 +49,6 @@ randomisation, censoring and analysis code.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import sys
 import time
@@ -560,26 +559,27 @@ def run_trial_file(path, trials: int | None = None, n_jobs: int | None = None, s
 
 def write_trial_results(out_dir, loaded, result: TrialResult, command=None) -> Path:
     """power.{csv,md,tex}, trials.csv, power.png and manifest.json (last)."""
-    from .. import __version__
     from .._io import atomic_write
+    from .manifest import Manifest, clear
     from .tables import write_table
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+    clear(out_dir)
     write_table(result.power, out_dir, "power")
     atomic_write(out_dir / "trials.csv", lambda p: result.trials.to_csv(p, index=False))
     atomic_write(out_dir / "power.png", lambda p: plot_power(result, p))
-    info = {
-        "trial": loaded.name, "trial_file": str(loaded.path), "scenario": loaded.scenario.name,
-        "carsim_version": __version__, "command": command,
-        "design": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(result.design).items()},
-        "engine": result.timings.get("engine"), "set": loaded.spec.set, "grid": loaded.spec.grid,
-        "targets": loaded.targets, "timings": result.timings,
-        "resolved_trial": loaded.spec.model_dump(mode="json"),
-        "files": ["power.csv", "power.md", "power.tex", "trials.csv", "power.png", "manifest.json"],
-    }
-    atomic_write(out_dir / "manifest.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    design = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(result.design).items()}
+    Manifest(
+        "trial", loaded.scenario, result.design.seed,
+        settings={"trial": loaded.name, "trials": result.design.trials, "engine": result.timings.get("engine"),
+                  "design": design, "set": loaded.spec.set, "grid": loaded.spec.grid},
+        files=["power.csv", "power.md", "power.tex", "trials.csv", "power.png"],
+        timings=result.timings, command=command,
+        extra={"trial": loaded.name, "trial_file": str(loaded.path), "design": design,
+               "engine": result.timings.get("engine"), "set": loaded.spec.set, "grid": loaded.spec.grid,
+               "targets": loaded.targets, "resolved_trial": loaded.spec.model_dump(mode="json")},
+    ).write(out_dir)
     return out_dir
 
 

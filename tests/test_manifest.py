@@ -1,0 +1,146 @@
+"""One manifest protocol: every study's ``manifest.json`` has the same
+common keys (see carsim.experiment.manifest), written last, listing files
+that exist."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import BASELINE, ROOT
+
+import carsim
+from carsim.calibration.run import run_calibration
+from carsim.cli import main
+from carsim.experiment.dsa import run_dsa, write_dsa
+from carsim.experiment.manifest import COMMON_KEYS, STUDIES, Manifest, scenario_hash
+from carsim.experiment.psa import resolve_outcome, run_psa
+from carsim.scenario import load_scenario
+from carsim.scenario.schema import Scenario
+
+MODEL = ROOT / "scenarios" / "model.yaml"
+
+
+def _quiet_main(*argv) -> int:
+    with contextlib.redirect_stdout(io.StringIO()):
+        return main([str(a) for a in argv])
+
+
+def _small(policies=("observe", "hsct_all")) -> Scenario:
+    data = load_scenario(BASELINE).model_dump(by_alias=True, exclude_none=True)
+    data["run"]["policies"] = list(policies)
+    return Scenario.model_validate(data)
+
+
+def _study_run(tmp_path: Path) -> Path:
+    out = tmp_path / "run"
+    assert _quiet_main("run", BASELINE, "--patients", 120, "--no-events", "--quiet", "--out", out) == 0
+    return out
+
+
+def _study_psa(tmp_path: Path) -> Path:
+    out = tmp_path / "psa"
+    run_psa(_small(), 2, out, n_patients=60, seed=3, n_jobs=1, progress=False, command=["carsim", "psa"])
+    return out
+
+
+def _study_dsa(tmp_path: Path) -> Path:
+    scenario = _small()
+    outcome = resolve_outcome("os", 24, "infusion", phenotypes=scenario.relapse_phenotypes)
+    result = run_dsa(scenario, outcome, ("hsct_all", "observe"), n_patients=40, seed=3, n_jobs=1, progress=False)
+    return write_dsa(tmp_path / "dsa", result, scenario, command=["carsim", "dsa"])
+
+
+def _study_gsa(tmp_path: Path) -> Path:
+    out = tmp_path / "gsa"
+    assert _quiet_main("gsa", BASELINE, "--method", "morris", "--samples", 2, "--patients", 40, "--parameters",
+                       "pathway.hsct.transplant_related_death.value", "--n-jobs", 1, "--quiet", "--out", out) == 0
+    return out
+
+
+def _study_trial(tmp_path: Path) -> Path:
+    trial = tmp_path / "trial.yaml"
+    trial.write_text(yaml.safe_dump({
+        "scenario": str(BASELINE), "arms": ["observe", "risk_triggered"], "accrual": {"per_month": 20},
+        "sample_sizes": [12], "follow_up_months": 6, "endpoint": {"name": "efs", "origin": "enrollment"},
+        "trials": 2, "seed": 7}))
+    out = tmp_path / "trial"
+    assert _quiet_main("trial", trial, "--n-jobs", 1, "--quiet", "--out", out) == 0
+    return out
+
+
+def _study_calibrate(tmp_path: Path) -> Path:
+    (tmp_path / "targets.yaml").write_text(yaml.safe_dump({"synthetic": [
+        {"id": "cr", "what": "synthetic CR", "value": 0.8, "ci": [0.78, 0.82], "kind": "target", "source": "test"}]}))
+    path = tmp_path / "calibration.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "synthetic", "scenario": str(MODEL), "writes": "fitted.yaml", "report": "report",
+        "patients": 100, "seed": 5, "n_jobs": 1, "targets": [{"id": "cr", "output": "cr"}],
+        "stages": [{"name": "one", "max_evaluations": 3, "targets": ["cr"], "parameters": [
+            {"path": "pathway.response.complete_remission.value", "bounds": [0.5, 0.999]}]}]}, sort_keys=False))
+    run_calibration(path, log=lambda *_: None, command=["carsim", "calibrate"])
+    return tmp_path / "report"
+
+
+STUDY_RUNNERS = {"run": _study_run, "psa": _study_psa, "dsa": _study_dsa, "gsa": _study_gsa,
+                 "trial": _study_trial, "calibrate": _study_calibrate}
+
+
+def test_every_study_has_a_runner_here():
+    assert set(STUDY_RUNNERS) == set(STUDIES)
+
+
+@pytest.mark.parametrize("study", list(STUDY_RUNNERS))
+def test_every_study_writes_the_common_keys(study, tmp_path):
+    folder = STUDY_RUNNERS[study](tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    missing = [key for key in COMMON_KEYS if key not in manifest]
+    assert not missing, f"{study}: manifest lacks {missing}"
+    assert manifest["study"] == study
+    assert manifest["carsim_version"] == carsim.__version__
+    assert isinstance(manifest["seed"], int)
+    assert isinstance(manifest["settings"], dict) and manifest["settings"]
+    assert isinstance(manifest["warnings"], list)
+    assert isinstance(manifest["timings"], dict) and manifest["timings"]
+    assert {"python", "numpy", "scipy", "pandas"} <= set(manifest["versions"])
+    resolved = manifest["resolved_scenario"]
+    assert manifest["scenario"] == resolved["name"]
+    assert manifest["scenario_sha256"] == scenario_hash(Scenario.model_validate(resolved))
+    # Every file listed exists, and the manifest is the last of them.
+    assert manifest["files"][-1] == "manifest.json"
+    for name in manifest["files"]:
+        assert (folder / name.rstrip("/")).exists(), f"{study}: {name} listed but not written"
+
+
+def test_warnings_are_recorded_once_and_study_keys_cannot_replace_common_ones(tmp_path):
+    scenario = _small()
+    manifest = Manifest("run", scenario, 1, settings={"patients": 1}, timings={"simulate_seconds": 0.1})
+    manifest.warn("transplant beds queue without bound: the queue is not stable")
+    manifest.warn("transplant beds queue without bound: the queue is not stable")
+    written = json.loads(manifest.write(tmp_path).read_text())
+    assert written["warnings"] == ["transplant beds queue without bound: the queue is not stable"]
+    assert list(written) == list(COMMON_KEYS)  # no study keys: the common ones, in order
+    with pytest.raises(ValueError, match="common manifest keys"):
+        Manifest("run", scenario, 1, extra={"seed": 2}).to_dict()
+    with pytest.raises(ValueError, match="unknown study"):
+        Manifest("sweep", scenario, 1)
+
+
+def test_psa_without_distributions_says_so_in_its_warnings(tmp_path):
+    data = _small(("observe",)).model_dump(by_alias=True, exclude_none=True)
+    plain = Scenario.model_validate(yaml.safe_load(yaml.safe_dump(_without_distributions(data))))
+    run_psa(plain, 1, tmp_path / "psa", n_patients=30, seed=1, n_jobs=1, progress=False)
+    manifest = json.loads((tmp_path / "psa" / "manifest.json").read_text())
+    assert any("distribution" in w for w in manifest["warnings"])
+
+
+def _without_distributions(node):
+    if isinstance(node, dict):
+        return {k: _without_distributions(v) for k, v in node.items() if k != "distribution"}
+    if isinstance(node, list):
+        return [_without_distributions(v) for v in node]
+    return node
