@@ -199,7 +199,7 @@ COMMANDS = {
     "calibrate": (__name__, "command_calibrate"),
     "psa": ("carsim.experiment.psa", "command_psa"),
     "dsa": ("carsim.experiment.dsa", "command_dsa"),
-    "trial": ("carsim.experiment.trial", "command_trial"),
+    "trial": ("carsim.experiment.trial.command", "command_trial"),
     "gsa": ("carsim.experiment.gsa", "command_gsa"),
 }
 

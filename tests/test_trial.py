@@ -32,18 +32,10 @@ from scipy.stats import norm
 
 from carsim._units import DAYS_PER_MONTH
 from carsim.cli import main
-from carsim.experiment.trial import (
-    ExponentialOutcomes,
-    ScenarioOutcomes,
-    TrialDesign,
-    allocation,
-    logrank,
-    prepare_scenario,
-    run_trial_file,
-    simulate_outcomes,
-    simulate_trial,
-    simulate_trials,
-)
+from carsim.experiment.trial.design import TrialDesign, allocation
+from carsim.experiment.trial.simulate import run_trial_file, simulate_outcomes, simulate_trial, simulate_trials
+from carsim.experiment.trial.sources import ExponentialOutcomes, ScenarioOutcomes, prepare_scenario
+from carsim.experiment.trial.statistics import logrank
 from carsim.scenario import load_scenario
 
 LAMBDA0 = 0.05  # control deaths per month
@@ -237,7 +229,7 @@ def test_null_rows_are_the_control_policy_in_both_arms(tmp_path):
 
 
 def test_example_trial_files_load():
-    from carsim.experiment.trial_schema import load_trial
+    from carsim.experiment.trial.schema import load_trial
 
     root = BASELINE.parent
     for name in ("trial_surveillance_hsct.yaml", "trial_null.yaml"):

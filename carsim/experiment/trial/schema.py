@@ -35,11 +35,11 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..errors import ScenarioError
-from ..scenario.loader import load_scenario, read_yaml
-from ..scenario.parameters import apply_values
-from ..scenario.schema import Scenario, Strict
-from ..scenario.validation import describe_error, key_path
+from ...errors import ScenarioError
+from ...scenario.loader import load_scenario, read_yaml
+from ...scenario.parameters import apply_values
+from ...scenario.schema import Scenario, Strict
+from ...scenario.validation import describe_error, key_path
 
 # Keys of the scenario that the trial sets itself (accrual, analysis time,
 # arms, seed): a grid over them would be silently overwritten.
