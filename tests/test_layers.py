@@ -39,15 +39,9 @@ def modules() -> dict[str, Path]:
     return {module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-def _resolve(name: str, known: dict[str, Path]) -> str | None:
-    """The module ``name`` is, or the closest package above it that exists."""
-    while name and name not in known:
-        name = name.rpartition(".")[0]
-    return name or None
-
-
-def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """The carsim modules ``name`` imports (anywhere in the file)."""
+def imported_names(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """Every ``carsim`` module name the file imports (anywhere in it), as written:
+    ``from package import module`` names the module, ``from module import name`` the module."""
     is_package = path.name == "__init__.py"
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
@@ -60,17 +54,17 @@ def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 source = ".".join(base + ([node.module] if node.module else []))
             else:
                 source = node.module or ""
-            # 'from package import module' imports the module; 'from module import name' the module.
             targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in known else source
                        for alias in node.names]
         else:
             continue
-        for target in targets:
-            if target == "carsim" or target.startswith("carsim."):
-                resolved = _resolve(target, known)
-                if resolved is not None and resolved != name:
-                    found.add(resolved)
+        found.update(t for t in targets if t == "carsim" or t.startswith("carsim."))
     return found
+
+
+def imports_of(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """The carsim modules ``name`` imports (anywhere in the file), except itself."""
+    return {target for target in imported_names(name, path, known) if target in known and target != name}
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -126,6 +120,14 @@ def test_the_import_parser_sees_relative_and_function_level_imports():
     assert "carsim.errors" in graph["carsim.cli"]  # from .errors import CarsimError
     assert "carsim.scenario" in graph["carsim.cli"]  # from .scenario import load_scenario, in a function
     assert "carsim.experiment.metrics" in graph["carsim.experiment.evaluate"]
+
+
+def test_every_import_names_an_existing_module():
+    """A wrong relative import inside a function fails only when that code runs: catch it here."""
+    known = modules()
+    missing = [f"{name} imports {target}" for name, path in known.items()
+               for target in sorted(imported_names(name, path, known)) if target not in known]
+    assert not missing, "imports of modules that do not exist:\n" + "\n".join(missing)
 
 
 def test_every_module_belongs_to_a_layer():
