@@ -197,7 +197,7 @@ def _plot_survival(result, path):
 COMMANDS = {
     "run": (__name__, "command_run"),
     "calibrate": (__name__, "command_calibrate"),
-    "psa": ("carsim.experiment.psa", "command_psa"),
+    "psa": ("carsim.experiment.psa.command", "command_psa"),
     "dsa": ("carsim.experiment.dsa", "command_dsa"),
     "trial": ("carsim.experiment.trial.command", "command_trial"),
     "gsa": ("carsim.experiment.gsa", "command_gsa"),

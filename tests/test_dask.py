@@ -11,7 +11,7 @@ import pytest
 from conftest import BASELINE
 
 from carsim.experiment.parallel import backend_context
-from carsim.experiment.psa import run_psa
+from carsim.experiment.psa.run import run_psa
 from carsim.scenario import load_scenario
 
 distributed = pytest.importorskip("dask.distributed")

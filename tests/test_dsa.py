@@ -14,7 +14,7 @@ from conftest import BASELINE
 from carsim.errors import CarsimError
 from carsim.experiment.dsa import outcome_value, parse_compare, run_dsa
 from carsim.experiment.evaluate import evaluate_policies
-from carsim.experiment.psa import resolve_outcome
+from carsim.experiment.outcomes import resolve_outcome
 from carsim.scenario import load_scenario
 from carsim.scenario.parameters import uncertain_parameters
 

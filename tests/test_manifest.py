@@ -18,7 +18,8 @@ from carsim.calibration.run import run_calibration
 from carsim.cli import main
 from carsim.experiment.dsa import run_dsa, write_dsa
 from carsim.experiment.manifest import COMMON_KEYS, STUDIES, Manifest, scenario_hash
-from carsim.experiment.psa import resolve_outcome, run_psa
+from carsim.experiment.outcomes import resolve_outcome
+from carsim.experiment.psa.run import run_psa
 from carsim.scenario import load_scenario
 from carsim.scenario.schema import Scenario
 

@@ -29,7 +29,7 @@ from carsim.experiment.metrics import (
     endpoint_arrays,
     metric_origins,
 )
-from carsim.experiment.psa import resolve_outcome
+from carsim.experiment.outcomes import resolve_outcome
 from carsim.scenario import load_scenario
 from carsim.scenario.loader import resolve_extends
 

@@ -11,15 +11,10 @@ from scipy import stats
 
 from carsim.experiment.evaluate import evaluate_policies
 from carsim.experiment.metrics import metric_origins
-from carsim.experiment.psa import (
-    DIRECTIONS,
-    draw_values,
-    parameter_table,
-    parameter_uniforms,
-    probability_best,
-    resolve_outcome,
-    run_psa,
-)
+from carsim.experiment.outcomes import resolve_outcome
+from carsim.experiment.psa.run import run_psa
+from carsim.experiment.psa.sampling import draw_values, parameter_table, parameter_uniforms
+from carsim.experiment.psa.statistics import DIRECTIONS, probability_best
 from carsim.experiment.tables import to_latex, to_markdown, write_table
 from carsim.scenario import load_scenario
 from carsim.scenario.parameters import apply_values, uncertain_parameters

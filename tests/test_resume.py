@@ -19,7 +19,7 @@ from conftest import BASELINE, write_scenario
 from carsim.cli import main
 from carsim.errors import CarsimError
 from carsim.experiment.checkpoint import Checkpoint, default_chunk_size
-from carsim.experiment.psa import run_psa
+from carsim.experiment.psa.run import run_psa
 from carsim.scenario import load_scenario
 
 DRAWS, PATIENTS, CHUNK, SEED = 16, 150, 2, 31

@@ -31,8 +31,8 @@ from ..scenario.parameters import apply_values, uncertain_parameters
 from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
 from .manifest import Manifest, clear
+from .outcomes import Outcome, resolve_outcome
 from .parallel import parallel_map
-from .psa import Outcome, resolve_outcome
 
 TORNADO_COLUMNS = ["parameter", "low_value", "base_value", "high_value", "outcome_low", "outcome_base",
                    "outcome_high", "swing"]

@@ -40,6 +40,7 @@ from ..errors import CarsimError
 from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
 from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
+from .outcomes import Outcome, resolve_outcome
 from .parallel import backend_context, parallel_map
 
 METHODS = ("sobol", "morris")
@@ -163,7 +164,7 @@ class PolicyOutcome:
     numbers).  Every call uses replication ``replication`` with ``seed``."""
 
     scenario: Scenario
-    outcome: object  # carsim.experiment.psa.Outcome: metric, origin, time_months
+    outcome: Outcome
     compare: tuple[str, ...]
     n_patients: int | None = None
     replication: int = 0
@@ -249,7 +250,6 @@ def command_gsa(args) -> int:
     from .manifest import Manifest, clear
     from .output import default_output_dir
     from .tables import to_markdown, write_table
-    from .psa import resolve_outcome
 
     engine = getattr(args, "engine", None)
     scenario = load_scenario(args.scenario, {"run.engine": engine} if engine else None)
