@@ -3,9 +3,9 @@ deferred), manufacturing (possibly failing, re-collected), release and
 lymphodepletion, with death and withdrawal competing throughout.
 
 It is written once, as per-patient transitions of :class:`AccessPathway`.
-Each transition applies one step and says what comes next: a wait
-(:class:`Wait`), a request for a shared slot (:class:`Request`, held for a
-duration, after which ``done`` runs) or the end of the pathway.  Engines only
+Each transition applies one step and says what comes next: a wait, a request
+for a shared slot (held for a duration, after which ``done`` runs) or the
+end of the pathway.  Engines only
 schedule: the array engine runs an exact event loop over a heap for the whole
 cohort; the SimPy engine runs one process per patient with shared
 ``simpy.Resource`` s.  Nothing here depends on the policy, so the array
@@ -18,8 +18,6 @@ follow-up, whichever comes first) is known on enrolment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .definition import ModelDefinition, StateView
@@ -29,20 +27,14 @@ from .records import OUTCOME_FIELDS, column_dtype, event_columns
 INF = np.inf
 
 
-@dataclass(frozen=True)
-class Wait:
-    until: float
-    then: str  # the name of the transition to run at ``until``
-
-
-@dataclass(frozen=True)
-class Request:
-    resource: str  # "apheresis" or "manufacturing"
-    hold: float  # days the slot is held once granted
-    granted: str  # transition run when the slot is granted (may be None)
-    done: str  # transition run when the hold ends
-
-
+# What a transition returns (plain tuples: the event loop makes half a million):
+#   (WAIT, until, then): wait until ``until``, then run ``then(i, now)``;
+#   (REQUEST, resource, hold, granted, done): ask for a slot of ``resource``
+#   ("apheresis" or "manufacturing") and hold it ``hold`` days;
+#   ``granted(i, now)`` (or None) runs when it is granted, ``done(i, now)``
+#   when the hold ends;
+#   INFUSED or LEFT: the end of the access pathway.
+WAIT, REQUEST = "wait", "request"
 INFUSED = "infused"  # the pathway's last step: the patient is infused
 LEFT = "left"  # died, withdrew, failed manufacturing or reached the end of follow-up
 
@@ -88,6 +80,7 @@ class AccessPathway:
         attempts = model.max_manufacturing_attempts
         # Python lists: scalar access in the event loop is several times faster than NumPy's.
         self.arrival = arrival.tolist()
+        self.ids = list(range(start, stop))
         self.exit_time = np.minimum(np.minimum(death, withdraw), censor).tolist()
         self.exit_reason = np.where(self.exit_time == death, "death",
                                     np.where(self.exit_time == withdraw, "withdrawal", "censored")).tolist()
@@ -115,7 +108,7 @@ class AccessPathway:
     # ------------------------------------------------------------ helpers
     def record(self, i: int, now: float, event: str, detail: str = ""):
         if self.record_events:
-            self.events.append((self.start + i, now - self.arrival[i], event, detail))
+            self.events.append((self.ids[i], now - self.arrival[i], event, detail))
 
     def event_arrays(self) -> tuple:
         """The recorded events as (patient, time_days, event, detail) arrays, by patient."""
@@ -138,26 +131,26 @@ class AccessPathway:
     # ------------------------------------------------------------ transitions
     def enrol(self, i: int, now: float):
         self.record(i, now, "enrolled")
-        return Wait(now + self.referral[i], "referred")
+        return WAIT, now + self.referral[i], self.referred
 
     def referred(self, i: int, now: float):
         if self.deferred[i]:
             self.record(i, now, "apheresis_deferred")
-            return Wait(now + self.deferral[i], "collect")
+            return WAIT, now + self.deferral[i], self.collect
         return self.collect(i, now)
 
     def collect(self, i: int, now: float):
         out = self.out["apheresis_day"]
         if out[i] != out[i]:  # NaN: the first collection
             out[i] = now - self.arrival[i]
-        return Request("apheresis", self.apheresis[i][self.attempt[i]], None, "collected")
+        return REQUEST, "apheresis", self.apheresis[i][self.attempt[i]], None, self.collected
 
     def collected(self, i: int, now: float):
         self.record(i, now, "apheresis", f"attempt {self.attempt[i] + 1}")
         self.record(i, now, "manufacturing_queued")
         self.asked[i] = now
-        return Request("manufacturing", self.manufacturing[i][self.attempt[i]], "manufacturing_started",
-                       "manufactured")
+        return REQUEST, "manufacturing", self.manufacturing[i][self.attempt[i]], self.manufacturing_started, \
+            self.manufactured
 
     def manufacturing_started(self, i: int, now: float):
         self.record(i, now, "manufacturing_start")
@@ -169,7 +162,7 @@ class AccessPathway:
         a = self.attempt[i]
         self.out["manufacturing_attempts"][i] = a
         if self.failure_u[i][a - 1] >= self.model.manufacturing_failure:
-            return Wait(now + self.infusion_delay[i], "infuse")
+            return WAIT, now + self.infusion_delay[i], self.infuse
         self.record(i, now, "manufacturing_failure", f"attempt {a}")
         if a < self.model.max_manufacturing_attempts and self.recollection_u[i][a - 1] < self.model.recollection:
             self.record(i, now, "recollection")
@@ -204,9 +197,6 @@ class AccessPathway:
             self._end(i, dies, "death", "after_" + reason)
         else:
             self._end(i, self.censor[i], "censored")
-
-    def step(self, name: str, i: int, now: float):
-        return getattr(self, name)(i, now)
 
 
 class AccessPart:

@@ -25,7 +25,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from .access import INFUSED, LEFT, AccessPathway, Request, Wait
+from .access import INFUSED, LEFT, REQUEST, WAIT, AccessPathway
 from .definition import ModelDefinition
 from .pathway import INF, Pathway
 from .queues import GroupQueues, beds_suffice, queue_growth
@@ -52,40 +52,19 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
     heap = []
     seq = 0
 
-    def push(time, kind, i):
-        nonlocal seq
-        heapq.heappush(heap, (time, seq, kind, i, token[i]))
-        seq += 1
-
-    def follow(result, i, now):
-        if isinstance(result, Wait):
-            next_step[i] = result.then
-            push(result.until, _STEP, i)
-        elif isinstance(result, Request):
-            request[i] = result
-            ask(result.resource, i, now)
-        elif result is INFUSED or result is LEFT:
-            status[i] = 1 if result is INFUSED else 2
-            token[i] += 1
-            release(i, now)
-
-    def ask(resource, i, now):
-        if first_request[resource] is None:
-            first_request[resource] = now
-        cap = caps[resource]
-        if cap is None or busy[resource] < cap:
-            begin(resource, i, now)
-        else:
-            waiting[resource].append(i)
+    push = heapq.heappush
 
     def begin(resource, i, now):
+        nonlocal seq
         if caps[resource] is not None:
             busy[resource] += 1
             holding[i] = resource
             hold_start[i] = now
-        if request[i].granted:
-            access.step(request[i].granted, i, now)
-        push(now + request[i].hold, _HOLD_DONE, i)
+        _, _, hold, granted, _ = request[i]
+        if granted is not None:
+            granted(i, now)
+        push(heap, (now + hold, seq, _HOLD_DONE, i, token[i]))
+        seq += 1
 
     def release(i, now):
         resource = holding[i]
@@ -106,6 +85,8 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
     # pushed up front: the heap then holds only patients on the pathway.  At
     # equal times an arrival goes first, as if pushed first.
     arrival_order = np.lexsort((np.arange(n), np.asarray(arrival))).tolist()
+    exit_time = access.exit_time
+    pop = heapq.heappop
     arrived = 0
     now = 0.0
     while True:
@@ -113,21 +94,42 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
             i = arrival_order[arrived]
             arrived += 1
             now = arrival[i]
-            push(access.exit_time[i], _EXIT, i)
-            follow(access.enrol(i, now), i, now)
-            continue
-        if not heap:
+            push(heap, (exit_time[i], seq, _EXIT, i, token[i]))
+            seq += 1
+            result = access.enrol(i, now)
+        elif heap:
+            now, _, kind, i, tok = pop(heap)
+            if tok != token[i] or status[i] != 0:
+                continue
+            if kind == _STEP:
+                result = next_step[i](i, now)
+            elif kind == _HOLD_DONE:  # a held slot's time is up
+                release(i, now)
+                result = request[i][4](i, now)
+            else:
+                result = access.exit(i, now)
+        else:
             break
-        now, _, kind, i, tok = heapq.heappop(heap)
-        if tok != token[i] or status[i] != 0:
-            continue
-        if kind == _EXIT:
-            follow(access.exit(i, now), i, now)
-        elif kind == _STEP:
-            follow(access.step(next_step[i], i, now), i, now)
-        else:  # a held slot's time is up
+        # What the transition asked for next.
+        tag = result[0] if result.__class__ is tuple else result
+        if tag is WAIT:
+            next_step[i] = result[2]
+            push(heap, (result[1], seq, _STEP, i, token[i]))
+            seq += 1
+        elif tag is REQUEST:
+            request[i] = result
+            resource = result[1]
+            if first_request[resource] is None:
+                first_request[resource] = now
+            cap = caps[resource]
+            if cap is None or busy[resource] < cap:
+                begin(resource, i, now)
+            else:
+                waiting[resource].append(i)
+        else:  # infused or left
+            status[i] = 1 if result is INFUSED else 2
+            token[i] += 1
             release(i, now)
-            follow(access.step(request[i].done, i, now), i, now)
     return {name: ({"busy_days": busy_days[name], "capacity": caps[name],
                     "span_days": (last_release[name] or now) - first_request[name]}
                    if caps[name] is not None and first_request[name] is not None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from .access import INFUSED, LEFT, AccessPathway, Request, Wait
+from .access import INFUSED, LEFT, WAIT, AccessPathway
 from .definition import ModelDefinition
 from .pathway import INF, Pathway
 
@@ -129,16 +129,17 @@ def simulate(model: ModelDefinition, policy: str, streams, covariates: dict, arr
         while result is not INFUSED:
             if result is LEFT:
                 return
-            if isinstance(result, Wait):
-                wait = env.timeout(result.until - env.now)
+            if result[0] is WAIT:
+                _, until, then = result
+                wait = env.timeout(until - env.now)
                 yield wait | exit_event
                 if not wait.processed:
                     access.exit(i, env.now)
                     return
-                result = access.step(result.then, i, env.now)
+                result = then(i, env.now)
                 continue
-            assert isinstance(result, Request)
-            resource = resources[result.resource]
+            _, name, hold, granted, done = result  # a request for a slot
+            resource = resources[name]
             slot = None
             if resource is not None:
                 slot = resource.request()
@@ -147,16 +148,16 @@ def simulate(model: ModelDefinition, policy: str, streams, covariates: dict, arr
                     _withdraw(resource, slot)
                     access.exit(i, env.now)
                     return
-            if result.granted:
-                access.step(result.granted, i, env.now)
-            hold = env.timeout(result.hold)
-            yield hold | exit_event
+            if granted is not None:
+                granted(i, env.now)
+            held = env.timeout(hold)
+            yield held | exit_event
             if slot is not None:
                 resource.release(slot)
-            if not hold.processed:
+            if not held.processed:
                 access.exit(i, env.now)
                 return
-            result = access.step(result.done, i, env.now)
+            result = done(i, env.now)
         yield from after_infusion(i)
 
     def after_infusion(i: int):
