@@ -166,11 +166,13 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
     figure = Figure(figsize=(8, 0.38 * len(rows) + 1.5), dpi=110)
     ax = figure.subplots()
     y = np.arange(len(rows))[::-1]
-    ax.errorbar(rows.published, y + 0.15, xerr=[rows.published - rows.interval_lower,
-                                                rows.interval_upper - rows.published],
+    # Arrays, not Series: matplotlib reads a one-row Series badly.
+    published, model = rows.published.to_numpy(dtype=float), rows.model.to_numpy(dtype=float)
+    ax.errorbar(published, y + 0.15, xerr=np.array([published - rows.interval_lower.to_numpy(dtype=float),
+                                                    rows.interval_upper.to_numpy(dtype=float) - published]),
                 fmt="s", color="black", label="published (interval)", capsize=2)
-    ax.errorbar(rows.model, y - 0.15, xerr=[np.maximum(rows.model - rows.model_lower, 0),
-                                            np.maximum(rows.model_upper - rows.model, 0)],
+    ax.errorbar(model, y - 0.15, xerr=np.array([np.maximum(model - rows.model_lower.to_numpy(dtype=float), 0),
+                                                np.maximum(rows.model_upper.to_numpy(dtype=float) - model, 0)]),
                 fmt="o", color="tab:red", label="model (95% MC)", capsize=2)
     ax.set_yticks(y, rows.id)
     ax.set_xlim(0, 1)

@@ -207,6 +207,12 @@ def select_parameters(scenario: Scenario, wanted: Sequence[str] | None) -> list[
     return [by_path[w] for w in dict.fromkeys(wanted)]
 
 
+def _error_bars(value, lower, upper) -> np.ndarray:
+    """(2, n) distances below and above each value, as arrays (matplotlib reads a one-row Series badly)."""
+    value = np.asarray(value, dtype=float)
+    return np.array([value - np.asarray(lower, dtype=float), np.asarray(upper, dtype=float) - value])
+
+
 def plot_indices(result: GsaResult, path, title: str = "") -> None:
     """Horizontal bars: S1 and ST (Sobol') or mu* (Morris), with their intervals."""
     import matplotlib
@@ -222,13 +228,13 @@ def plot_indices(result: GsaResult, path, title: str = "") -> None:
     labels = [p.removeprefix("pathway.").removeprefix("surveillance.") for p in t.parameter]
     if result.method == "sobol":
         for offset, name in ((-0.2, "S1"), (0.2, "ST")):
-            ax.barh(y + offset, t[name], height=0.38, label=name,
-                    xerr=[t[name] - t[f"{name}_lower"], t[f"{name}_upper"] - t[name]], capsize=3)
+            ax.barh(y + offset, t[name].to_numpy(dtype=float), height=0.38, label=name,
+                    xerr=_error_bars(t[name], t[f"{name}_lower"], t[f"{name}_upper"]), capsize=3)
         ax.set_xlabel("Sobol' index (share of output variance)")
         ax.legend(frameon=False)
     else:
-        ax.barh(y, t.mu_star, height=0.6, xerr=[t.mu_star - t.mu_star_lower, t.mu_star_upper - t.mu_star],
-                capsize=3, label="mu*")
+        ax.barh(y, t.mu_star.to_numpy(dtype=float), height=0.6,
+                xerr=_error_bars(t.mu_star, t.mu_star_lower, t.mu_star_upper), capsize=3, label="mu*")
         ax.set_xlabel("Morris mu* (mean |elementary effect|)")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()

@@ -7,6 +7,8 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from ..._io import atomic_write
 from ..manifest import Manifest, clear
 from ..tables import write_table
@@ -53,8 +55,10 @@ def plot_power(result: TrialResult, path) -> None:
         for values, g in part.groupby(keys, sort=False):
             values = values if isinstance(values, tuple) else (values,)
             label = ", ".join(f"{_short(k)}={v:g}" if not isinstance(v, str) else v for k, v in zip(keys, values))
-            ax.errorbar(g.n_total, g.rejection_rate, yerr=[g.rejection_rate - g.rate_lower,
-                                                           g.rate_upper - g.rejection_rate],
+            rate = g.rejection_rate.to_numpy(dtype=float)  # arrays: matplotlib reads a one-row Series badly
+            ax.errorbar(g.n_total.to_numpy(dtype=float), rate,
+                        yerr=np.array([rate - g.rate_lower.to_numpy(dtype=float),
+                                       g.rate_upper.to_numpy(dtype=float) - rate]),
                         fmt=style, capsize=3, label=f"{label} ({hypothesis})")
     ax.axhline(result.design.alpha, color="grey", lw=0.8, ls=":")
     ax.axhline(0.8, color="grey", lw=0.8, ls=":")
