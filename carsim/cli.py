@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--replications", type=_positive_int, help="replications (default from the scenario)")
     run.add_argument("--no-events", action="store_true", help="do not keep the per-event log (smaller output)")
     run.add_argument("--engine", choices=("auto", "vectorised", "simpy"),
-                     help="simulation engine: auto (vectorised, SimPy where transplant beds queue; default), "
+                     help="simulation engine: auto (the array engine; default), "
                           "vectorised, or simpy (the reference)")
     run.add_argument("--quiet", action="store_true", help="print only the results folder")
 
@@ -174,6 +174,8 @@ def command_run(args) -> int:
         print(f"\nsimulated in {result.timings['simulate_seconds']:.1f} s on {result.timings['workers']} worker(s) "
               f"({result.timings['engine']} engine); "
               f"summarised in {summary_seconds:.1f} s")
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     print(f"results: {out_dir}")
     return 0
 

@@ -105,6 +105,7 @@ def manifest(result, summary_seconds: float, command: list[str] | None) -> _mani
         files=list(RESULT_FILES),
         timings={**result.timings, "summary_seconds": round(summary_seconds, 3)},
         command=command,
+        warnings=result.warnings,
         extra={"replications": result.replications, "patients": result.n_patients, "policies": result.policies,
                "reference_policy": result.policies[0]})
 

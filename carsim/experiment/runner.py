@@ -40,6 +40,23 @@ class ExperimentResult:
     parts: list  # CohortResult per task, in task order
     timings: dict = field(default_factory=dict)
 
+    @property
+    def warnings(self) -> list[str]:
+        """What the simulation warns about (e.g. a transplant-bed queue that
+        never settles), once per policy: the first replication's numbers and
+        in how many replications it happened."""
+        seen: dict[str, tuple[str, set]] = {}
+        for part in self.parts:
+            for message in part.warnings:
+                first, replications = seen.setdefault(part.policy, (message, set()))
+                replications.add(part.replication)
+        out = []
+        for policy, (message, replications) in seen.items():
+            where = (f" (replication {min(replications)}; the same in {len(replications)} of "
+                     f"{self.replications} replications)" if self.replications > 1 else "")
+            out.append(f"policy {policy}: {message}{where}")
+        return out
+
     def group(self, policy: str, replication: int) -> dict:
         """Outcome and covariate columns of one (policy, replication), all chunks."""
         parts = [p for p in self.parts if p.policy == policy and p.replication == replication]

@@ -216,8 +216,10 @@ def beds_suffice(capacity, starts, ends) -> bool:
 
 def queue_growth(resource: str, capacity: int, requests, starts, ends) -> list[str]:
     """A warning when requests arrive faster than ``capacity`` slots can serve
-    them (utilisation >= 1): the queue then never settles and waits grow with
-    the cohort, so a reported wait depends on the cohort size."""
+    them (utilisation >= 1): the queue then does not settle and waits grow
+    with the cohort (longer accrual), so a reported wait depends on the cohort
+    size.  The message gives the numbers: arrival rate, capacity, mean hold,
+    and the median wait of requests made early and late in accrual."""
     asked, granted = requests
     if len(asked) < 2 or len(starts) == 0:
         return []
@@ -231,13 +233,14 @@ def queue_growth(resource: str, capacity: int, requests, starts, ends) -> list[s
     if utilisation < 1.0:
         return []
     served = ~np.isnan(granted)
-    waits = granted[served] - asked[served]
-    growth = ""
-    if served.sum() >= 3 and np.ptp(asked[served]) > 0:
-        slope = np.polyfit(asked[served], waits, 1)[0]
-        growth = f"; the wait grows by {slope * 100:.0f} days per 100 days of accrual"
-    never = int((~served).sum())
+    third = np.minimum(((asked - asked.min()) / span * 3).astype(int), 2)
+    waits = []
+    for part in (0, 2):
+        pick = served & (third == part)
+        waits.append(f"{np.median(granted[pick] - asked[pick]):.0f} days" if pick.any() else "none served")
     return [f"{resource}: requests arrive at {arrival_rate:.3f}/day but {capacity} slot(s) held "
             f"{mean_stay:.1f} days on average serve at most {service_rate:.3f}/day (utilisation "
-            f"{utilisation:.2f}): the queue never settles{growth}, {never} of {len(asked)} requests were never "
-            f"served (relapse, death or the end of follow-up came first), and reported waits depend on the cohort size"]
+            f"{utilisation:.2f}), so the queue does not settle: median wait of requests in the first third of "
+            f"accrual {waits[0]}, in the last third {waits[1]}; {int((~served).sum())} of "
+            f"{len(asked)} requests were never served (relapse, death or the end of follow-up came first). "
+            f"Reported waits depend on the cohort size."]
