@@ -50,6 +50,13 @@ _TIME_VARIABLES = frozenset({"days_since_infusion", "months_since_infusion"})
 LATER = ("mrd_test", "bca_check", "donor_found", "reinfusion", "reremission")
 
 
+def per_row(values, idx) -> np.ndarray:
+    """``values`` as one float per row of ``idx`` (a scalar is repeated)."""
+    if values.__class__ is np.ndarray and values.shape == idx.shape:
+        return values
+    return np.broadcast_to(np.asarray(values, dtype=float), idx.shape)
+
+
 class UnlimitedBeds:
     """Transplant beds without a queue: a bed is free when the donor is found.
     Stays are kept for the capacity check (were beds ever over-subscribed?)."""
@@ -170,10 +177,7 @@ class Pathway:
         """Append events as array chunks (in time order for each row)."""
         if not self.record_events or len(idx) == 0:
             return
-        rel = now - self.arrival[idx]
-        if np.shape(rel) != idx.shape:
-            rel = np.broadcast_to(rel, idx.shape)
-        self.chunks.append((idx, rel, event, detail))
+        self.chunks.append((idx, per_row(now - self.arrival[idx], idx), event, detail))
 
     def event_columns(self) -> list[dict]:
         """Per group (cohort, policy): the cohort's access-pathway events and
@@ -243,7 +247,7 @@ class Pathway:
         """Re-read the multiplier of every running clock that reads one of the
         ``changed`` state variables (or the time since infusion) and re-time
         the clocks whose multiplier moved."""
-        now = np.broadcast_to(np.asarray(now, dtype=float), idx.shape)
+        now = per_row(now, idx)
         changed = _TIME_VARIABLES | set(changed)
         for name, reads in self.state_dependent_clocks.items():  # the others' multipliers cannot change
             if not reads & changed:
@@ -499,7 +503,7 @@ class Pathway:
         """Apply the first matching rule of each row's policy to ``event``."""
         if len(idx) == 0 or event not in self.decided_events:
             return  # nothing fires: everyone observes
-        now = np.broadcast_to(now, idx.shape)
+        now = per_row(now, idx)
         action = np.full(len(idx), DEFAULT_ACTIONS.get(event, "observe"), dtype=object)
         details = np.full(len(idx), "", dtype=object)
         fired = np.zeros(len(idx), bool)

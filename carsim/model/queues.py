@@ -20,6 +20,8 @@ import heapq
 
 import numpy as np
 
+from .pathway import per_row
+
 _RELEASE, _REQUEST = 0, 1  # at equal times a bed is freed before it is asked for
 
 
@@ -71,7 +73,7 @@ class BedQueue:
     # ------------------------------------------------------------ the pathway's side
     def request(self, pathway, idx, now, occupancy):
         self._ensure(pathway.n)
-        for row, t, stay in zip(idx.tolist(), np.broadcast_to(now, idx.shape).tolist(), occupancy.tolist()):
+        for row, t, stay in zip(idx.tolist(), per_row(now, idx).tolist(), occupancy.tolist()):
             self.ask_token[row] += 1
             self.asked[row] = True
             self.occupancy[row] = stay
@@ -93,7 +95,7 @@ class BedQueue:
             return
         self.cancel(pathway, idx, now)
         holding = self.holding[idx] > 0
-        for row, t in zip(idx[holding].tolist(), np.broadcast_to(now, idx.shape)[holding].tolist()):
+        for row, t in zip(idx[holding].tolist(), per_row(now, idx)[holding].tolist()):
             for stay in self.open_stays[row]:
                 self._push(t, _RELEASE, row, stay)
 
@@ -184,17 +186,17 @@ class GroupQueues:
                 yield queue, pick
 
     def request(self, pathway, idx, now, occupancy):
-        now = np.broadcast_to(now, idx.shape)
+        now = per_row(now, idx)
         for queue, pick in self._split(pathway, idx):
             queue.request(pathway, idx[pick], now[pick], occupancy[pick])
 
     def cancel(self, pathway, idx, now):
-        now = np.broadcast_to(now, idx.shape)
+        now = per_row(now, idx)
         for queue, pick in self._split(pathway, idx):
             queue.cancel(pathway, idx[pick], now[pick])
 
     def release(self, pathway, idx, now):
-        now = np.broadcast_to(now, idx.shape)
+        now = per_row(now, idx)
         for queue, pick in self._split(pathway, idx):
             queue.release(pathway, idx[pick], now[pick])
 
