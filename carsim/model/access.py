@@ -35,6 +35,11 @@ INF = np.inf
 #   when the hold ends;
 #   INFUSED or LEFT: the end of the access pathway.
 WAIT, REQUEST = "wait", "request"
+_DEATH, _WITHDRAWAL, _CENSORED = range(3)  # why a patient leaves before infusion
+
+
+def _ignore(_event):
+    pass
 INFUSED = "infused"  # the pathway's last step: the patient is infused
 LEFT = "left"  # died, withdrew, failed manufacturing or reached the end of follow-up
 
@@ -81,9 +86,11 @@ class AccessPathway:
         # Python lists: scalar access in the event loop is several times faster than NumPy's.
         self.arrival = arrival.tolist()
         self.ids = list(range(start, stop))
+        # Events as (patient, days since enrolment, event, detail), appended directly.
+        self.log = self.events.append if record_events else _ignore
         self.exit_time = np.minimum(np.minimum(death, withdraw), censor).tolist()
-        self.exit_reason = np.where(self.exit_time == death, "death",
-                                    np.where(self.exit_time == withdraw, "withdrawal", "censored")).tolist()
+        first = np.minimum(np.minimum(death, withdraw), censor)
+        self.exit_reason = np.where(first == death, _DEATH, np.where(first == withdraw, _WITHDRAWAL, _CENSORED)).tolist()
         self.censor = censor.tolist()
         self.survival_after_exit = model.survival_after_withdrawal.from_uniform(
             u("pre_infusion.survival_after_exit")).tolist()
@@ -101,14 +108,19 @@ class AccessPathway:
         self.out = {name: np.full(n, default, dtype=column_dtype(default)) for name, default in OUTCOME_FIELDS.items()}
         self.out["arrival_day"] = arrival.copy()
         self.infusion_time = np.full(n, np.nan)
+        # Per-patient values kept in lists while the pathway runs (scalar access
+        # is several times faster than NumPy's) and written to ``out`` when the
+        # patient leaves the pathway (:meth:`_settle`).
         self.attempt = [0] * n
+        self.attempt_detail = [f"attempt {k + 1}" for k in range(attempts)]  # formatted once
+        self.apheresis_day = [None] * n
+        self.waited = [0.0] * n
         self.asked = [0.0] * n  # when the current manufacturing request was made
         self.started = [0.0] * n  # when manufacturing started
 
     # ------------------------------------------------------------ helpers
     def record(self, i: int, now: float, event: str, detail: str = ""):
-        if self.record_events:
-            self.events.append((self.ids[i], now - self.arrival[i], event, detail))
+        self.log((self.ids[i], now - self.arrival[i], event, detail))
 
     def event_arrays(self) -> tuple:
         """The recorded events as (patient, time_days, event, detail) arrays, by patient."""
@@ -121,6 +133,7 @@ class AccessPathway:
         return AccessPart(self, first, stop)
 
     def _end(self, i: int, when: float, event: str, cause: str = ""):
+        self._settle(i)
         day = when - self.arrival[i]
         self.record(i, when, event, cause)
         self.out["end_day"][i] = day
@@ -130,7 +143,7 @@ class AccessPathway:
 
     # ------------------------------------------------------------ transitions
     def enrol(self, i: int, now: float):
-        self.record(i, now, "enrolled")
+        self.log((self.ids[i], 0.0, "enrolled", ""))
         return WAIT, now + self.referral[i], self.referred
 
     def referred(self, i: int, now: float):
@@ -140,30 +153,29 @@ class AccessPathway:
         return self.collect(i, now)
 
     def collect(self, i: int, now: float):
-        out = self.out["apheresis_day"]
-        if out[i] != out[i]:  # NaN: the first collection
-            out[i] = now - self.arrival[i]
+        if self.apheresis_day[i] is None:  # the first collection
+            self.apheresis_day[i] = now - self.arrival[i]
         return REQUEST, "apheresis", self.apheresis[i][self.attempt[i]], None, self.collected
 
     def collected(self, i: int, now: float):
-        self.record(i, now, "apheresis", f"attempt {self.attempt[i] + 1}")
-        self.record(i, now, "manufacturing_queued")
+        day = now - self.arrival[i]
+        self.log((self.ids[i], day, "apheresis", self.attempt_detail[self.attempt[i]]))
+        self.log((self.ids[i], day, "manufacturing_queued", ""))
         self.asked[i] = now
         return REQUEST, "manufacturing", self.manufacturing[i][self.attempt[i]], self.manufacturing_started, \
             self.manufactured
 
     def manufacturing_started(self, i: int, now: float):
-        self.record(i, now, "manufacturing_start")
+        self.log((self.ids[i], now - self.arrival[i], "manufacturing_start", ""))
         self.started[i] = now
 
     def manufactured(self, i: int, now: float):
-        self.out["wait_manufacturing_days"][i] += self.started[i] - self.asked[i]
+        self.waited[i] += self.started[i] - self.asked[i]
         self.attempt[i] += 1
         a = self.attempt[i]
-        self.out["manufacturing_attempts"][i] = a
         if self.failure_u[i][a - 1] >= self.model.manufacturing_failure:
             return WAIT, now + self.infusion_delay[i], self.infuse
-        self.record(i, now, "manufacturing_failure", f"attempt {a}")
+        self.record(i, now, "manufacturing_failure", self.attempt_detail[a - 1])
         if a < self.model.max_manufacturing_attempts and self.recollection_u[i][a - 1] < self.model.recollection:
             self.record(i, now, "recollection")
             return self.collect(i, now)
@@ -173,14 +185,22 @@ class AccessPathway:
 
     def infuse(self, i: int, now: float):
         self.infusion_time[i] = now
+        self._settle(i)
         return INFUSED
+
+    def _settle(self, i: int):
+        out = self.out
+        if self.apheresis_day[i] is not None:
+            out["apheresis_day"][i] = self.apheresis_day[i]
+        out["wait_manufacturing_days"][i] = self.waited[i]
+        out["manufacturing_attempts"][i] = self.attempt[i]
 
     def exit(self, i: int, now: float):
         """The patient's exit time came before infusion."""
         reason = self.exit_reason[i]
-        if reason == "death":
+        if reason == _DEATH:
             self._end(i, now, "death", "pre_infusion")
-        elif reason == "withdrawal":
+        elif reason == _WITHDRAWAL:
             self._leave(i, now, "withdrawal")
         else:
             self._end(i, now, "censored")
