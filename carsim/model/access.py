@@ -231,8 +231,8 @@ class AccessPart:
         self.covariates = {k: v[rows] for k, v in access.covariates.items()}
         self.infusion_time = access.infusion_time[rows]
         patient, *columns = access.event_arrays()
-        mine = (patient >= self.start) & (patient < self.start + self.n)
-        self._events = (patient[mine], *(c[mine] for c in columns))
+        first, last = np.searchsorted(patient, [self.start, self.start + self.n])  # events are by patient
+        self._events = (patient[first:last], *(c[first:last] for c in columns))
 
     def event_arrays(self) -> tuple:
         return self._events

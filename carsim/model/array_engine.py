@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 from collections import deque
@@ -35,6 +36,18 @@ _STEP, _HOLD_DONE, _EXIT = range(3)
 
 def run_access(access: AccessPathway, capacities: dict) -> dict:
     """Simulate the access pathway of a cohort; returns resource use."""
+    # The loop makes a few small tuples per event and no reference cycles:
+    # the cyclic garbage collector would only re-scan the growing event log.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_access(access, capacities)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_access(access: AccessPathway, capacities: dict) -> dict:
     n = access.n
     caps = {"apheresis": capacities["apheresis"], "manufacturing": capacities["manufacturing"]}
     busy = {"apheresis": 0, "manufacturing": 0}

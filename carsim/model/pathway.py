@@ -182,19 +182,35 @@ class Pathway:
     def event_columns(self) -> list[dict]:
         """Per group (cohort, policy): the cohort's access-pathway events and
         the group's own chunks as columns, each patient's events in time order."""
-        parts = []
         n_policies = len(self.policies)
+        rows, time_days, event, detail = [], [], [], []
         for c, access in enumerate(self.cohorts):
-            patient, time_days, event, detail = access.event_arrays()
+            patient, days, names, details = access.event_arrays()
             starts = self.group_start[c * n_policies:(c + 1) * n_policies]
-            parts.append((np.concatenate([patient - access.start + start for start in starts]),
-                          np.tile(time_days, n_policies), np.tile(event, n_policies), np.tile(detail, n_policies)))
-        for rows, rel, event, detail in self.chunks:
-            n = len(rows)
-            parts.append((rows, np.asarray(rel, dtype=float), np.full(n, event, dtype=object),
-                          np.full(n, detail, dtype=object) if isinstance(detail, str)
-                          else np.asarray(detail, dtype=object)))
-        rows, time_days, event, detail = (np.concatenate([p[k] for p in parts]) for k in range(4))
+            rows.append(np.concatenate([patient - access.start + start for start in starts]))
+            time_days.append(np.tile(days, n_policies))
+            event.append(np.tile(names, n_policies))
+            detail.append(np.tile(details, n_policies))
+        if self.chunks:
+            # A chunk's event name (and usually its detail) is one string: they
+            # are expanded once, for all chunks, rather than chunk by chunk.
+            sizes = [len(chunk[0]) for chunk in self.chunks]
+            vocabulary: dict[str, int] = {}
+            name_codes = [vocabulary.setdefault(chunk[2], len(vocabulary)) for chunk in self.chunks]
+            detail_codes = [vocabulary.setdefault(chunk[3], len(vocabulary)) if isinstance(chunk[3], str) else 0
+                            for chunk in self.chunks]
+            text = np.array(list(vocabulary), dtype=object)
+            chunk_details = text[np.repeat(detail_codes, sizes)]
+            offset = 0
+            for (_rows, _rel, _event, values), size in zip(self.chunks, sizes):
+                if not isinstance(values, str):
+                    chunk_details[offset:offset + size] = values
+                offset += size
+            rows.append(np.concatenate([chunk[0] for chunk in self.chunks]))
+            time_days.append(np.concatenate([np.asarray(chunk[1], dtype=float) for chunk in self.chunks]))
+            event.append(text[np.repeat(name_codes, sizes)])
+            detail.append(chunk_details)
+        rows, time_days, event, detail = (np.concatenate(x) for x in (rows, time_days, event, detail))
         order = np.argsort(rows, kind="stable")  # a row's events keep the order they happened in
         rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
         bounds = np.searchsorted(rows, self.group_start)
