@@ -21,10 +21,10 @@ import yaml
 from numpy.testing import assert_allclose
 
 from carsim._units import DAYS_PER_MONTH
-from carsim.scenario import distributions as dist
 from carsim.model.clocks import Clocks
 from carsim.model.definition import ModelDefinition
 from carsim.model.simulation import simulate_policies
+from carsim.scenario import distributions as dist
 from carsim.scenario import load_scenario
 
 Z = 4.0  # Monte Carlo tolerance in standard errors

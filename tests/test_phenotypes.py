@@ -118,7 +118,7 @@ def test_bootstrap_weights_give_the_added_phenotype_per_resample():
     weights = np.ones((3, 10))
     weights[1, 3:6] = 0.0  # resample 1 without the isolated CNS relapses
     rows = _by_key(compute_metrics(p, HORIZON_DAYS, weights, phenotypes=WITH_CNS))
-    share, n = rows[("relapse_share_isolated_cns", "infusion", None)]
+    share, _n = rows[("relapse_share_isolated_cns", "infusion", None)]
     np.testing.assert_allclose(share, [0.5, 0.0, 0.5])
     cir, _ = rows[("cir_isolated_cns", "infusion", 24.0)]
     np.testing.assert_allclose(cir, [0.3, 0.0, 0.3])

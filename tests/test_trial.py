@@ -33,7 +33,12 @@ from scipy.stats import norm
 from carsim._units import DAYS_PER_MONTH
 from carsim.cli import main
 from carsim.experiment.trial.design import TrialDesign, allocation
-from carsim.experiment.trial.simulate import run_trial_file, simulate_outcomes, simulate_trial, simulate_trials
+from carsim.experiment.trial.simulate import (
+    run_trial_file,
+    simulate_outcomes,
+    simulate_trial,
+    simulate_trials,
+)
 from carsim.experiment.trial.sources import ExponentialOutcomes, ScenarioOutcomes, prepare_scenario
 from carsim.experiment.trial.statistics import logrank
 from carsim.scenario import load_scenario

@@ -48,8 +48,7 @@ class ExperimentResult:
         seen: dict[str, tuple[str, set]] = {}
         for part in self.parts:
             for message in part.warnings:
-                first, replications = seen.setdefault(part.policy, (message, set()))
-                replications.add(part.replication)
+                seen.setdefault(part.policy, (message, set()))[1].add(part.replication)
         out = []
         for policy, (message, replications) in seen.items():
             where = (f" (replication {min(replications)}; the same in {len(replications)} of "

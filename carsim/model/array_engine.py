@@ -26,7 +26,7 @@ from itertools import pairwise
 
 import numpy as np
 
-from .access import INFUSED, LEFT, REQUEST, WAIT, AccessPathway
+from .access import INFUSED, REQUEST, WAIT, AccessPathway
 from .definition import ModelDefinition
 from .pathway import INF, Pathway
 from .queues import GroupQueues, beds_suffice, queue_growth

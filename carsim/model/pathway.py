@@ -33,11 +33,10 @@ from itertools import pairwise
 
 import numpy as np
 
+from ..scenario.vocabulary import INITIAL_STATE
 from .access import exp1
 from .clocks import Clocks
 from .definition import ModelDefinition, StateView, as_mask
-from .records import event_columns  # noqa: F401  (re-exported for engines)
-from ..scenario.vocabulary import INITIAL_STATE
 from .records import column_dtype
 
 INF = np.inf

@@ -240,9 +240,10 @@ def queue_growth(resource: str, capacity: int, requests, starts, ends) -> list[s
     for part in (0, 2):
         pick = served & (third == part)
         waits.append(f"{np.median(granted[pick] - asked[pick]):.0f} days" if pick.any() else "none served")
-    return [f"{resource}: requests arrive at {arrival_rate:.3f}/day but {capacity} slot(s) held "
+    message = (f"{resource}: requests arrive at {arrival_rate:.3f}/day but {capacity} slot(s) held "
             f"{mean_stay:.1f} days on average serve at most {service_rate:.3f}/day (utilisation "
             f"{utilisation:.2f}), so the queue does not settle: median wait of requests in the first third of "
             f"accrual {waits[0]}, in the last third {waits[1]}; {int((~served).sum())} of "
             f"{len(asked)} requests were never served (relapse, death or the end of follow-up came first). "
-            f"Reported waits depend on the cohort size."]
+            f"Reported waits depend on the cohort size.")
+    return [message]

@@ -1,7 +1,7 @@
 """Flat result records: one outcome row per patient, one tuple per event.
 
-Rows are plain dicts during the run and become column arrays once, at the
-end (no per-event pandas).
+Outcome columns are arrays from the start (one row per patient, filled in as
+the pathway runs); events are tuples turned into columns once, at the end.
 """
 
 from __future__ import annotations
@@ -50,28 +50,6 @@ OUTCOME_FIELDS: dict[str, object] = {
     "death_cause": "none",
     "end_day": NAN,
 }
-
-
-class OutcomeTable:
-    """Outcome rows for the patients of one simulation."""
-
-    def __init__(self):
-        self.rows: list[dict] = []
-        self.index: list[int] = []
-
-    def new_row(self, patient: int, arrival: float) -> dict:
-        row = dict(OUTCOME_FIELDS)
-        row["arrival_day"] = arrival
-        self.rows.append(row)
-        self.index.append(patient)
-        return row
-
-    def columns(self) -> dict[str, np.ndarray]:
-        order = np.argsort(self.index, kind="stable")
-        out = {"patient": np.asarray(self.index, dtype=np.int64)[order]}
-        for name, default in OUTCOME_FIELDS.items():
-            out[name] = np.asarray([self.rows[i][name] for i in order], dtype=column_dtype(default))
-        return out
 
 
 def column_dtype(default) -> type:

@@ -15,10 +15,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ScenarioError
-from .vocabulary import REQUIRED_COVARIATES, STATE_VARIABLES
 from .conditions import ConditionSyntaxError, parse_condition
 from .schema import Multiplier, Scenario
 from .validation import describe_error, key_path
+from .vocabulary import REQUIRED_COVARIATES, STATE_VARIABLES
 
 # libyaml's parser when PyYAML was built with it: about ten times faster.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
