@@ -66,6 +66,8 @@ class AccessPathway:
                  start: int, stop: int, record_events: bool = True):
         n = stop - start
         self.n, self.start = n, start
+        self.patients = slice(start, stop)  # where they are in the random streams
+        self.patient_ids = np.arange(start, stop)
         self.model = model
         self.record_events = record_events
         self.events: list[tuple] = []
@@ -128,9 +130,9 @@ class AccessPathway:
             self._event_arrays = tuple(event_columns(self.events).values())
         return self._event_arrays
 
-    def part(self, first: int, stop: int) -> AccessPart:
-        """Patients ``start + first .. start + stop - 1`` alone."""
-        return AccessPart(self, first, stop)
+    def part(self, rows) -> AccessPart:
+        """Some patients alone: ``rows`` (a slice, or sorted positions) of this cohort."""
+        return AccessPart(self, rows)
 
     def _end(self, i: int, when: float, event: str, cause: str = ""):
         self._settle(i)
@@ -220,19 +222,28 @@ class AccessPathway:
 
 
 class AccessPart:
-    """A contiguous range of an AccessPathway's patients, with the attributes
-    the post-infusion rows read (their queue was simulated with the whole cohort)."""
+    """Some of an AccessPathway's patients (a contiguous range or a sorted
+    selection), with the attributes the post-infusion rows read (their queue
+    was simulated with the whole cohort)."""
 
-    def __init__(self, access: AccessPathway, first: int, stop: int):
-        rows = slice(first, stop)
+    def __init__(self, access: AccessPathway, rows):
         self.whole = access
-        self.start, self.n = access.start + first, stop - first
+        if isinstance(rows, slice):
+            self.patients = slice(access.start + rows.start, access.start + rows.stop)
+            self.patient_ids = np.arange(self.patients.start, self.patients.stop)
+        else:
+            self.patient_ids = self.patients = access.start + np.asarray(rows)
+        self.start, self.n = int(self.patient_ids[0]) if len(self.patient_ids) else access.start, len(self.patient_ids)
         self.out = {k: v[rows] for k, v in access.out.items()}
         self.covariates = {k: v[rows] for k, v in access.covariates.items()}
         self.infusion_time = access.infusion_time[rows]
         patient, *columns = access.event_arrays()
-        first, last = np.searchsorted(patient, [self.start, self.start + self.n])  # events are by patient
-        self._events = (patient[first:last], *(c[first:last] for c in columns))
+        if isinstance(rows, slice):
+            first, last = np.searchsorted(patient, [self.patients.start, self.patients.stop])  # events are by patient
+            self._events = (patient[first:last], *(c[first:last] for c in columns))
+        else:
+            mine = np.isin(patient, self.patient_ids)
+            self._events = (patient[mine], *(c[mine] for c in columns))
 
     def event_arrays(self) -> tuple:
         return self._events

@@ -213,7 +213,7 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
         pieces = -(-access.n * len(policies) // SLAB_ROWS)
         bounds = np.linspace(0, access.n, pieces + 1).round().astype(int)
         for first, stop in pairwise(bounds):
-            piece = access if pieces == 1 else access.part(int(first), int(stop))
+            piece = access if pieces == 1 else access.part(slice(int(first), int(stop)))
             if slab and rows + piece.n * len(policies) > SLAB_ROWS:
                 slabs.append(slab)
                 slab, rows = [], 0
@@ -235,32 +235,56 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
         for k, policy in enumerate(policies):
             parts = [_bed_stays(pathway, group) for pathway, group, _ in located[c][k]]
             stays[policy] = (np.concatenate([s for s, _ in parts]), np.concatenate([e for _, e in parts]))
-        # Policies whose beds were over-subscribed: simulate them again with the
-        # queue, together (one row group per policy, one queue per group).
-        queued = [policy for policy in policies if not beds_suffice(capacity, *stays[policy])]
+        cohort = {policy: _assemble(located[c][k], record_events) for k, policy in enumerate(policies)}
         warnings = {policy: [] for policy in policies}
+        # Policies whose beds were over-subscribed: simulate them again with the
+        # queue, together (one row group per policy, one queue per group).  Only
+        # patients who asked for a bed need it: the others' stories never
+        # touch the queue, so they are the same with or without it.
+        queued = [policy for policy in policies if not beds_suffice(capacity, *stays[policy])]
         if queued:
+            asked = np.nonzero(np.any([cohort[p][0]["hsct_count"] > 0 for p in queued], axis=0))[0]
             queues = GroupQueues(capacity, len(queued))
-            pathway = advance(Pathway(model, queued, [(access, streams)], record_events, beds=queues), queues)
+            pathway = advance(Pathway(model, queued, [(access.part(asked), streams)], record_events, beds=queues),
+                              queues)
             events = pathway.event_columns() if record_events else [None] * len(queued)
             for group, policy in enumerate(queued):
-                located[c][policies.index(policy)] = [(pathway, group, events[group])]
+                rows = slice(pathway.group_start[group], pathway.group_start[group + 1])
+                out, all_events = cohort[policy]
+                for name in out:
+                    if name != "patient":
+                        out[name][asked] = pathway.out[name][rows]
+                if record_events:
+                    all_events = _replace_events(all_events, events[group], pathway.ids[rows])
+                cohort[policy] = (out, all_events)
                 stays[policy] = _bed_stays(pathway, group)
                 warnings[policy] = queue_growth("hsct_beds", capacity, queues.queues[group].requests(),
                                                 *stays[policy])
-        cohort = {}
-        for k, policy in enumerate(policies):
-            segments = located[c][k]
-            row_ranges = [(pathway, slice(pathway.group_start[group], pathway.group_start[group + 1]))
-                          for pathway, group, _ in segments]
-            out = {name: np.concatenate([pathway.out[name][rows] for pathway, rows in row_ranges])
-                   for name in row_ranges[0][0].out}
-            out["patient"] = np.concatenate([pathway.ids[rows] for pathway, rows in row_ranges])
-            events = ({name: np.concatenate([e[name] for _, _, e in segments]) for name in segments[0][2]}
-                      if record_events else None)
-            cohort[policy] = (out, events, _resource_use(use, capacity, *stays[policy]), warnings[policy])
-        results.append(cohort)
+        results.append({policy: (*cohort[policy], _resource_use(use, capacity, *stays[policy]), warnings[policy])
+                        for policy in policies})
     return results
+
+
+def _assemble(segments, record_events: bool):
+    """One cohort's (outcome columns, event columns) under one policy, from
+    the slabs that advanced its patients."""
+    row_ranges = [(pathway, slice(pathway.group_start[group], pathway.group_start[group + 1]))
+                  for pathway, group, _ in segments]
+    out = {name: np.concatenate([pathway.out[name][rows] for pathway, rows in row_ranges])
+           for name in row_ranges[0][0].out}
+    out["patient"] = np.concatenate([pathway.ids[rows] for pathway, rows in row_ranges])
+    events = ({name: np.concatenate([e[name] for _, _, e in segments]) for name in segments[0][2]}
+              if record_events else None)
+    return out, events
+
+
+def _replace_events(events: dict, replacement: dict, patients) -> dict:
+    """``events`` with the events of ``patients`` replaced by ``replacement``
+    (both by patient, each patient's events in order)."""
+    keep = ~np.isin(events["patient"], patients)
+    merged = {name: np.concatenate([events[name][keep], replacement[name]]) for name in events}
+    order = np.argsort(merged["patient"], kind="stable")
+    return {name: values[order] for name, values in merged.items()}
 
 
 def _bed_stays(pathway: Pathway, group: int):

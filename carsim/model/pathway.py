@@ -79,7 +79,7 @@ class _PerPatient:
     same numbers (common random numbers)."""
 
     def __init__(self, cohorts, patient_of_row):
-        self.cohorts = cohorts  # (first patient, n, streams) per cohort
+        self.cohorts = cohorts  # (patients: a slice or positions in the streams, streams) per cohort
         self.patient_of_row = patient_of_row
         self.vectors = {}
 
@@ -87,7 +87,7 @@ class _PerPatient:
         vector = self.vectors.get(name)
         if vector is None:
             vector = self.vectors[name] = np.concatenate(
-                [streams.uniforms(name)[start:start + n] for start, n, streams in self.cohorts])
+                [streams.uniforms(name)[patients] for patients, streams in self.cohorts])
         return vector[self.patient_of_row[idx]]
 
     def occurrence(self, template: str, k, idx) -> np.ndarray:
@@ -131,7 +131,7 @@ class Pathway:
         self.patient_of_row = np.concatenate(
             [np.tile(np.arange(a.n), n_policies) + patient_offset[c] for c, a in enumerate(self.cohorts)]
         ).astype(np.int64)
-        self.ids = np.concatenate([np.tile(np.arange(a.start, a.start + a.n), n_policies) for a in self.cohorts])
+        self.ids = np.concatenate([np.tile(a.patient_ids, n_policies) for a in self.cohorts])
 
         def per_row(values: list) -> np.ndarray:
             return np.concatenate([np.tile(v, n_policies) for v in values])
@@ -141,7 +141,7 @@ class Pathway:
         self.state = {k: per_row([a.covariates[k] for a in self.cohorts]) for k in self.cohorts[0].covariates}
         self.state.update({name: np.full(n, value, dtype=column_dtype(value)) for name, value in INITIAL_STATE.items()})
         self.infusion = per_row([a.infusion_time for a in self.cohorts])
-        self.u = _PerPatient([(a.start, a.n, streams) for a, (_a, streams) in zip(self.cohorts, cohorts)],
+        self.u = _PerPatient([(a.patients, streams) for a, (_a, streams) in zip(self.cohorts, cohorts)],
                              self.patient_of_row)
         self.clocks = dict(model.clocks)
         self.sources = [*SCHEDULED, *(f"clock:{name}" for name in self.clocks), *LATER]
@@ -186,7 +186,8 @@ class Pathway:
         for c, access in enumerate(self.cohorts):
             patient, days, names, details = access.event_arrays()
             starts = self.group_start[c * n_policies:(c + 1) * n_policies]
-            rows.append(np.concatenate([patient - access.start + start for start in starts]))
+            local = np.searchsorted(access.patient_ids, patient)
+            rows.append(np.concatenate([local + start for start in starts]))
             time_days.append(np.tile(days, n_policies))
             event.append(np.tile(names, n_policies))
             detail.append(np.tile(details, n_policies))
