@@ -35,6 +35,7 @@ from carsim.scenario.loader import resolve_extends
 
 CNS = {
     "name": "cns_phenotype",
+    "cohort": {"covariates": {"cns_involvement": {"descriptive": False}}},  # it acts here
     "pathway": {
         "relapse": {"isolated_cns": {
             "law": {"family": "exponential", "rate": 0.05, "unit": "years", "assumption": "example"},

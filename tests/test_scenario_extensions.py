@@ -46,7 +46,7 @@ def test_the_covariate_effect_is_the_hazard_ratio_the_scenario_gives(derived_sce
     Cox model from the response assessment recovers HR 3: the 95% interval
     of the estimate (about +-20% at these counts) must contain it."""
     scenario = derived_scenario({
-        "cohort": {"covariates": {"cns_involvement": {"bernoulli": 0.5, "assumption": "test"}}},
+        "cohort": {"covariates": {"cns_involvement": {"bernoulli": 0.5, "descriptive": False, "assumption": "test"}}},
         "pathway": {"relapse": {"isolated_cns": {
             "law": {"family": "exponential", "rate": 0.4, "unit": "years", "assumption": "test"},
             "multipliers": [{"if": "cns_involvement", "value": 3.0, "assumption": "test"}]}},

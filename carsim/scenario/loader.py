@@ -220,9 +220,17 @@ def check_semantics(scenario: Scenario, file_for) -> None:
                       + "; known variables: " + ", ".join(usable))
         return cond
 
+    descriptive = {name for name, spec in covs.items() if spec.descriptive}
     for loc, multiplier in iter_multipliers(scenario):
         if multiplier.when_true is not None:
-            check_condition(multiplier.when_true, loc + ("if",), all_names)
+            cond = check_condition(multiplier.when_true, loc + ("if",), all_names)
+            used = sorted(cond.names & descriptive)
+            if used:
+                fail(loc + ("if",), f"{used[0]!r} is marked 'descriptive: true' in cohort.covariates (no effect in "
+                                    f"the model); give it a sourced effect by removing that mark, or drop this rule")
+        elif multiplier.per in descriptive:
+            fail(loc + ("per",), f"{multiplier.per!r} is marked 'descriptive: true' in cohort.covariates (no effect "
+                                 f"in the model); give it a sourced effect by removing that mark, or drop this rule")
         elif multiplier.per not in all_names:
             fail(loc + ("per",), f"unknown variable {multiplier.per!r}")
         elif multiplier.per in covs and covs[multiplier.per].family is None \

@@ -226,9 +226,15 @@ class Hazard(Strict):
 class CovariateSpec(Noted):
     """One covariate's distribution: ``bernoulli: p``, ``categorical: {level: p}``
     or a continuous ``family`` (beta scaled to ``scale``, uniform, normal,
-    lognormal), clipped to [low, high] when given."""
+    lognormal), clipped to [low, high] when given.
+
+    ``descriptive: true`` declares that the covariate describes the cohort
+    but has no effect in the model (no sourced effect size): a hazard
+    multiplier or odds ratio that reads it is then an error.  Every other
+    covariate of a shipped scenario acts through a sourced effect."""
 
     bernoulli: float | None = Field(None, ge=0, le=1)
+    descriptive: bool = False
     categorical: dict[int | str, float] | None = None
     family: Literal["beta", "uniform", "normal", "lognormal"] | None = None
     a: float | None = Field(None, gt=0)
