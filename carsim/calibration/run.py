@@ -14,7 +14,8 @@ from .._io import atomic_write
 from ..errors import display_path
 from ..experiment.manifest import Manifest, clear
 from .fit import Calibrator, fit, get_path, set_path
-from .recovery import recover
+from ..model.definition import ModelDefinition
+from .recovery import hsct_recovery, recover
 from .report import markdown, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
 
@@ -78,7 +79,9 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     for stage in stages:
         contributions.update(stage.contributions)
     table = target_rows(calibrator, final.patients, final.outputs, contributions)
-    recovered = [(r, recover(final.patients["cohort"], r.analysis)) for r in spec.recover]
+    recovered = [(r, recover(final.patients["cohort"], r.analysis) if r.analysis != "consolidative_hsct"
+                  else hsct_recovery(ModelDefinition(calibrator.scenario(values, None)), spec.patients, spec.seed))
+                 for r in spec.recover]
     import pandas as pd
 
     if recovered:

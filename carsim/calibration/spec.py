@@ -68,7 +68,8 @@ class Stage(Strict):
 
 class Recovery(Strict):
     id: str
-    analysis: Literal["bca_loss_relapse", "burden_efs", "mrd_day28_relapse", "mrd_month3_relapse"]
+    analysis: Literal["bca_loss_relapse", "burden_efs", "mrd_day28_relapse", "mrd_month3_relapse",
+                      "consolidative_hsct"]
     tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
     note: str = ""
 
