@@ -13,8 +13,8 @@ import yaml
 from .._io import atomic_write
 from ..errors import display_path
 from ..experiment.manifest import Manifest, clear
-from .fit import Calibrator, fit, get_path, set_path
 from ..model.definition import ModelDefinition
+from .fit import Calibrator, fit, get_path, set_path
 from .recovery import hsct_recovery, recover
 from .report import markdown, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
