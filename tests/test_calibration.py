@@ -3,6 +3,7 @@ with known parameters is recovered, and the same seed gives the same fit."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,23 @@ def test_scenario_error_type_for_unknown_output(tmp_path):
     path = _write(tmp_path, _spec(MODEL, targets=[{"id": "cr", "output": "nope"}]))
     with pytest.raises(ScenarioError):
         load_calibration(path)
+
+
+def test_a_fitted_parameter_at_a_bound_is_reported_as_a_failure():
+    """The shipped ELIANA fit put non-relapse mortality at the foot of its
+    range (0.00119 in [0.001, 0.1], log scale: 4% of the range): flagged."""
+    from types import SimpleNamespace
+
+    from carsim.calibration.report import parameters_at_bounds
+    from carsim.calibration.spec import load_calibration
+
+    spec, _targets = load_calibration(ROOT / "calibration" / "eliana.yaml")
+    fitted = yaml.safe_load((ROOT / "calibration" / "fitted" / "eliana.yaml").read_text())
+    nrm = fitted["pathway"]["non_relapse_mortality"]["death"]["law"]["rate"]
+    stages = [SimpleNamespace(values={p.path: (nrm if p.path.startswith("pathway.non_relapse_mortality")
+                                                else math.sqrt(p.bounds[0] * p.bounds[1]) if p.scale == "log"
+                                                else sum(p.bounds) / 2) for p in stage.parameters})
+              for stage in spec.stages]
+    found = parameters_at_bounds(spec, stages)
+    assert [path for path, _value, _bound in found] == ["pathway.non_relapse_mortality.death.law.rate"]
+    assert found[0][2] == 0.001

@@ -96,6 +96,31 @@ def _describe_output(target, phenotypes) -> str:
     return text
 
 
+# A fitted value this close to a bound (5% of the search range, on the
+# parameter's own scale) sits at the bound: the fit wanted to go further.
+AT_BOUND = 0.05
+
+
+def parameters_at_bounds(spec, stages) -> list[tuple[str, float, float]]:
+    """(path, fitted value, the bound it sits at) of every fitted parameter at
+    a bound of its search range: a failure of the fit (a structural problem
+    or a compensating parameter), never a result."""
+    found = []
+    for stage_spec, stage in zip(spec.stages, stages, strict=True):
+        for parameter in stage_spec.parameters:
+            value = stage.values.get(parameter.path)
+            if value is None:
+                continue
+            lo, hi = parameter.bounds
+            if parameter.scale == "log":
+                position = (math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo))
+            else:
+                position = (value - lo) / (hi - lo)
+            if position <= AT_BOUND or position >= 1 - AT_BOUND:
+                found.append((parameter.path, value, lo if position <= AT_BOUND else hi))
+    return found
+
+
 def _fmt(x, digits=3):
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
@@ -112,6 +137,7 @@ def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seco
              f"seed {spec.seed}; {evaluations} simulations in {seconds / 60:.1f} min."), "",
              (f"**{inside} of {len(fitted)} fitted targets ({100 * inside / max(len(fitted), 1):.0f}%) fall inside "
              "their published interval or stated tolerance.**"), "",
+             *_bound_lines(spec, stages),
              ("Model values carry a 95% Monte Carlo interval (patient bootstrap). Intervals of the published "
              "figures: the published 95% CI where there is one, a binomial 95% interval from n where only n is "
              "published, otherwise a stated tolerance."), "", "## Targets", "",
@@ -141,10 +167,16 @@ def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seco
                          f"({_fmt(row.model_lower, 2)}-"
                          f"{_fmt(row.model_upper, 2)}) | {'yes' if row.inside else '**no**'} | {row.output}; "
                          f"{row.note} |")
-    lines += ["", "## Fitted parameters", "", "| stage | parameter | prior | fitted |", "| --- | --- | --- | --- |"]
-    for stage in stages:
+    at_bounds = {path for path, _value, _bound in parameters_at_bounds(spec, stages)}
+    lines += ["", "## Fitted parameters", "", "| stage | parameter | search range | prior | fitted | at a bound |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for stage_spec, stage in zip(spec.stages, stages, strict=True):
+        ranges = {p.path: p for p in stage_spec.parameters}
         for path, value in stage.values.items():
-            lines.append(f"| {stage.name} | `{path}` | {priors[path]:.6g} | {value:.6g} |")
+            r = ranges.get(path)
+            search = f"{r.bounds[0]:.6g}-{r.bounds[1]:.6g}{' (log)' if r.scale == 'log' else ''}" if r else "-"
+            lines.append(f"| {stage.name} | `{path}` | {search} | {priors[path]:.6g} | {value:.6g} | "
+                         f"{'**yes: a failure of the fit**' if path in at_bounds else 'no'} |")
     lines += ["", "| stage | objective before | after | evaluations |", "| --- | --- | --- | --- |"]
     for stage in stages:
         lines.append(f"| {stage.name} | {stage.objective_before:.2f} | {stage.objective_after:.2f} | "
@@ -153,6 +185,16 @@ def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seco
     for row in table.drop_duplicates("id").itertuples():
         lines.append(f"- `{row.id}`: {row.source}")
     return "\n".join(lines) + "\n"
+
+
+def _bound_lines(spec, stages) -> list[str]:
+    found = parameters_at_bounds(spec, stages)
+    if not found:
+        return ["No fitted parameter sits at a bound of its search range.", ""]
+    listed = "; ".join(f"`{path}` = {value:.6g} at {bound:g}" for path, value, bound in found)
+    headline = (f"**{len(found)} fitted parameter(s) at a bound of the search range: a failure of the fit, not a "
+                f"result (the model needs a value the plausible range excludes).** {listed}.")
+    return [headline, ""]
 
 
 def plot(table: pd.DataFrame, path: Path, title: str) -> None:

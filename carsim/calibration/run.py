@@ -16,7 +16,7 @@ from ..experiment.manifest import Manifest, clear
 from ..model.definition import ModelDefinition
 from .fit import Calibrator, fit, get_path, set_path
 from .recovery import hsct_recovery, recover
-from .report import markdown, recovery_rows, target_rows, write_report
+from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
 
 
@@ -92,11 +92,15 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     write_report(report_dir, table, text, f"{spec.name}: model vs published")
     fitted_path = (path.parent / spec.writes)
     write_fitted(fitted_path, calibrator, values, spec, path, report_dir)
-    calibration_manifest(calibrator, spec, path, fitted_path, values, stages,
-                         {"fit_seconds": round(fit_seconds, 3),
-                          "total_seconds": round(time.perf_counter() - started, 3),
-                          "evaluations": calibrator.evaluations},
-                         command).write(report_dir)
+    manifest = calibration_manifest(calibrator, spec, path, fitted_path, values, stages,
+                                    {"fit_seconds": round(fit_seconds, 3),
+                                     "total_seconds": round(time.perf_counter() - started, 3),
+                                     "evaluations": calibrator.evaluations}, command)
+    for parameter, value, bound in parameters_at_bounds(spec, stages):
+        message = f"fitted parameter {parameter} = {value:.6g} sits at the bound {bound:g} of its search range"
+        manifest.warn(message)
+        log(f"warning: {message} (a failure of the fit, not a result)")
+    manifest.write(report_dir)
     log(f"fitted parameters: {display_path(fitted_path)}")
     log(f"report: {display_path(report_dir / 'report.md')}")
     return {"table": table, "values": values, "stages": stages, "seconds": seconds}
