@@ -104,7 +104,7 @@ class Calibrator:
         self.n_jobs = effective_jobs(spec.n_jobs if n_jobs is None else n_jobs)
         self.groups = {MAIN: None, **{t.mapping.subgroup: t.mapping.subgroup for t in targets.values()
                                       if t.mapping.subgroup}}
-        self.tied = {p.path: (p.path, *p.also) for stage in spec.stages for p in stage.parameters}
+        self.tied = {p.path: (p.path, *p.also) for p in self.parameters}
         self._check_paths()
         self.phenotypes = self.scenario({}).relapse_phenotypes  # outputs by phenotype follow the scenario's
         self.evaluations = 0
@@ -121,22 +121,29 @@ class Calibrator:
             self._parallel.__exit__(*exc)
             self._parallel = None
 
+    @property
+    def parameters(self) -> list:
+        """Every fitted parameter: the stages' and those tuned to match a published HR."""
+        return [p for stage in self.spec.stages for p in stage.parameters] + [m.parameter for m in self.spec.match]
+
     def _check_paths(self):
         """Every fitted path must name a number in the scenario (typos are errors)."""
-        for s, stage in enumerate(self.spec.stages):
-            for i, parameter in enumerate(stage.parameters):
-                for path in self.tied[parameter.path]:
-                    try:
-                        value = get_path(self.raw, path)
-                    except (KeyError, IndexError, ValueError, TypeError):
-                        value = None
-                    if isinstance(value, bool) or not isinstance(value, (int, float)):
-                        raise ScenarioError(self.spec_path, f"stages[{s}].parameters[{i}].path",
-                                            f"{path!r} does not name a number in {self.scenario_path.name}")
-                    lo, hi = parameter.bounds
-                    if parameter.path == path and not lo <= value <= hi:
-                        raise ScenarioError(self.spec_path, f"stages[{s}].parameters[{i}].bounds",
-                                            f"the starting value {value:g} of {path!r} lies outside {lo:g}..{hi:g}")
+        places = [(f"stages[{s}].parameters[{i}]", parameter) for s, stage in enumerate(self.spec.stages)
+                  for i, parameter in enumerate(stage.parameters)]
+        places += [(f"match[{m}].parameter", match.parameter) for m, match in enumerate(self.spec.match)]
+        for where, parameter in places:
+            for path in self.tied[parameter.path]:
+                try:
+                    value = get_path(self.raw, path)
+                except (KeyError, IndexError, ValueError, TypeError):
+                    value = None
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ScenarioError(self.spec_path, f"{where}.path",
+                                        f"{path!r} does not name a number in {self.scenario_path.name}")
+                lo, hi = parameter.bounds
+                if parameter.path == path and not lo <= value <= hi:
+                    raise ScenarioError(self.spec_path, f"{where}.bounds",
+                                        f"the starting value {value:g} of {path!r} lies outside {lo:g}..{hi:g}")
 
         known = set(self.raw["cohort"]["covariates"]) | {"marrow_blasts_infusion"}
         for name, subgroup in self.spec.subgroups.items():
@@ -205,8 +212,10 @@ class StageResult:
     contributions: dict  # target id -> squared standardised difference
 
 
-def fit(calibrator: Calibrator, log=print) -> tuple[dict, list[StageResult]]:
-    """Fit each stage in turn; later stages start from earlier fits."""
+def fit(calibrator: Calibrator, log=print, published: dict | None = None) -> tuple[dict, list[StageResult]]:
+    """Fit each stage in turn (later stages start from earlier fits), then
+    tune the parameters that match published hazard ratios (``published``:
+    the targets file's entries by id)."""
     spec = calibrator.spec
     values = {}
     for stage in spec.stages:
@@ -239,7 +248,47 @@ def fit(calibrator: Calibrator, log=print) -> tuple[dict, list[StageResult]]:
         results.append(StageResult(stage.name, {p.path: values[p.path] for p in params}, before, best, used,
                                    contributions))
         log(f"stage {stage.name}: objective {before:.2f} -> {best:.2f} in {used} evaluations")
+    for match in spec.match:
+        results.append(match_input(calibrator, values, match, float(published[match.id]["value"]), log))
     return values, results
+
+
+def match_input(calibrator: Calibrator, values: dict, match, published: float, log=print) -> StageResult:
+    """Tune ``match.parameter`` (in ``values``) until the hazard ratio
+    re-estimated on the simulated cohort equals the published one: a root of
+    log(recovered HR) - log(published HR), found by Brent's method on the
+    parameter's scale with common random numbers.  Where no value in the
+    search range reaches the published HR, the nearer bound is kept (and the
+    report flags it as a failure)."""
+    from .recovery import consolidative_hsct_effect
+
+    parameter = match.parameter
+    spec = calibrator.spec
+    evaluations = 0
+
+    def gap(z: float) -> float:
+        nonlocal evaluations
+        evaluations += 1
+        trial = {**values, parameter.path: from_unit(parameter, z)}
+        model = ModelDefinition(calibrator.scenario(trial))
+        hr = consolidative_hsct_effect(model, calibrator.patients, spec.seed)["overall"]["hr"]
+        return math.log(hr) - math.log(published)
+
+    before_value = values.get(parameter.path, calibrator.prior_values([parameter])[parameter.path])
+    before = gap(to_unit(parameter, before_value))
+    low, high = to_unit(parameter, parameter.bounds[0]), to_unit(parameter, parameter.bounds[1])
+    at_low, at_high = gap(low), gap(high)
+    if at_low * at_high > 0:  # no root inside the range: keep the nearer end
+        z = low if abs(at_low) < abs(at_high) else high
+        after = min(abs(at_low), abs(at_high))
+    else:
+        z = optimize.brentq(gap, low, high, xtol=1e-3)
+        after = abs(gap(z))
+    values[parameter.path] = from_unit(parameter, z)
+    log(f"match {match.id}: {parameter.path} = {values[parameter.path]:.6g} (|log HR gap| {abs(before):.3f} -> "
+        f"{after:.3f}) in {evaluations} evaluations")
+    return StageResult(f"match {match.id}", {parameter.path: values[parameter.path]}, before ** 2, after ** 2,
+                       evaluations, {})
 
 
 def _simplex(z0: np.ndarray, step: float = 0.6) -> np.ndarray:

@@ -101,15 +101,23 @@ def _describe_output(target, phenotypes) -> str:
 AT_BOUND = 0.05
 
 
+def _ranges(spec) -> dict:
+    """Fitted path -> its Parameter (search range and scale)."""
+    ranges = {p.path: p for stage in spec.stages for p in stage.parameters}
+    ranges.update({m.parameter.path: m.parameter for m in getattr(spec, "match", ())})
+    return ranges
+
+
 def parameters_at_bounds(spec, stages) -> list[tuple[str, float, float]]:
     """(path, fitted value, the bound it sits at) of every fitted parameter at
     a bound of its search range: a failure of the fit (a structural problem
     or a compensating parameter), never a result."""
+    ranges = _ranges(spec)
     found = []
-    for stage_spec, stage in zip(spec.stages, stages, strict=True):
-        for parameter in stage_spec.parameters:
-            value = stage.values.get(parameter.path)
-            if value is None:
+    for stage in stages:
+        for path, value in stage.values.items():
+            parameter = ranges.get(path)
+            if parameter is None:
                 continue
             lo, hi = parameter.bounds
             if parameter.scale == "log":
@@ -117,7 +125,7 @@ def parameters_at_bounds(spec, stages) -> list[tuple[str, float, float]]:
             else:
                 position = (value - lo) / (hi - lo)
             if position <= AT_BOUND or position >= 1 - AT_BOUND:
-                found.append((parameter.path, value, lo if position <= AT_BOUND else hi))
+                found.append((path, value, lo if position <= AT_BOUND else hi))
     return found
 
 
@@ -170,8 +178,8 @@ def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seco
     at_bounds = {path for path, _value, _bound in parameters_at_bounds(spec, stages)}
     lines += ["", "## Fitted parameters", "", "| stage | parameter | search range | prior | fitted | at a bound |",
               "| --- | --- | --- | --- | --- | --- |"]
-    for stage_spec, stage in zip(spec.stages, stages, strict=True):
-        ranges = {p.path: p for p in stage_spec.parameters}
+    ranges = _ranges(spec)
+    for stage in stages:
         for path, value in stage.values.items():
             r = ranges.get(path)
             search = f"{r.bounds[0]:.6g}-{r.bounds[1]:.6g}{' (log)' if r.scale == 'log' else ''}" if r else "-"

@@ -71,8 +71,8 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     report_dir = (path.parent / spec.report)
     clear(report_dir)  # the report is unfinished until its manifest is written
     with Calibrator(spec, targets, path, n_jobs=n_jobs) as calibrator:
-        priors = calibrator.prior_values([p for s in spec.stages for p in s.parameters])
-        values, stages = fit(calibrator, log=log)
+        priors = calibrator.prior_values(calibrator.parameters)
+        values, stages = fit(calibrator, log=log, published=published)
         fit_seconds = time.perf_counter() - started
         final = calibrator.evaluate(values, list(targets))
     contributions = {}

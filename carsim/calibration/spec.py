@@ -74,6 +74,19 @@ class Recovery(Strict):
     note: str = ""
 
 
+class Match(Strict):
+    """A published hazard ratio that a parameter is tuned to reproduce when
+    re-estimated on the simulated cohort the way the paper estimated it (the
+    parameter itself is a conditional effect no paper reports), e.g. the
+    relapse multiplier after HSCT so that the marginal HR of consolidative
+    HSCT among responders is Xu 2021's."""
+
+    id: str  # the published input in the targets file
+    analysis: Literal["consolidative_hsct"]
+    parameter: Parameter
+    note: str = ""
+
+
 class CalibrationSpec(Strict):
     name: str
     scenario: str
@@ -90,6 +103,7 @@ class CalibrationSpec(Strict):
     targets: list[TargetMapping]
     stages: list[Stage]
     recover: list[Recovery] = Field(default_factory=list)
+    match: list[Match] = Field(default_factory=list)
 
 
 class Target:
@@ -186,4 +200,11 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     for r, recovery in enumerate(spec.recover):
         if recovery.id not in published:
             raise ScenarioError(path, f"recover[{r}].id", f"unknown target id {recovery.id!r}")
+    for m, match in enumerate(spec.match):
+        if match.id not in published:
+            raise ScenarioError(path, f"match[{m}].id", f"unknown target id {match.id!r}")
+        try:
+            float(published[match.id]["value"])
+        except (TypeError, ValueError):
+            raise ScenarioError(path, f"match[{m}].id", f"{match.id!r} has no numeric value to match") from None
     return spec, targets
