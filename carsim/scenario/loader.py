@@ -238,6 +238,8 @@ def check_semantics(scenario: Scenario, file_for) -> None:
                 and not all(isinstance(k, (int, float)) for k in covs[multiplier.per].categorical):
             fail(loc + ("per",), f"expected a numeric variable, {multiplier.per!r} has text levels")
 
+    check_shared_draws(scenario, fail)
+
     for pname, policy in scenario.policies.items():
         for i, rule in enumerate(policy.rules):
             loc = ("policies", pname, "rules", i, "if")
@@ -246,6 +248,17 @@ def check_semantics(scenario: Scenario, file_for) -> None:
             if hidden:
                 fail(loc, f"a policy can only use what clinicians observe; {hidden[0]!r} is hidden biology "
                           f"(use the test results, e.g. 'bca_loss_detected' or 'mrd_positive')")
+
+
+def check_shared_draws(scenario: Scenario, fail) -> None:
+    """Values that share one PSA draw (``distribution.shared``) must agree."""
+    from .parameters import SharedParameterError, uncertain_parameters
+
+    try:
+        uncertain_parameters(scenario)
+    except SharedParameterError as exc:
+        path = exc.path.split(".")[:-1]  # the value's mapping
+        fail(tuple(int(part) if part.isdigit() else part for part in path) + ("distribution", "shared"), str(exc))
 
 
 def iter_multipliers(scenario: Scenario):

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import stats
 
 from .schema import Law, Scalar, Scenario, Uncertainty
 
@@ -24,14 +23,21 @@ Z975 = 1.959963984540054
 
 @dataclass(frozen=True)
 class UncertainParameter:
-    path: str
+    path: str  # its first place in the scenario (its name in tables)
     point: float
     uncertainty: Uncertainty
     kind: str  # "probability", "ratio", "duration", "value"
+    also: tuple[str, ...] = ()  # further places that share its draw (``distribution.shared``)
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (self.path, *self.also)
 
     @property
     def frozen(self):
         """The scipy distribution of this parameter."""
+        from scipy import stats  # imported when sampling, not when a scenario is loaded
+
         u, m = self.uncertainty, self.point
         if u.family == "beta":
             if u.a is not None:
@@ -99,15 +105,48 @@ def uncertain_parameters(scenario: Scenario) -> list[UncertainParameter]:
 
     walk(scenario.pathway, "pathway")
     walk(scenario.surveillance, "surveillance")
-    return found
+    return _merge_shared(found)
+
+
+class SharedParameterError(ValueError):
+    """Values sharing one draw disagree; ``path`` is the one that differs."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(message)
+        self.path = path
+
+
+def _merge_shared(found: list[UncertainParameter]) -> list[UncertainParameter]:
+    """One parameter per ``shared`` name (at its first place), the others as ``also``."""
+    out: list[UncertainParameter] = []
+    first: dict[str, int] = {}
+    for parameter in found:
+        name = parameter.uncertainty.shared
+        if name is None:
+            out.append(parameter)
+            continue
+        if name not in first:
+            first[name] = len(out)
+            out.append(parameter)
+            continue
+        head = out[first[name]]
+        if parameter.point != head.point or parameter.uncertainty != head.uncertainty:
+            raise SharedParameterError(
+                parameter.path, f"shares the draw {name!r} with {head.path} but differs from it (value "
+                f"{parameter.point:g} vs {head.point:g}, or its distribution); expected the same value and distribution")
+        out[first[name]] = UncertainParameter(head.path, head.point, head.uncertainty, head.kind,
+                                              (*head.also, parameter.path))
+    return out
 
 
 def apply_values(scenario: Scenario, values: dict[str, float]) -> Scenario:
     """A copy of ``scenario`` with the values at the given key paths replaced
     (validated again, so an impossible draw is reported, not simulated)."""
     data = scenario.model_dump(by_alias=True, exclude_none=True)
-    for path, value in values.items():
-        parts = path.split(".")
+    linked = {p.path: p.also for p in uncertain_parameters(scenario) if p.also}
+    places = [(place, value) for path, value in values.items() for place in (path, *linked.get(path, ()))]
+    for place, value in places:
+        parts = place.split(".")
         node = data
         for part in parts[:-1]:
             node = node[int(part)] if isinstance(node, list) else node[part]

@@ -37,7 +37,11 @@ class Noted(Strict):
 
 class Uncertainty(Strict):
     """Parameter uncertainty for probabilistic sensitivity analysis: a family and
-    either a 95% interval (``ci``) or the family's own parameters."""
+    either a 95% interval (``ci``) or the family's own parameters.
+
+    ``shared: NAME`` makes every value that carries the same name one
+    parameter (one published estimate used in several places, e.g. an MRD
+    hazard ratio on each relapse phenotype): one draw sets them all."""
 
     family: Literal["beta", "lognormal", "gamma", "normal", "uniform"]
     ci: tuple[float, float] | None = None
@@ -48,6 +52,7 @@ class Uncertainty(Strict):
     sd: float | None = Field(None, gt=0)
     low: float | None = None
     high: float | None = None
+    shared: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
 
     @model_validator(mode="after")
     def _complete(self):

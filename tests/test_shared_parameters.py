@@ -1,0 +1,42 @@
+"""One published estimate used in several places is one uncertain parameter
+(``distribution.shared``): one draw sets every place, and places that share
+a draw must agree."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import BASELINE
+
+from carsim.errors import ScenarioError
+from carsim.scenario import load_scenario
+from carsim.scenario.parameters import apply_values, uncertain_parameters
+
+MRD_PATHS = ("pathway.relapse.cd19pos.multipliers.1.value", "pathway.relapse.cd19neg.multipliers.0.value",
+             "pathway.relapse.lineage_switch.multipliers.1.value")
+
+
+def test_the_mrd_hazard_ratio_is_one_parameter_on_every_phenotype():
+    scenario = load_scenario(BASELINE)
+    (mrd,) = [p for p in uncertain_parameters(scenario) if p.uncertainty.shared == "mrd_relapse_hr"]
+    assert mrd.paths == MRD_PATHS
+    drawn = apply_values(scenario, {mrd.path: 7.5})
+    relapse = drawn.pathway.relapse
+    assert [relapse["cd19pos"].multipliers[1].value, relapse["cd19neg"].multipliers[0].value,
+            relapse["lineage_switch"].multipliers[1].value] == [7.5, 7.5, 7.5]
+    assert len({p.path for p in uncertain_parameters(drawn)}) == len(uncertain_parameters(drawn))
+
+
+def test_values_that_share_a_draw_must_agree(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"""extends: {BASELINE}
+pathway:
+  relapse:
+    cd19neg:
+      multipliers:
+        - {{if: "mrd_present", value: 10.0, source: "test", distribution: {{family: lognormal, ci: [2.87, 50], shared: mrd_relapse_hr}}}}
+""")
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(path)
+    message = str(error.value)
+    assert "pathway.relapse.cd19neg.multipliers[0].distribution.shared" in message, message
+    assert "shares the draw 'mrd_relapse_hr'" in message and "\n" not in message
