@@ -187,3 +187,25 @@ def test_a_fitted_parameter_at_a_bound_is_reported_as_a_failure():
     found = parameters_at_bounds(spec, stages)
     assert [path for path, _value, _bound in found] == ["pathway.non_relapse_mortality.death.law.rate"]
     assert found[0][2] == 0.001
+
+
+def test_the_fludarabine_effect_is_recovered_on_a_cohort_where_it_is_the_only_one(derived_scenario):
+    """Relapse x2 with suboptimal fludarabine and nothing else acting on it:
+    the recovery analysis (Cox on relapse from infusion, responders) finds 2."""
+    from carsim.calibration.recovery import recover
+
+    only_flu = [{"if": "fludarabine_suboptimal", "value": 2.0, "assumption": "test"}]
+    relapse = {name: {"law": {"family": "exponential", "rate": rate, "unit": "years", "assumption": "test"},
+                      "multipliers": only_flu}
+               for name, rate in (("cd19pos", 0.4), ("cd19neg", 0.2), ("lineage_switch", 0.02))}
+    scenario = derived_scenario({"pathway": {"relapse": relapse}})
+    (result,) = simulate_policies_observe(scenario, 4000, 9)
+    found = recover(result, "fludarabine_relapse")
+    assert found["lower"] < 2.0 < found["upper"], found
+
+
+def simulate_policies_observe(scenario, n, seed):
+    from carsim.model.simulation import simulate_policies
+
+    (r,) = simulate_policies(ModelDefinition(scenario), ["observe"], 0, n, seed, record_events=False)
+    return ({**r.outcomes, **{k: v for k, v in r.covariates.items() if k not in r.outcomes}},)

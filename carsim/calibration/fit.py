@@ -260,7 +260,7 @@ def match_input(calibrator: Calibrator, values: dict, match, published: float, l
     parameter's scale with common random numbers.  Where no value in the
     search range reaches the published HR, the nearer bound is kept (and the
     report flags it as a failure)."""
-    from .recovery import consolidative_hsct_effect
+    from .recovery import consolidative_hsct_effect, recover
 
     parameter = match.parameter
     spec = calibrator.spec
@@ -270,8 +270,11 @@ def match_input(calibrator: Calibrator, values: dict, match, published: float, l
         nonlocal evaluations
         evaluations += 1
         trial = {**values, parameter.path: from_unit(parameter, z)}
-        model = ModelDefinition(calibrator.scenario(trial))
-        hr = consolidative_hsct_effect(model, calibrator.patients, spec.seed)["overall"]["hr"]
+        if match.analysis == "consolidative_hsct":  # needs the cohort under two policies
+            model = ModelDefinition(calibrator.scenario(trial))
+            hr = consolidative_hsct_effect(model, calibrator.patients, spec.seed)["overall"]["hr"]
+        else:  # re-estimated on the calibration cohort itself
+            hr = recover(calibrator.simulate(trial, [MAIN])[MAIN], match.analysis)["hr"]
         return math.log(hr) - math.log(published)
 
     before_value = values.get(parameter.path, calibrator.prior_values([parameter])[parameter.path])

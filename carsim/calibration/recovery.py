@@ -57,6 +57,13 @@ def recover(p: dict, analysis: str) -> dict:
         hr, lo, hi, n = _cox(frame, "mrd_positive")
         method = (f"Cox PH landmark at day {landmark:.0f}: relapse by NGS-MRD result, informative responders "
                   "relapse-free and untransplanted at the landmark; death and HSCT censor")
+    elif analysis == "fludarabine_relapse":
+        at_risk, durations, events = _relapse_from(p, 0.0)
+        frame = pd.DataFrame({"duration": durations[at_risk], "event": events[at_risk].astype(int),
+                              "fludarabine_suboptimal": p["fludarabine_suboptimal"][at_risk].astype(int)})
+        hr, lo, hi, n = _cox(frame, "fludarabine_suboptimal")
+        method = ("Cox PH: relapse from infusion by fludarabine exposure (AUC < 13.8 mg*h/L), responders; death and "
+                  "HSCT censor")
     elif analysis == "bca_loss_relapse":
         hr, lo, hi, n = _bca_time_varying(p)
         method = ("Cox with time-varying covariate: B-cell recovery seen within the first year; relapse from "
