@@ -17,8 +17,12 @@ MONTH3 = 365.25 / 4
 
 def _cox(frame: pd.DataFrame, covariate: str) -> tuple[float, float, float, int]:
     from lifelines import CoxPHFitter
+    from lifelines.exceptions import ConvergenceError
 
-    fitter = CoxPHFitter().fit(frame[["duration", "event", covariate]], "duration", "event")
+    try:
+        fitter = CoxPHFitter().fit(frame[["duration", "event", covariate]], "duration", "event")
+    except ConvergenceError:  # (near) separation, e.g. no event in one group: a small ridge penalty
+        fitter = CoxPHFitter(penalizer=0.01).fit(frame[["duration", "event", covariate]], "duration", "event")
     summary = fitter.summary.loc[covariate]
     return (float(summary["exp(coef)"]), float(summary["exp(coef) lower 95%"]),
             float(summary["exp(coef) upper 95%"]), int(frame["event"].sum()))
@@ -64,6 +68,15 @@ def recover(p: dict, analysis: str) -> dict:
         hr, lo, hi, n = _cox(frame, "fludarabine_suboptimal")
         method = ("Cox PH: relapse from infusion by fludarabine exposure (AUC < 13.8 mg*h/L), responders; death and "
                   "HSCT censor")
+    elif analysis in ("kmt2a_relapse", "kmt2a_lineage_switch"):
+        at_risk, durations, events = _relapse_from(p, 0.0)
+        if analysis == "kmt2a_lineage_switch":
+            events = events & (p["relapse_phenotype"] == "lineage_switch")
+        frame = pd.DataFrame({"duration": durations[at_risk], "event": events[at_risk].astype(int),
+                              "kmt2a": p["kmt2a"][at_risk].astype(int)})
+        hr, lo, hi, n = _cox(frame, "kmt2a")
+        what = "any relapse" if analysis == "kmt2a_relapse" else "lineage switch (other relapses censor)"
+        method = f"Cox PH: {what} from infusion by KMT2A rearrangement, responders; death and HSCT censor"
     elif analysis == "bca_loss_relapse":
         hr, lo, hi, n = _bca_time_varying(p)
         method = ("Cox with time-varying covariate: B-cell recovery seen within the first year; relapse from "

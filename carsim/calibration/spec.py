@@ -69,7 +69,7 @@ class Stage(Strict):
 class Recovery(Strict):
     id: str
     analysis: Literal["bca_loss_relapse", "burden_efs", "mrd_day28_relapse", "mrd_month3_relapse",
-                      "consolidative_hsct", "fludarabine_relapse"]
+                      "consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "kmt2a_lineage_switch"]
     tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
     note: str = ""
 
@@ -82,7 +82,7 @@ class Match(Strict):
     HSCT among responders is Xu 2021's."""
 
     id: str  # the published input in the targets file
-    analysis: Literal["consolidative_hsct", "fludarabine_relapse"]
+    analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse"]
     parameter: Parameter
     note: str = ""
 
