@@ -20,6 +20,8 @@ from ..scenario.schema import Hazard, LogisticProbability, Multiplier, Scenario
 from ..scenario.vocabulary import STATE_VARIABLES
 
 DYNAMIC_VARIABLES = frozenset(STATE_VARIABLES) - {"marrow_blasts_infusion"}
+_TIME_NAMES = frozenset({"days_since_infusion", "months_since_infusion"})
+_UNSET = object()
 
 
 class StateView:
@@ -30,6 +32,10 @@ class StateView:
 
     def __init__(self, arrays: dict, idx, now, infusion):
         self._arrays, self._idx, self._now, self._infusion = arrays, idx, now, infusion
+
+    def column(self, name):
+        """The rows' values of a stored variable (not the time since infusion)."""
+        return self._arrays[name][self._idx]
 
     def __getattr__(self, name):
         if name == "days_since_infusion":
@@ -64,6 +70,15 @@ class Factor:
         return cls(v, per=spec.per)
 
     @property
+    def flag(self) -> str | None:
+        """The variable, when the condition is one stored variable's name (read directly: faster)."""
+        if self.condition is None:
+            return None
+        source = self.condition.source
+        return source if source.isidentifier() and source not in _TIME_NAMES | {"true", "false", "True", "False"} \
+            else None
+
+    @property
     def names(self) -> frozenset:
         """The changing state variables the factor reads (none: baseline covariates only)."""
         names = self.condition.names if self.condition is not None else {self.per}
@@ -74,6 +89,12 @@ class Factor:
         return bool(self.names)
 
     def __call__(self, view, n: int) -> np.ndarray:
+        flag = self.__dict__.get("_flag", _UNSET)
+        if flag is _UNSET:
+            flag = self.flag
+            object.__setattr__(self, "_flag", flag)  # computed once (the dataclass is frozen)
+        if flag is not None:
+            return np.where(view.column(flag), self.value, 1.0)
         if self.condition is not None:
             return np.where(as_mask(self.test(view), n), self.value, 1.0)
         return self.value ** np.asarray(getattr(view, self.per), dtype=float)
