@@ -58,3 +58,11 @@ def test_carsim_run_prints_and_records_the_warning(tmp_path):
     assert "warning: policy hsct_all: hsct_beds: requests arrive at" in done.stderr
     warnings = json.loads((out / "manifest.json").read_text())["warnings"]
     assert any(w.startswith("policy hsct_all: hsct_beds:") for w in warnings)
+
+
+def test_both_engines_give_the_same_warning():
+    model = ModelDefinition(load_scenario(CAPACITY))
+    fast = simulate_policies(model, ["observe", "hsct_all"], 0, 800, 4, engine="vectorised")
+    reference = simulate_policies(model, ["observe", "hsct_all"], 0, 800, 4, engine="simpy")
+    assert [r.warnings for r in fast] == [r.warnings for r in reference]
+    assert fast[1].warnings and not fast[0].warnings

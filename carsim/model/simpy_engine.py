@@ -17,6 +17,7 @@ import simpy
 from .access import INFUSED, LEFT, WAIT, AccessPathway
 from .definition import ModelDefinition
 from .pathway import INF, Pathway
+from .queues import queue_growth
 
 
 class TrackedResource(simpy.Resource):
@@ -63,6 +64,9 @@ class SimpyBeds:
         self.held = [[] for _ in range(n)]  # (end, granted request) of each stay a row holds
         self.until = np.full(n, INF)  # when the row's earliest stay ends
         self.occupancy = np.zeros(n)
+        self.requests: list[list] = []  # [asked, granted or NaN] per request, for the unstable-queue check
+        self.request_of_row = [None] * n
+        self.stays: list[list] = []  # [start, end] per stay
 
     def request(self, pathway, idx, now, occupancy):
         for row, stay in zip(idx.tolist(), occupancy.tolist()):
@@ -71,12 +75,26 @@ class SimpyBeds:
                 pathway.transplant(np.array([row]), np.array([self.env.now]))
             else:
                 self.asked[row] = self.resource.request()
+                self.request_of_row[row] = len(self.requests)
+                self.requests.append([self.env.now, np.nan])
 
     def granted(self, pathway, row: int):
         request, self.asked[row] = self.asked[row], None
-        self.held[row].append((self.env.now + self.occupancy[row], request))
-        self.until[row] = min(end for end, _ in self.held[row])
+        self.requests[self.request_of_row[row]][1] = self.env.now
+        self.held[row].append((self.env.now + self.occupancy[row], request, len(self.stays)))
+        self.stays.append([self.env.now, self.env.now + self.occupancy[row]])
+        self.until[row] = min(end for end, *_ in self.held[row])
         pathway.transplant(np.array([row]), np.array([self.env.now]))
+
+    def warnings(self) -> list[str]:
+        """The unstable-queue warning, where a queue formed (as the array engine gives it)."""
+        if self.resource is None or not self.requests:
+            return []
+        asked, granted = np.array(self.requests, dtype=float).T
+        if not np.any(granted > asked):
+            return []
+        starts, ends = np.array(self.stays, dtype=float).reshape(-1, 2).T
+        return queue_growth("hsct_beds", self.resource.capacity, (asked, granted), starts, ends)
 
     def cancel(self, pathway, idx, now):
         for row in idx.tolist():
@@ -95,8 +113,10 @@ class SimpyBeds:
         held = self.held[row]
         if held:
             earliest = min(range(len(held)), key=lambda k: held[k][0])
-            self.resource.release(held.pop(earliest)[1])
-        self.until[row] = min((end for end, _ in held), default=INF)
+            _end, request, stay = held.pop(earliest)
+            self.resource.release(request)
+            self.stays[stay][1] = self.env.now
+        self.until[row] = min((end for end, *_ in held), default=INF)
 
 
 def _withdraw(resource, request):
@@ -110,7 +130,7 @@ def _withdraw(resource, request):
 def simulate(model: ModelDefinition, policy: str, streams, covariates: dict, arrivals, start: int, stop: int,
              record_events: bool = True):
     """Patients ``start .. stop - 1`` under one policy: (outcome columns,
-    event columns, resource use)."""
+    event columns, resource use, warnings)."""
     env = simpy.Environment()
     resources = {name: (None if capacity is None else TrackedResource(env, capacity))
                  for name, capacity in model.capacities.items()}
@@ -191,4 +211,4 @@ def simulate(model: ModelDefinition, policy: str, streams, covariates: dict, arr
     out = dict(access.out)
     out["patient"] = np.arange(start, stop)
     events = pathway.event_columns()[0]
-    return out, events, use
+    return out, events, use, beds.warnings()

@@ -99,11 +99,11 @@ def simulate_cohort(model: ModelDefinition, policy: str, replication: int, n_pat
 
     stop = n_patients if stop is None else stop
     streams, covariates, arrivals = draw_cohort(model, seed, replication, stop)
-    out, events, use = simulate(model, policy, streams, covariates, arrivals, start, stop, record_events)
+    out, events, use, warnings = simulate(model, policy, streams, covariates, arrivals, start, stop, record_events)
     outcomes = {"patient": out["patient"], **{k: out[k] for k in OUTCOME_FIELDS}}
     return CohortResult(replication=replication, policy=policy, outcomes=outcomes,
                         covariates={n: covariates[n][start:stop] for n in covariates},
-                        events=events if record_events else _no_events(), resource_use=use)
+                        events=events if record_events else _no_events(), resource_use=use, warnings=warnings)
 
 
 def _no_events() -> dict:
