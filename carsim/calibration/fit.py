@@ -28,6 +28,7 @@ from ..model.simulation import simulate_policies
 from ..scenario.loader import resolve_extends
 from ..scenario.schema import Scenario
 from .outputs import compute_output
+from .recovery import hsct_recovery, recover
 from .spec import CalibrationSpec, Parameter, Target
 
 MAIN = "cohort"
@@ -198,6 +199,14 @@ class Calibrator:
         patients = self.simulate(values, groups)
         return Evaluation(dict(values), self.outputs(patients, target_ids), patients)
 
+    def recover(self, values: dict, analysis: str, patients: dict | None = None) -> dict:
+        """A published input's hazard ratio re-estimated on the cohort simulated
+        with ``values`` (``patients``: that cohort, when already simulated)."""
+        if analysis == "consolidative_hsct":  # compares the cohort under two policies
+            return hsct_recovery(ModelDefinition(self.scenario(values)), self.patients, self.spec.seed)
+        cohort = patients[MAIN] if patients is not None else self.simulate(values, [MAIN])[MAIN]
+        return recover(cohort, analysis)
+
     def objective(self, evaluation: Evaluation, target_ids) -> float:
         return float(sum(self.targets[t].discrepancy(evaluation.outputs[t]) ** 2 for t in target_ids))
 
@@ -260,22 +269,14 @@ def match_input(calibrator: Calibrator, values: dict, match, published: float, l
     parameter's scale with common random numbers.  Where no value in the
     search range reaches the published HR, the nearer bound is kept (and the
     report flags it as a failure)."""
-    from .recovery import consolidative_hsct_effect, recover
-
     parameter = match.parameter
-    spec = calibrator.spec
     evaluations = 0
 
     def gap(z: float) -> float:
         nonlocal evaluations
         evaluations += 1
         trial = {**values, parameter.path: from_unit(parameter, z)}
-        if match.analysis == "consolidative_hsct":  # needs the cohort under two policies
-            model = ModelDefinition(calibrator.scenario(trial))
-            hr = consolidative_hsct_effect(model, calibrator.patients, spec.seed)["overall"]["hr"]
-        else:  # re-estimated on the calibration cohort itself
-            hr = recover(calibrator.simulate(trial, [MAIN])[MAIN], match.analysis)["hr"]
-        return math.log(hr) - math.log(published)
+        return math.log(calibrator.recover(trial, match.analysis)["hr"]) - math.log(published)
 
     before_value = values.get(parameter.path, calibrator.prior_values([parameter])[parameter.path])
     before = gap(to_unit(parameter, before_value))

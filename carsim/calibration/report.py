@@ -104,7 +104,7 @@ AT_BOUND = 0.05
 def _ranges(spec) -> dict:
     """Fitted path -> its Parameter (search range and scale)."""
     ranges = {p.path: p for stage in spec.stages for p in stage.parameters}
-    ranges.update({m.parameter.path: m.parameter for m in getattr(spec, "match", ())})
+    ranges.update({m.parameter.path: m.parameter for m in spec.match})
     return ranges
 
 

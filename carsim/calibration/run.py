@@ -13,9 +13,7 @@ import yaml
 from .._io import atomic_write
 from ..errors import display_path
 from ..experiment.manifest import Manifest, clear
-from ..model.definition import ModelDefinition
 from .fit import Calibrator, fit, get_path, set_path
-from .recovery import hsct_recovery, recover
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
 
@@ -79,9 +77,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     for stage in stages:
         contributions.update(stage.contributions)
     table = target_rows(calibrator, final.patients, final.outputs, contributions)
-    recovered = [(r, recover(final.patients["cohort"], r.analysis) if r.analysis != "consolidative_hsct"
-                  else hsct_recovery(ModelDefinition(calibrator.scenario(values, None)), spec.patients, spec.seed))
-                 for r in spec.recover]
+    recovered = [(r, calibrator.recover(values, r.analysis, final.patients)) for r in spec.recover]
     import pandas as pd
 
     if recovered:

@@ -227,13 +227,12 @@ class AccessPart:
     was simulated with the whole cohort)."""
 
     def __init__(self, access: AccessPathway, rows):
-        self.whole = access
         if isinstance(rows, slice):
             self.patients = slice(access.start + rows.start, access.start + rows.stop)
             self.patient_ids = np.arange(self.patients.start, self.patients.stop)
         else:
             self.patient_ids = self.patients = access.start + np.asarray(rows)
-        self.start, self.n = int(self.patient_ids[0]) if len(self.patient_ids) else access.start, len(self.patient_ids)
+        self.n = len(self.patient_ids)
         self.out = {k: v[rows] for k, v in access.out.items()}
         self.covariates = {k: v[rows] for k, v in access.covariates.items()}
         self.infusion_time = access.infusion_time[rows]

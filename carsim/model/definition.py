@@ -20,8 +20,8 @@ from ..scenario.schema import Hazard, LogisticProbability, Multiplier, Scenario
 from ..scenario.vocabulary import STATE_VARIABLES
 
 DYNAMIC_VARIABLES = frozenset(STATE_VARIABLES) - {"marrow_blasts_infusion"}
-_TIME_NAMES = frozenset({"days_since_infusion", "months_since_infusion"})
-_UNSET = object()
+# Names a condition may use that are not stored columns (computed, or constants).
+_NOT_STORED = frozenset({"days_since_infusion", "months_since_infusion", "true", "false", "True", "False"})
 
 
 class StateView:
@@ -60,23 +60,18 @@ class Factor:
     condition: Condition | None = None
     per: str | None = None
     test: object = field(default=None, compare=False, repr=False)
+    flag: str | None = field(default=None, compare=False, repr=False)  # a condition that is one stored name
 
     @classmethod
     def from_spec(cls, spec: Multiplier, value: float | None = None) -> Factor:
         v = spec.value if value is None else value
         if spec.when_true is not None:
             condition = parse_condition(spec.when_true)
-            return cls(v, condition=condition, test=vectorise_condition(condition))
+            source = condition.source
+            # A bare stored variable is read directly (no compiled expression): faster.
+            flag = source if source.isidentifier() and source not in _NOT_STORED else None
+            return cls(v, condition=condition, test=vectorise_condition(condition), flag=flag)
         return cls(v, per=spec.per)
-
-    @property
-    def flag(self) -> str | None:
-        """The variable, when the condition is one stored variable's name (read directly: faster)."""
-        if self.condition is None:
-            return None
-        source = self.condition.source
-        return source if source.isidentifier() and source not in _TIME_NAMES | {"true", "false", "True", "False"} \
-            else None
 
     @property
     def names(self) -> frozenset:
@@ -89,12 +84,8 @@ class Factor:
         return bool(self.names)
 
     def __call__(self, view, n: int) -> np.ndarray:
-        flag = self.__dict__.get("_flag", _UNSET)
-        if flag is _UNSET:
-            flag = self.flag
-            object.__setattr__(self, "_flag", flag)  # computed once (the dataclass is frozen)
-        if flag is not None:
-            return np.where(view.column(flag), self.value, 1.0)
+        if self.flag is not None:
+            return np.where(view.column(self.flag), self.value, 1.0)
         if self.condition is not None:
             return np.where(as_mask(self.test(view), n), self.value, 1.0)
         return self.value ** np.asarray(getattr(view, self.per), dtype=float)

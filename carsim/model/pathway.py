@@ -36,7 +36,7 @@ import numpy as np
 from ..scenario.vocabulary import INITIAL_STATE
 from .access import exp1
 from .clocks import Clocks
-from .definition import ModelDefinition, StateView, as_mask
+from .definition import ModelDefinition, StateView, as_mask, product
 from .records import column_dtype
 
 INF = np.inf
@@ -242,11 +242,7 @@ class Pathway:
         hazard = self.clocks[name]
         cached = self.static_multiplier.get(name)
         if cached is None:
-            everyone = np.arange(self.n)
-            cached = self.static_multiplier[name] = np.ones(self.n)
-            for factor in hazard.static:
-                cached = cached * factor(self.view(everyone, 0.0), self.n)
-            self.static_multiplier[name] = cached
+            cached = self.static_multiplier[name] = product(hazard.static, self.view(np.arange(self.n), 0.0), self.n)
         if not hazard.dynamic:
             return cached[idx]
         out = cached[idx].copy()
