@@ -311,5 +311,3 @@ def _resource_use(access_use: dict, capacity, starts, ends) -> dict:
                             "span_days": float(ends.max() - starts.min())}
     return use
 
-
-__all__ = ["INF", "advance", "run_access", "simulate_cohorts"]
