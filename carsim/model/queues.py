@@ -3,15 +3,16 @@ queue for rows that advance in rounds, and the check that says whether a
 queue formed at all.
 
 Rows advance independently, one event per round, so at any moment some rows
-are further ahead in time than others.  A bed is granted at time ``g`` only
-once every row of the cohort has reached ``g`` (the *low-water mark* ``L``,
-the earliest next event of any row): by then every request and every release
-before ``g`` is known.  A row waiting for a bed may fire its own events only
-while no grant can come first: at ``L`` itself, or before the earliest time a
-bed could free (the next planned release, or the next event of a patient in
-a bed, who may die and free it early).  Rows not waiting are never held back.
-This is the same first-come-first-served discipline as ``simpy.Resource``,
-so the engines agree patient for patient.
+are further ahead in time than others.  Requests and releases up to the
+*low-water mark* ``L`` (the earliest next event of any row) are final: no row
+can still ask or free a bed before ``L``.  A bed freed later, at ``r``, may
+still be granted now when the answer cannot change: the request at the head
+of the queue was made before ``L`` (so any request still to come is behind
+it), its patient has no event of its own before ``r`` (so is still waiting),
+and no patient in a bed has an event before ``r`` (so no bed frees earlier).
+A row waiting for a bed fires its own events only while no grant can come
+first.  Rows not waiting are never held back.  This is the discipline of
+``simpy.Resource``, so the engines agree patient for patient.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import heapq
 import numpy as np
 
 from .pathway import per_row
-
-_RELEASE, _REQUEST = 0, 1  # at equal times a bed is freed before it is asked for
 
 
 class BedQueue:
@@ -36,10 +35,10 @@ class BedQueue:
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
         self.free = self.capacity
-        self.heap: list[tuple] = []  # releases and requests, in time order
-        self.releases: list[tuple] = []  # releases alone (time, row, stay), to bound the next grant
+        self.asks: list[tuple] = []  # requests not yet final: (time, seq, row, token)
+        self.releases: list[tuple] = []  # planned and early ends of stays: (time, seq, row, stay)
         self.seq = 0
-        self.waiting: list[tuple] = []  # (row, request token) in request order, read from ``head``
+        self.waiting: list[tuple] = []  # (row, token, request time) in request order, read from ``head``
         self.head = 0
         self.asked = self.holding = None  # per row: asked for a bed; number of beds held
         self.ask_token = None
@@ -57,18 +56,25 @@ class BedQueue:
             self.occupancy = np.zeros(n)
             self._request_number = np.zeros(n, np.int64)
 
-    def _push(self, time, kind, row, token):
-        heapq.heappush(self.heap, (float(time), kind, self.seq, int(row), int(token)))
+    def _push(self, heap, time, row, token):
+        heapq.heappush(heap, (float(time), self.seq, int(row), int(token)))
         self.seq += 1
-        if kind == _RELEASE:
-            heapq.heappush(self.releases, (float(time), int(row), int(token)))
 
     def _next_release(self) -> float:
         """The earliest pending release of a stay still open (inf: none)."""
         releases = self.releases
-        while releases and releases[0][2] not in self.open_stays.get(releases[0][1], ()):
+        while releases and releases[0][3] not in self.open_stays.get(releases[0][2], ()):
             heapq.heappop(releases)
         return releases[0][0] if releases else np.inf
+
+    def _head(self):
+        """The earliest request still waiting, or None."""
+        while self.head < len(self.waiting):
+            row, token, _ = self.waiting[self.head]
+            if self.asked[row] and self.ask_token[row] == token:
+                return self.waiting[self.head]
+            self.head += 1
+        return None
 
     # ------------------------------------------------------------ the pathway's side
     def request(self, pathway, idx, now, occupancy):
@@ -80,7 +86,7 @@ class BedQueue:
             self._request_number[row] = len(self.asked_at)
             self.asked_at.append(t)
             self.granted_at.append(np.nan)
-            self._push(t, _REQUEST, row, self.ask_token[row])
+            self._push(self.asks, t, row, self.ask_token[row])
 
     def cancel(self, pathway, idx, now):
         if self.asked is None or len(idx) == 0:
@@ -97,35 +103,57 @@ class BedQueue:
         holding = self.holding[idx] > 0
         for row, t in zip(idx[holding].tolist(), per_row(now, idx)[holding].tolist()):
             for stay in self.open_stays[row]:
-                self._push(t, _RELEASE, row, stay)
+                self._push(self.releases, t, row, stay)
 
     # ------------------------------------------------------------ the engine's side
     def advance(self, pathway, active, source, when) -> np.ndarray:
-        """Run the queue up to the low-water mark of the ``active`` rows and
-        return those allowed to fire this round.  ``source`` and ``when`` (every
-        row's next event) are updated in place for rows given a bed."""
+        """Run the queue as far as it is final and return the ``active`` rows
+        allowed to fire this round.  ``source`` and ``when`` (every row's next
+        event) are updated in place for rows given a bed."""
         self._ensure(pathway.n)
         upcoming = when[active]
         low = float(upcoming.min())
-        granted = []
-        heap = self.heap
-        while heap and heap[0][0] <= low:
-            t, kind, _, row, token = heapq.heappop(heap)
-            if kind == _RELEASE:
-                if token in self.open_stays.get(row, ()):
-                    self.open_stays[row].discard(token)
-                    self.holding[row] -= 1
-                    self.free += 1
-            elif token == self.ask_token[row] and self.asked[row]:
-                self.waiting.append((row, token))
+        granted = False
+        asks = self.asks
+        # Requests and releases up to the low-water mark, in time order (at
+        # equal times a bed is freed before it is asked for).
+        while True:
+            release = self._next_release()
+            ask = asks[0][0] if asks else np.inf
+            if min(release, ask) > low:
+                break
+            if release <= ask:
+                t, _, row, stay = heapq.heappop(self.releases)
+                self.open_stays[row].discard(stay)
+                self.holding[row] -= 1
+                self.free += 1
+            else:
+                t, _, row, token = heapq.heappop(asks)
+                if token == self.ask_token[row] and self.asked[row]:
+                    self.waiting.append((row, token, t))
             for row in self._grant(t):
                 # The patient is transplanted now; its own events from t on
                 # (a transplant death, say) may come before the queue's next.
-                rows = np.array([row])
-                pathway.transplant(rows, np.array([t]))
-                source[rows], when[rows] = pathway.next_event(rows)
+                self._transplant(pathway, row, t, source, when)
                 low = min(low, float(when[row]))
-                granted.append(row)
+                granted = True
+        # Beds freed after the low-water mark, granted where no later event
+        # can change who gets them or when (see the module docstring).
+        while self.free == 0:
+            release = self._next_release()
+            head = self._head()
+            if head is None or not release < np.inf or not head[2] < low or not when[head[0]] > release:
+                break
+            holders = [row for row, open_ in self.open_stays.items() if open_]
+            if float(when[holders].min()) <= release:
+                break
+            t, _, row, stay = heapq.heappop(self.releases)
+            self.open_stays[row].discard(stay)
+            self.holding[row] -= 1
+            self.free += 1
+            for row in self._grant(t):
+                self._transplant(pathway, row, t, source, when)
+                granted = True
         if granted:
             upcoming = when[active]
         asked = self.asked[active]
@@ -136,20 +164,24 @@ class BedQueue:
         if self.free == 0:
             bound = self._next_release()
         else:
-            bound = heap[0][0] if heap else np.inf
+            bound = min(self._next_release(), asks[0][0] if asks else np.inf)
         holders = self.holding[active] > 0
         if holders.any():
             bound = min(bound, float(upcoming[holders].min()))
         return active[~asked | (upcoming <= low) | (upcoming < bound)]
 
+    @staticmethod
+    def _transplant(pathway, row, t, source, when):
+        rows = np.array([row])
+        pathway.transplant(rows, np.array([t]))
+        source[rows], when[rows] = pathway.next_event(rows)
+
     def _grant(self, t) -> list[int]:
         """Give free beds at ``t`` to the earliest waiting requests; the rows given one."""
         granted = []
-        while self.free > 0 and self.head < len(self.waiting):
-            row, token = self.waiting[self.head]
+        while self.free > 0 and self._head() is not None:
+            row, _, _ = self.waiting[self.head]
             self.head += 1
-            if not self.asked[row] or self.ask_token[row] != token:
-                continue
             self.free -= 1
             self.asked[row] = False
             self.ask_token[row] += 1
@@ -158,7 +190,7 @@ class BedQueue:
             self.open_stays.setdefault(row, set()).add(stay)
             self.granted_at[self._request_number[row]] = t
             self.stays.append((np.array([row]), np.array([t]), np.array([t + self.occupancy[row]])))
-            self._push(t + self.occupancy[row], _RELEASE, row, stay)
+            self._push(self.releases, t + self.occupancy[row], row, stay)
             granted.append(row)
         return granted
 
