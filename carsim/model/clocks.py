@@ -45,17 +45,22 @@ class Clocks:
         under the old one; returns the new fire times."""
         H = self.law.cumulative_hazard
         origin = self.origin[idx]
-        self.used[idx] += self.multiplier[idx] * (H(now - origin) - H(self.since[idx] - origin))
+        base = H(now - origin)
+        self.used[idx] += self.multiplier[idx] * (base - H(self.since[idx] - origin))
         self.since[idx] = now
         self.multiplier[idx] = multiplier
-        return self.fire_times(idx)
+        return self._fire_times(idx, origin, base)
 
     def fire_times(self, idx) -> np.ndarray:
         """Absolute time each running clock fires if nothing changes (inf when
         stopped or when the multiplier is 0)."""
-        origin, multiplier = self.origin[idx], self.multiplier[idx]
+        origin = self.origin[idx]
+        return self._fire_times(idx, origin, self.law.cumulative_hazard(self.since[idx] - origin))
+
+    def _fire_times(self, idx, origin, base) -> np.ndarray:
+        """As :meth:`fire_times`, given the cumulative hazard ``base`` already used at ``since``."""
+        multiplier = self.multiplier[idx]
         with np.errstate(divide="ignore", invalid="ignore"):
-            base = self.law.cumulative_hazard(self.since[idx] - origin)
             target = base + (self.threshold[idx] - self.used[idx]) / multiplier
             out = origin + self.law.inverse_cumulative_hazard(target)
         return np.where(self.running[idx] & (multiplier > 0), out, INF)
