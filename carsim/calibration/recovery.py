@@ -8,6 +8,8 @@ the published one.  lifelines is the reference implementation.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -15,14 +17,23 @@ DAY28 = 28.0
 MONTH3 = 365.25 / 4
 
 
-def _cox(frame: pd.DataFrame, covariate: str) -> tuple[float, float, float, int]:
+def _fit_cox(frame: pd.DataFrame, penalizer: float = 0.0, **options):
+    """lifelines' Cox fit without the overflow warnings of its Newton steps on
+    (near-)separated data: a fit that does not converge raises instead."""
     from lifelines import CoxPHFitter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return CoxPHFitter(penalizer=penalizer).fit(frame, "duration", "event", **options)
+
+
+def _cox(frame: pd.DataFrame, covariate: str) -> tuple[float, float, float, int]:
     from lifelines.exceptions import ConvergenceError
 
     try:
-        fitter = CoxPHFitter().fit(frame[["duration", "event", covariate]], "duration", "event")
+        fitter = _fit_cox(frame[["duration", "event", covariate]])
     except ConvergenceError:  # (near) separation, e.g. no event in one group: a small ridge penalty
-        fitter = CoxPHFitter(penalizer=0.01).fit(frame[["duration", "event", covariate]], "duration", "event")
+        fitter = _fit_cox(frame[["duration", "event", covariate]], penalizer=0.01)
     summary = fitter.summary.loc[covariate]
     return (float(summary["exp(coef)"]), float(summary["exp(coef) lower 95%"]),
             float(summary["exp(coef) upper 95%"]), int(frame["event"].sum()))
@@ -153,10 +164,7 @@ def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: in
     frame = pd.concat([arm(o, 0), arm(h, 1)], ignore_index=True)
     out = {}
     for name, rows in (("overall", frame), ("bca_lost", frame[frame.bca_lost]), ("bca_intact", frame[~frame.bca_lost])):
-        from lifelines import CoxPHFitter
-
-        fitter = CoxPHFitter().fit(rows[["duration", "event", "hsct", "patient"]], "duration", "event",
-                                   cluster_col="patient")
+        fitter = _fit_cox(rows[["duration", "event", "hsct", "patient"]], cluster_col="patient")
         s = fitter.summary.loc["hsct"]
         out[name] = {"hr": float(s["exp(coef)"]), "lower": float(s["exp(coef) lower 95%"]),
                      "upper": float(s["exp(coef) upper 95%"]), "patients": int(rows["patient"].nunique()),

@@ -203,6 +203,8 @@ class ModelDefinition:
         self.survival_after_relapse = {k: v.build() for k, v in p.post_relapse.survival.items()}
         self.reremission = compile_probability(p.post_relapse.reremission)
         self.time_to_reremission = p.post_relapse.time_to_reremission.build()
+        salvage = p.post_relapse.survival_after_salvage_hsct
+        self.survival_after_salvage_hsct = salvage.build() if salvage is not None else None
         self.donor_search = p.hsct.donor_search.build()
         self.bed_occupancy = p.hsct.bed_occupancy.build()
         self.transplant_death = compile_probability(p.hsct.transplant_related_death)

@@ -582,7 +582,13 @@ class Pathway:
         consolidative = self.hsct_consolidative[idx]
         out["consolidative_hsct"][idx[consolidative]] = True
         self.record(idx, now, "hsct", np.where(consolidative, "consolidative", "salvage"))
-        idx, now, k, trm = idx[consolidative], now[consolidative], k[consolidative], trm[consolidative]
+        law = m.survival_after_salvage_hsct
+        if law is not None:  # a salvage transplant replaces the course drawn at relapse
+            s, s_now = idx[~consolidative], now[~consolidative]
+            delay = law.from_uniform(u.occurrence("hsct.{}.survival_after_salvage", k[~consolidative], s))
+            self.times[s, self.column["death"]] = s_now + delay
+            self.death_cause[s] = "post_relapse"
+        # Every transplant, consolidative or salvage, carries transplant mortality.
         dies = u.occurrence("hsct.{}.transplant_death", k, idx) < trm
         d = idx[dies]
         self.schedule_death(d, now[dies] + m.time_to_transplant_death.from_uniform(
@@ -591,6 +597,7 @@ class Pathway:
         self.record(idx[a], now[a], "acute_gvhd")
         c = u.occurrence("hsct.{}.chronic_gvhd", k, idx) < m.chronic_gvhd
         self.record(idx[c], now[c], "chronic_gvhd")
+        idx, now = idx[consolidative], now[consolidative]  # after relapse no clock runs
         self.stop_clock("bca_loss", idx)
         self.set_time("mrd_test", idx, INF)
         self.set_time("bca_check", idx, INF)

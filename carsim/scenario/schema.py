@@ -353,6 +353,9 @@ class PostRelapse(Strict):
     survival: dict[PhenotypeName, Law]
     reremission: LogisticProbability
     time_to_reremission: Law
+    # Survival from a salvage HSCT (after relapse and re-remission), transplant
+    # deaths apart; absent: the phenotype's law from relapse applies throughout.
+    survival_after_salvage_hsct: Law | None = None
 
 
 class Hsct(Strict):
