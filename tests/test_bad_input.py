@@ -180,10 +180,10 @@ def test_unknown_top_level_key(tmp_path, cli):
 
 
 def test_unknown_key_in_an_optional_block_lists_its_keys(tmp_path, cli):
-    uncertainty = {"familly": "beta", "ci": [0.05, 0.16]}
-    manufacturing = {"failure_probability": {"distribution": uncertainty}}
-    path = write_scenario(tmp_path, {"pathway": {"manufacturing": manufacturing}})
-    cli(path, path, "pathway.manufacturing.failure_probability.distribution.familly", "unknown key 'familly'",
+    uncertainty = {"familly": "beta", "ci": [0.005, 0.06]}
+    toxicity = {"early_death": {"distribution": uncertainty}}
+    path = write_scenario(tmp_path, {"pathway": {"toxicity": toxicity}})
+    cli(path, path, "pathway.toxicity.early_death.distribution.familly", "unknown key 'familly'",
         "did you mean 'family'?", "expected one of: family, ci")
 
 

@@ -141,7 +141,8 @@ def test_psa_without_distributions_says_so_in_its_warnings(tmp_path):
 
 def _without_distributions(node):
     if isinstance(node, dict):
-        return {k: _without_distributions(v) for k, v in node.items() if k != "distribution"}
+        return {k: _without_distributions(v) for k, v in node.items()
+                if k not in ("distribution", "calibration_uncertainty")}
     if isinstance(node, list):
         return [_without_distributions(v) for v in node]
     return node

@@ -148,9 +148,15 @@ def test_probability_best_direction_and_ties():
 
 
 def test_parameter_draws_follow_their_distributions(scenario):
-    parameters = uncertain_parameters(scenario)
-    uniforms = parameter_uniforms(parameters, seed=11, draws=2000)
-    assert uniforms.shape == (2000, len(parameters))
+    """Stated distributions: independent streams, each value following its
+    law.  Calibrated parameters share one stream (one joint row per draw)."""
+    everything = uncertain_parameters(scenario)
+    uniforms = parameter_uniforms(everything, seed=11, draws=2000)
+    assert uniforms.shape == (2000, len(everything))
+    calibrated = [j for j, p in enumerate(everything) if p.stream is not None]
+    assert calibrated and (uniforms[:, calibrated] == uniforms[:, [calibrated[0]]]).all()
+    parameters = [p for p in everything if p.stream is None]
+    uniforms = uniforms[:, [j for j, p in enumerate(everything) if p.stream is None]]
     assert np.abs(np.corrcoef(uniforms, rowvar=False) - np.eye(len(parameters))).max() < 0.1
     for j, p in enumerate(parameters):
         values = p.ppf(uniforms[:, j])
@@ -181,6 +187,7 @@ def _strip(node):
 
 def test_without_distributions_there_is_no_parameter_spread(scenario, tmp_path):
     data = _strip(scenario.model_dump(by_alias=True, exclude_none=True))
+    data.pop("calibration_uncertainty", None)
     data["run"]["policies"] = ["observe", "hsct_all"]
     fixed = Scenario.model_validate(data)
     assert uncertain_parameters(fixed) == []

@@ -17,7 +17,7 @@ MRD_PATHS = ("pathway.relapse.cd19pos.multipliers.1.value", "pathway.relapse.cd1
 
 def test_the_mrd_hazard_ratio_is_one_parameter_on_every_phenotype():
     scenario = load_scenario(BASELINE)
-    (mrd,) = [p for p in uncertain_parameters(scenario) if p.uncertainty.shared == "mrd_relapse_hr"]
+    (mrd,) = [p for p in uncertain_parameters(scenario) if p.uncertainty is not None and p.uncertainty.shared == "mrd_relapse_hr"]
     assert mrd.paths == MRD_PATHS
     drawn = apply_values(scenario, {mrd.path: 7.5})
     relapse = drawn.pathway.relapse

@@ -295,6 +295,21 @@ def match_input(calibrator: Calibrator, values: dict, match, published: float, l
                        evaluations, {})
 
 
+def match_interval(calibrator: Calibrator, values: dict, match, interval) -> tuple[tuple[float, float], list[str]]:
+    """The parameter values matched to the two ends of the published HR's
+    interval (its uncertainty, carried into PSA), and the ends that no value
+    in the search range reaches (the nearer bound is kept for those)."""
+    ends, unreached = [], []
+    for end in interval:
+        trial = dict(values)
+        match_input(calibrator, trial, match, float(end), log=lambda *_: None)
+        value = trial[match.parameter.path]
+        if any(math.isclose(value, bound, rel_tol=1e-3) for bound in match.parameter.bounds):
+            unreached.append(f"{end:g}")
+        ends.append(value)
+    return (min(ends), max(ends)), unreached
+
+
 def _simplex(z0: np.ndarray, step: float = 0.6) -> np.ndarray:
     """A starting simplex wide enough to see past the objective's small steps."""
     simplex = np.tile(z0, (len(z0) + 1, 1))

@@ -136,7 +136,7 @@ def _fmt(x, digits=3):
 
 
 def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seconds: float,
-             evaluations: int) -> str:
+             evaluations: int, intervals: dict | None = None, posterior=None) -> str:
     targets = table[table.kind == "target"]
     fitted = targets[targets.fitted]
     inside = int(fitted.inside.sum())
@@ -189,10 +189,42 @@ def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seco
     for stage in stages:
         lines.append(f"| {stage.name} | {stage.objective_before:.2f} | {stage.objective_after:.2f} | "
                      f"{stage.evaluations} |")
+    lines += _uncertainty_lines(spec, values, intervals or {}, posterior)
     lines += ["", "## Sources", ""]
     for row in table.drop_duplicates("id").itertuples():
         lines.append(f"- `{row.id}`: {row.source}")
     return "\n".join(lines) + "\n"
+
+
+def _uncertainty_lines(spec, values: dict, intervals: dict, posterior) -> list[str]:
+    """How the calibrated and matched values carry their uncertainty into PSA."""
+    lines = []
+    if intervals:
+        by_id = {match.id: match for match in spec.match}
+        lines += ["", "## Uncertainty of matched parameters", "",
+                  ("Each is matched again at both ends of the published interval; PSA draws it from a lognormal "
+                   "with those values as its 95% interval."), "",
+                  "| input | parameter | matched | interval | not reached |", "| --- | --- | --- | --- | --- |"]
+        for match_id, ((low, high), unreached) in intervals.items():
+            path = by_id[match_id].parameter.path
+            lines.append(f"| `{match_id}` | `{path}` | {values[path]:.6g} | {low:.6g}-{high:.6g} | "
+                         f"{', '.join(unreached) or '-'} |")
+    if posterior is not None:
+        ranges = _ranges(spec)
+        lines += ["", "## Calibration uncertainty", "",
+                  (f"Sampling-importance resampling: {posterior.samples} parameter sets simulated around the fit "
+                   f"(flat prior over each search range; each fitted target normal with the standard error of its "
+                   f"interval), effective sample size {posterior.effective_sample_size:.0f}; {len(posterior.draws)} "
+                   f"joint draws resampled ({posterior.distinct} distinct), written to the fitted file "
+                   "(`calibration_uncertainty`). PSA takes one row per draw, so correlations between the "
+                   "parameters are kept."), "",
+                  "| parameter | fitted | draws: median | 95% interval | search range |", "| --- | --- | --- | --- | --- |"]
+        for row in posterior.summary():
+            r = ranges[row["path"]]
+            lines.append(f"| `{row['path']}` | {values[row['path']]:.6g} | {row['median']:.6g} | "
+                         f"{row['low']:.6g}-{row['high']:.6g} | {r.bounds[0]:.6g}-{r.bounds[1]:.6g}"
+                         f"{' (log)' if r.scale == 'log' else ''} |")
+    return lines
 
 
 def _bound_lines(spec, stages) -> list[str]:

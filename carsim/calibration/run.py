@@ -13,9 +13,10 @@ import yaml
 from .._io import atomic_write
 from ..errors import display_path
 from ..experiment.manifest import Manifest, clear
-from .fit import Calibrator, fit, get_path, set_path
+from .fit import Calibrator, fit, get_path, match_interval, set_path
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
+from .uncertainty import Posterior, sample_importance_resample
 
 
 def fitted_overrides(raw: dict, values: dict, note: str, tied: dict | None = None) -> dict:
@@ -71,6 +72,18 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     with Calibrator(spec, targets, path, n_jobs=n_jobs) as calibrator:
         priors = calibrator.prior_values(calibrator.parameters)
         values, stages = fit(calibrator, log=log, published=published)
+        intervals = {}
+        for match in spec.match:
+            interval = published[match.id].get("ci")
+            holder = get_path(calibrator.raw, match.parameter.path.rsplit(".", 1)[0])
+            if interval and "distribution" not in holder:
+                intervals[match.id] = match_interval(calibrator, values, match, interval)
+                (low, high), unreached = intervals[match.id]
+                log(f"match {match.id}: published interval {interval[0]:g}-{interval[1]:g} -> "
+                    f"{match.parameter.path} {low:.6g}-{high:.6g}"
+                    + (f" (not reached: {', '.join(unreached)}; the search bound is kept)" if unreached else ""))
+        posterior = (sample_importance_resample(calibrator, values, spec.uncertainty, log)
+                     if spec.uncertainty is not None else None)
         fit_seconds = time.perf_counter() - started
         final = calibrator.evaluate(values, list(targets))
     contributions = {}
@@ -84,14 +97,24 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         table = pd.concat([table, recovery_rows(spec, published, recovered)], ignore_index=True)
     table = table.astype({"inside": bool, "fitted": bool})
     seconds = time.perf_counter() - started
-    text = markdown(spec, table, stages, values, priors, seconds, calibrator.evaluations)
+    text = markdown(spec, table, stages, values, priors, seconds, calibrator.evaluations, intervals, posterior)
     write_report(report_dir, table, text, f"{spec.name}: model vs published")
     fitted_path = (path.parent / spec.writes)
-    write_fitted(fitted_path, calibrator, values, spec, path, report_dir)
+    write_fitted(fitted_path, calibrator, values, spec, path, report_dir, intervals, posterior)
     manifest = calibration_manifest(calibrator, spec, path, fitted_path, values, stages,
                                     {"fit_seconds": round(fit_seconds, 3),
                                      "total_seconds": round(time.perf_counter() - started, 3),
                                      "evaluations": calibrator.evaluations}, command)
+    if posterior is not None:
+        manifest.extra["calibration_uncertainty"] = {
+            "samples": posterior.samples, "kept": len(posterior.draws),
+            "effective_sample_size": round(posterior.effective_sample_size, 1), "distinct": posterior.distinct}
+        if posterior.effective_sample_size < MIN_EFFECTIVE_SAMPLES:
+            message = (f"calibration uncertainty rests on an effective sample size of "
+                       f"{posterior.effective_sample_size:.0f} (< {MIN_EFFECTIVE_SAMPLES}): raise "
+                       "uncertainty.samples or narrow uncertainty.spread")
+            manifest.warn(message)
+            log(f"warning: {message}")
     for parameter, value, bound in parameters_at_bounds(spec, stages):
         message = f"fitted parameter {parameter} = {value:.6g} sits at the bound {bound:g} of its search range"
         manifest.warn(message)
@@ -116,7 +139,47 @@ def calibration_manifest(calibrator: Calibrator, spec, spec_path: Path, fitted_p
                "objective": {s.name: {"before": s.objective_before, "after": s.objective_after} for s in stages}})
 
 
-def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, spec_path: Path, report_dir: Path):
+MIN_EFFECTIVE_SAMPLES = 30  # below this the resample repeats a handful of parameter sets
+
+
+def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterior | None, tied: dict,
+                          raw_model: dict, values: dict) -> None:
+    """Matched parameters get the interval matched to the published one (one
+    draw for the values tied to them); calibrated ones the joint draws."""
+    by_id = {match.id: match for match in spec.match}
+    for match_id, ((low, high), _unreached) in intervals.items():
+        parameter = by_id[match_id].parameter
+        for place in tied.get(parameter.path, (parameter.path,)):
+            holder = get_path(body, place.rsplit(".", 1)[0])
+            holder["distribution"] = {"family": "lognormal", "ci": [_round(low), _round(high)],
+                                      "shared": match_id}
+    inherited = raw_model.get("calibration_uncertainty")
+    if posterior is None:
+        if inherited and set(inherited["parameters"]) & set(values):
+            body["calibration_uncertainty"] = None  # draws of values this calibration has changed
+        return
+    paths = [p.path for p in posterior.parameters]
+    fitted = [_round(values[path]) for path in paths]
+    draws = [[_round(v) for v in row] for row in posterior.draws.tolist()]
+    groups = [[path, *tied[path][1:]] for path in paths if len(tied.get(path, ())) > 1]
+    method = (f"sampling-importance resampling around the fit: {posterior.samples} samples, effective sample size "
+              f"{posterior.effective_sample_size:.0f}, {len(draws)} joint draws ({posterior.distinct} distinct)")
+    if inherited:
+        # The model's own calibration draws, for the values not refitted here,
+        # are paired row by row with these (the two fits taken as independent).
+        keep = [j for j, path in enumerate(inherited["parameters"]) if path not in values]
+        rows = inherited["draws"]
+        draws = [row + [rows[i % len(rows)][j] for j in keep] for i, row in enumerate(draws)]
+        paths = paths + [inherited["parameters"][j] for j in keep]
+        fitted = fitted + [inherited["fitted"][j] for j in keep]
+        groups += [group for group in inherited.get("tied", []) if group[0] in paths and group[0] not in values]
+        method += f"; with the draws of the model it extends for {len(keep)} values not refitted here"
+    body["calibration_uncertainty"] = {"method": method, "parameters": paths, "fitted": fitted, "tied": groups,
+                                       "draws": draws}
+
+
+def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, spec_path: Path, report_dir: Path,
+                 intervals: dict | None = None, posterior: Posterior | None = None):
     scenario_rel = os.path.relpath(calibrator.scenario_path, fitted_path.parent)
     report_rel = os.path.relpath(report_dir / "report.md", spec_path.parent.parent)
     note = f"fitted to published targets by carsim calibrate {spec_path.name} (see {report_rel})"
@@ -125,6 +188,7 @@ def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, 
               "# Re-run the calibration to change them; edit the model file for anything else.\n")
     overrides = fitted_overrides(calibrator.raw, values, note, calibrator.tied)
     body = {"extends": scenario_rel, **overrides}
-    text = header + yaml.safe_dump(body, sort_keys=False, width=110)
+    uncertainty_overrides(body, spec, intervals or {}, posterior, calibrator.tied, calibrator.raw, values)
+    text = header + yaml.safe_dump(body, sort_keys=False, width=110, default_flow_style=None)
     atomic_write(fitted_path, lambda p: p.write_text(text))
 

@@ -87,6 +87,16 @@ class Match(Strict):
     note: str = ""
 
 
+class UncertaintySettings(Strict):
+    """Sampling-importance resampling of the stage parameters after the fit
+    (see :mod:`carsim.calibration.uncertainty`)."""
+
+    samples: int = Field(400, ge=20)  # simulated parameter sets
+    keep: int = Field(200, ge=10)  # resampled joint draws written for PSA
+    spread: float = Field(0.3, gt=0)  # step probing the likelihood's curvature, on the optimiser's scale
+    rounds: int = Field(4, ge=1)  # adaptive rounds (the samples are split between them)
+
+
 class CalibrationSpec(Strict):
     name: str
     scenario: str
@@ -104,6 +114,7 @@ class CalibrationSpec(Strict):
     stages: list[Stage]
     recover: list[Recovery] = Field(default_factory=list)
     match: list[Match] = Field(default_factory=list)
+    uncertainty: UncertaintySettings | None = None
 
 
 class Target:
@@ -116,9 +127,12 @@ class Target:
         raw = entry["value"]
         self.one_sided = isinstance(raw, str)
         n = entry.get("n")
-        if self.one_sided:  # e.g. "> 0.50"
-            bound = float(raw.strip().lstrip("><= "))
-            self.value, self.lower, self.upper = bound, bound, 1.0
+        self.below = False  # a one-sided target met below its bound ("< 0.05")
+        if self.one_sided:  # e.g. "> 0.50" or "< 0.05"
+            text = raw.strip()
+            bound = float(text.lstrip("><= "))
+            self.below = text.startswith("<")
+            self.value, self.lower, self.upper = (bound, 0.0, bound) if self.below else (bound, bound, 1.0)
             self.interval_kind = "one-sided"
         else:
             value = float(raw)
@@ -148,7 +162,8 @@ class Target:
         if math.isnan(model_value):
             return 10.0
         if self.one_sided:
-            return max(0.0, self.value - model_value) / self.standard_error
+            gap = model_value - self.value if self.below else self.value - model_value
+            return max(0.0, gap) / self.standard_error
         return (model_value - self.value) / self.standard_error
 
 

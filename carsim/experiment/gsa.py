@@ -69,7 +69,7 @@ class UniformParameter:
 class GsaResult:
     method: str
     parameters: list[str]
-    indices: pd.DataFrame  # one row per parameter
+    indices: pd.DataFrame  # one row per factor (a parameter, or parameters drawn together)
     uniforms: np.ndarray  # (evaluations, k): the probabilities SALib sampled
     values: np.ndarray  # (evaluations, k): the parameter values
     outputs: np.ndarray  # (evaluations,)
@@ -112,6 +112,12 @@ def run_gsa(problem_parameters: Sequence, evaluate: Callable[[dict], float], met
     if len(set(names)) != len(names):
         raise GsaError("parameter paths must be distinct")
     problem = salib_problem(parameters)
+    # Parameters read from one stream (the calibration's joint draws) are one
+    # factor: SALib moves them together and they read one uniform (one row).
+    streams = [getattr(p, "stream", None) or p.path for p in parameters]
+    factors = list(dict.fromkeys(streams))
+    if len(factors) < len(streams):
+        problem["groups"] = streams
     started = time.perf_counter()
     if method == "sobol":
         if samples < 2 or samples & (samples - 1):
@@ -124,6 +130,9 @@ def run_gsa(problem_parameters: Sequence, evaluate: Callable[[dict], float], met
         unit = morris_sample.sample(problem, samples, num_levels=MORRIS_LEVELS, seed=seed)
         uniforms = lo + (hi - lo) * unit
     uniforms = np.clip(uniforms, _EDGE, 1 - _EDGE)
+    for factor in factors:
+        members = [j for j, stream in enumerate(streams) if stream == factor]
+        uniforms[:, members[1:]] = uniforms[:, [members[0]]]
     values = values_at_quantiles(parameters, uniforms)
     draws = [dict(zip(names, (float(x) for x in row), strict=True)) for row in values]
     outputs = np.asarray(parallel_map(evaluate, draws, n_jobs=n_jobs, progress=progress), dtype=float)
@@ -136,7 +145,7 @@ def run_gsa(problem_parameters: Sequence, evaluate: Callable[[dict], float], met
         found = sobol_analyze.analyze(problem, outputs, calc_second_order=False, num_resamples=confidence_resamples,
                                       conf_level=0.95, print_to_console=False, seed=seed)
         indices = pd.DataFrame({
-            "parameter": names,
+            "parameter": factors,
             "S1": found["S1"], "S1_lower": found["S1"] - found["S1_conf"], "S1_upper": found["S1"] + found["S1_conf"],
             "ST": found["ST"], "ST_lower": found["ST"] - found["ST_conf"], "ST_upper": found["ST"] + found["ST_conf"],
         })
@@ -146,7 +155,7 @@ def run_gsa(problem_parameters: Sequence, evaluate: Callable[[dict], float], met
         mu_star = np.asarray(found["mu_star"], dtype=float)
         conf = np.asarray(found["mu_star_conf"], dtype=float)
         indices = pd.DataFrame({
-            "parameter": names, "mu_star": mu_star, "mu_star_lower": mu_star - conf, "mu_star_upper": mu_star + conf,
+            "parameter": factors, "mu_star": mu_star, "mu_star_lower": mu_star - conf, "mu_star_upper": mu_star + conf,
             "sigma": np.asarray(found["sigma"], dtype=float), "mu": np.asarray(found["mu"], dtype=float),
         })
     return GsaResult(method, names, indices, uniforms, values, outputs,
@@ -288,7 +297,7 @@ def command_gsa(args) -> int:
         timings=result.timings, command=sys.argv,
         extra={"method": args.method, "samples": samples, "evaluations": int(result.outputs.size),
                "replication": 0, "engine": scenario.run.engine, "patients": patients, "outcome": described,
-               "parameters": [{"path": p.path, "point": p.point, "family": p.uncertainty.family}
+               "parameters": [{"path": p.path, "point": p.point, "family": p.family}
                               for p in parameters]},
     ).write(out_dir)
     if not args.quiet:

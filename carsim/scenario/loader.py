@@ -252,10 +252,10 @@ def check_semantics(scenario: Scenario, file_for) -> None:
 
 def check_shared_draws(scenario: Scenario, fail) -> None:
     """Values that share one PSA draw (``distribution.shared``) must agree."""
-    from .parameters import SharedParameterError, uncertain_parameters
+    from .parameters import SharedParameterError, stated_parameters
 
     try:
-        uncertain_parameters(scenario)
+        stated_parameters(scenario)
     except SharedParameterError as exc:
         path = exc.path.split(".")[:-1]  # the value's mapping
         fail(tuple(int(part) if part.isdigit() else part for part in path) + ("distribution", "shared"), str(exc))

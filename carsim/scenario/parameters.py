@@ -21,17 +21,26 @@ from .schema import Law, Scalar, Scenario, Uncertainty
 Z975 = 1.959963984540054
 
 
+CALIBRATION_STREAM = "calibration"
+
+
 @dataclass(frozen=True)
 class UncertainParameter:
     path: str  # its first place in the scenario (its name in tables)
     point: float
-    uncertainty: Uncertainty
-    kind: str  # "probability", "ratio", "duration", "value"
+    uncertainty: Uncertainty | None  # None: a calibrated parameter, drawn from ``draws``
+    kind: str  # "probability", "ratio", "duration", "value", "calibrated"
     also: tuple[str, ...] = ()  # further places that share its draw (``distribution.shared``)
+    draws: tuple[float, ...] = ()  # a calibrated parameter's column of the joint calibration draws
+    stream: str | None = None  # parameters of one stream read the same uniform (one joint row)
 
     @property
     def paths(self) -> tuple[str, ...]:
         return (self.path, *self.also)
+
+    @property
+    def family(self) -> str:
+        return self.uncertainty.family if self.uncertainty is not None else "calibration draws"
 
     @property
     def frozen(self):
@@ -64,12 +73,21 @@ class UncertainParameter:
         return stats.uniform(lo, hi - lo)
 
     def ppf(self, q):
-        """Value at probability ``q`` (uniform(s) -> parameter values)."""
+        """Value at probability ``q`` (uniform(s) -> parameter values).  A
+        calibrated parameter takes row ``floor(q * rows)`` of the joint draws,
+        so parameters read from one uniform take one row together."""
+        if self.draws:
+            column = np.asarray(self.draws)
+            rows = np.minimum((np.asarray(q) * len(column)).astype(np.int64), len(column) - 1)
+            return column[rows]
         return self.frozen.ppf(q)
 
     def interval(self) -> tuple[float, float]:
         """Low and high values for one-way analysis: the published 95% CI when
-        given, else the 2.5% and 97.5% quantiles."""
+        given, else the 2.5% and 97.5% quantiles (of the draws, when calibrated)."""
+        if self.draws:
+            lo, hi = np.quantile(self.draws, [0.025, 0.975])
+            return float(lo), float(hi)
         if self.uncertainty.ci is not None:
             return tuple(float(x) for x in self.uncertainty.ci)
         lo, hi = self.frozen.ppf([0.025, 0.975])
@@ -80,6 +98,12 @@ _LAW_SCALE_FIELDS = ("median", "mean", "scale", "value", "rate")
 
 
 def uncertain_parameters(scenario: Scenario) -> list[UncertainParameter]:
+    """Every parameter with a ``distribution:``, in scenario order, then the
+    calibrated ones (``calibration_uncertainty``)."""
+    return stated_parameters(scenario) + calibrated_parameters(scenario)
+
+
+def stated_parameters(scenario: Scenario) -> list[UncertainParameter]:
     """Every parameter with a ``distribution:``, in scenario order."""
     found: list[UncertainParameter] = []
 
@@ -106,6 +130,56 @@ def uncertain_parameters(scenario: Scenario) -> list[UncertainParameter]:
     walk(scenario.pathway, "pathway")
     walk(scenario.surveillance, "surveillance")
     return _merge_shared(found)
+
+
+def calibrated_parameters(scenario: Scenario) -> list[UncertainParameter]:
+    """One parameter per column of the scenario's calibration draws, all read
+    from one stream: a draw is a whole row.  Columns the scenario opts out of
+    (see :func:`calibration_opt_outs`) are left at the scenario's value."""
+    calibration = scenario.calibration_uncertainty
+    if calibration is None:
+        return []
+    data = scenario.model_dump(by_alias=True, exclude_none=True)
+    columns = np.asarray(calibration.draws, dtype=float).T
+    skipped = calibration_opt_outs(scenario)
+    return [UncertainParameter(path, float(value_at(data, path)), None, "calibrated",
+                               tuple(calibration.tied_to(path)), tuple(columns[j].tolist()), CALIBRATION_STREAM)
+            for j, path in enumerate(calibration.parameters) if path not in skipped]
+
+
+def calibration_opt_outs(scenario: Scenario) -> dict[str, str]:
+    """Calibrated key paths whose draws do not apply, and why: the scenario
+    changed or removed the fitted value (a derived scenario's own assumption,
+    fixed in PSA unless it states a distribution), or gives it a
+    ``distribution:`` of its own (drawn from that instead)."""
+    calibration = scenario.calibration_uncertainty
+    if calibration is None:
+        return {}
+    data = scenario.model_dump(by_alias=True, exclude_none=True)
+    stated = {place for p in stated_parameters(scenario) for place in p.paths}
+    out = {}
+    for path, fitted in zip(calibration.parameters, calibration.fitted, strict=True):
+        places = (path, *calibration.tied_to(path))
+        try:
+            current = [value_at(data, place) for place in places]
+        except (KeyError, IndexError, ValueError, TypeError):
+            out[path] = "the scenario no longer has this value"
+            continue
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in current):
+            out[path] = "the scenario no longer has this value"
+        elif path in stated:
+            out[path] = "the scenario states a distribution for it"
+        elif not all(math.isclose(v, fitted, rel_tol=1e-9, abs_tol=1e-12) for v in current):
+            out[path] = f"the scenario sets it to {current[0]:g} (fitted: {fitted:g})"
+    return out
+
+
+def value_at(data, path: str):
+    """The value at a dotted key path of a scenario mapping (list items by index)."""
+    node = data
+    for part in path.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
 
 
 class SharedParameterError(ValueError):
@@ -146,11 +220,9 @@ def apply_values(scenario: Scenario, values: dict[str, float]) -> Scenario:
     linked = {p.path: p.also for p in uncertain_parameters(scenario) if p.also}
     places = [(place, value) for path, value in values.items() for place in (path, *linked.get(path, ()))]
     for place, value in places:
-        parts = place.split(".")
-        node = data
-        for part in parts[:-1]:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        node[int(parts[-1]) if isinstance(node, list) else parts[-1]] = float(value)
+        parent, _, last = place.rpartition(".")
+        node = value_at(data, parent)
+        node[int(last) if isinstance(node, list) else last] = float(value)
     return Scenario.model_validate(data)
 
 

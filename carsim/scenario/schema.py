@@ -522,6 +522,39 @@ class Run(Strict):
         return v
 
 
+class CalibrationUncertainty(Strict):
+    """Joint draws of calibrated parameters that fit the published targets
+    about as well as the best fit (written by ``carsim calibrate``): a PSA
+    draw takes one row whole, so their correlations are kept."""
+
+    method: str
+    parameters: list[str] = Field(min_length=1)  # key paths, one per column
+    fitted: list[float]  # each parameter's fitted value: a scenario that changes it opts out of its draws
+    tied: list[list[str]] = Field(default_factory=list)  # [parameter, further paths that take its value]
+    draws: list[list[float]] = Field(min_length=2)
+
+    @model_validator(mode="after")
+    def _rectangular(self):
+        width = len(self.parameters)
+        if len(set(self.parameters)) != width:
+            raise ValueError("parameters: expected each key path once")
+        if len(self.fitted) != width:
+            raise ValueError(f"fitted: expected {width} values, one per parameter; got {len(self.fitted)}")
+        for i, row in enumerate(self.draws):
+            if len(row) != width:
+                raise ValueError(f"draws.{i}: expected {width} values, one per parameter; got {len(row)}")
+            if not all(math.isfinite(v) for v in row):
+                raise ValueError(f"draws.{i}: expected finite numbers")
+        for i, group in enumerate(self.tied):
+            if len(group) < 2 or group[0] not in self.parameters:
+                raise ValueError(f"tied.{i}: expected [one of the parameters, the paths tied to it]")
+        return self
+
+    def tied_to(self, path: str) -> tuple[str, ...]:
+        """The further paths that take ``path``'s value."""
+        return next((tuple(group[1:]) for group in self.tied if group[0] == path), ())
+
+
 class Scenario(Strict):
     name: str
     description: str = ""
@@ -531,6 +564,7 @@ class Scenario(Strict):
     surveillance: Surveillance
     policies: dict[str, Policy]
     run: Run = Run()
+    calibration_uncertainty: CalibrationUncertainty | None = None
 
     @model_validator(mode="after")
     def _policies_known(self):

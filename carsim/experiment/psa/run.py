@@ -14,7 +14,7 @@ import pandas as pd
 
 from ... import __version__
 from ...errors import CarsimError
-from ...scenario.parameters import apply_values, uncertain_parameters
+from ...scenario.parameters import apply_values, calibration_opt_outs, uncertain_parameters
 from ...scenario.schema import Scenario
 from ..checkpoint import Checkpoint, default_chunk_size, read_run_file
 from ..evaluate import evaluate_policies
@@ -152,5 +152,7 @@ def run_psa(scenario: Scenario, draws: int, out, *, n_patients: int | None = Non
                       "draws_resumed": draws - len(pending), "workers": effective_jobs(n_jobs)}
     if not uncertain_parameters(scenario):
         result.warnings.append(NO_DISTRIBUTIONS)
+    for path, why in calibration_opt_outs(scenario).items():
+        result.warnings.append(f"calibration draws not used for {path}: {why}")
     write_psa(result, scenario, fingerprint, parameter_summary(scenario, table), scatter_time, started, command)
     return result

@@ -17,11 +17,13 @@ PSA_TAG = stream_id("carsim.psa.parameters")  # first spawn-key element of every
 
 def parameter_uniforms(parameters: list[UncertainParameter], seed: int, draws: int) -> np.ndarray:
     """(draws, n_parameters) uniforms: one stream per parameter, spawned from
-    ``SeedSequence(seed, spawn_key=(PSA_TAG,))`` by the key path's number."""
+    ``SeedSequence(seed, spawn_key=(PSA_TAG,))`` by the key path's number, or
+    by its stream's name when parameters share one (the calibration draws:
+    one uniform picks one joint row for all of them)."""
     root = np.random.SeedSequence(int(seed), spawn_key=(PSA_TAG,))
     columns = []
     for p in parameters:
-        child = np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, stream_id(p.path)))
+        child = np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, stream_id(p.stream or p.path)))
         columns.append(np.random.Generator(np.random.PCG64(child)).random(draws))
     return np.column_stack(columns) if columns else np.empty((draws, 0))
 

@@ -136,7 +136,7 @@ def parameter_summary(scenario: Scenario, table: pd.DataFrame) -> pd.DataFrame:
     for p in uncertain_parameters(scenario):
         values = table[p.path]
         low, high = p.interval()
-        records.append({"parameter": p.path, "family": p.uncertainty.family, "point": p.point,
+        records.append({"parameter": p.path, "family": p.family, "point": p.point,
                         "interval_low": low, "interval_high": high, **describe(values)})
     return pd.DataFrame(records, columns=["parameter", "family", "point", "interval_low", "interval_high",
                                           *STAT_COLUMNS, "n_draws"])
