@@ -202,8 +202,9 @@ class Calibrator:
     def recover(self, values: dict, analysis: str, patients: dict | None = None) -> dict:
         """A published input's hazard ratio re-estimated on the cohort simulated
         with ``values`` (``patients``: that cohort, when already simulated)."""
-        if analysis == "consolidative_hsct":  # compares the cohort under two policies
-            return hsct_recovery(ModelDefinition(self.scenario(values)), self.patients, self.spec.seed)
+        if analysis in ("consolidative_hsct", "consolidative_hsct_lfs"):  # the cohort under two policies
+            return hsct_recovery(ModelDefinition(self.scenario(values)), self.patients, self.spec.seed,
+                                 "relapse" if analysis == "consolidative_hsct" else "lfs")
         cohort = patients[MAIN] if patients is not None else self.simulate(values, [MAIN])[MAIN]
         return recover(cohort, analysis)
 

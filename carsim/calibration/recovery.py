@@ -52,16 +52,45 @@ def _relapse_from(p: dict, landmark_days: float):
     return at_risk, stop - landmark_days, event
 
 
+def _survival_by(p: dict, endpoint: str, covariate: str, flag) -> tuple:
+    """Cox PH of ``endpoint`` (efs, os) from infusion, infused patients, by a yes/no ``flag`` per patient."""
+    from ..experiment.metrics import endpoint_arrays
+
+    mask, durations, events = endpoint_arrays(p, endpoint, "infusion")
+    frame = pd.DataFrame({"duration": durations, "event": events.astype(int), covariate: flag[mask].astype(int)})
+    return _cox(frame, covariate)
+
+
+def _relapse_by(p: dict, covariate: str, flag, phenotype: str | None = None) -> tuple:
+    """Cox PH of relapse (of one phenotype, the others censoring: cause-specific)
+    from infusion among responders, death and HSCT censoring, by ``flag``."""
+    at_risk, durations, events = _relapse_from(p, 0.0)
+    if phenotype is not None:
+        events = events & (p["relapse_phenotype"] == phenotype)
+    frame = pd.DataFrame({"duration": durations[at_risk], "event": events[at_risk].astype(int),
+                          covariate: flag[at_risk].astype(int)})
+    return _cox(frame, covariate)
+
+
 def recover(p: dict, analysis: str) -> dict:
     """Hazard ratio, 95% CI, events and a one-line method for ``analysis``."""
-    if analysis == "burden_efs":
-        from ..experiment.metrics import endpoint_arrays
-
-        mask, durations, events = endpoint_arrays(p, "efs", "infusion")
-        frame = pd.DataFrame({"duration": durations, "event": events.astype(int),
-                              "high_burden": (p["marrow_blasts_infusion"][mask] >= 5).astype(int)})
-        hr, lo, hi, n = _cox(frame, "high_burden")
-        method = "Cox PH, EFS from infusion, >= 5% vs < 5% marrow blasts, infused patients"
+    high_burden = p["marrow_blasts_infusion"] >= 5
+    if analysis in ("burden_efs", "burden_os"):
+        endpoint = analysis.split("_")[1]
+        hr, lo, hi, n = _survival_by(p, endpoint, "high_burden", high_burden)
+        method = f"Cox PH, {endpoint.upper()} from infusion, >= 5% vs < 5% marrow blasts, infused patients"
+    elif analysis in ("burden_relapse", "burden_cd19neg_relapse"):
+        phenotype = "cd19neg" if analysis == "burden_cd19neg_relapse" else None
+        hr, lo, hi, n = _relapse_by(p, "high_burden", high_burden, phenotype)
+        what = "CD19-negative relapse (other relapses censor)" if phenotype else "any relapse"
+        method = f"Cox PH: {what} from infusion by >= 5% vs < 5% marrow blasts, responders; death and HSCT censor"
+    elif analysis == "extramedullary_efs":
+        hr, lo, hi, n = _survival_by(p, "efs", "extramedullary", np.asarray(p["extramedullary"], dtype=bool))
+        method = "Cox PH, EFS from infusion, active extramedullary disease vs none, infused patients"
+    elif analysis == "prior_crs_cd19pos_relapse":
+        hr, lo, hi, n = _relapse_by(p, "two_or_more_crs", np.asarray(p["prior_crs"]) >= 2, "cd19pos")
+        method = ("Cox PH: CD19-positive relapse (other relapses censor) from infusion by >= 2 vs 1 prior CRs, "
+                  "responders; death and HSCT censor")
     elif analysis in ("mrd_day28_relapse", "mrd_month3_relapse"):
         landmark, column = (DAY28, "mrd_day28_positive") if analysis == "mrd_day28_relapse" else \
             (MONTH3, "mrd_month3_positive")
@@ -73,19 +102,12 @@ def recover(p: dict, analysis: str) -> dict:
         method = (f"Cox PH landmark at day {landmark:.0f}: relapse by NGS-MRD result, informative responders "
                   "relapse-free and untransplanted at the landmark; death and HSCT censor")
     elif analysis == "fludarabine_relapse":
-        at_risk, durations, events = _relapse_from(p, 0.0)
-        frame = pd.DataFrame({"duration": durations[at_risk], "event": events[at_risk].astype(int),
-                              "fludarabine_suboptimal": p["fludarabine_suboptimal"][at_risk].astype(int)})
-        hr, lo, hi, n = _cox(frame, "fludarabine_suboptimal")
+        hr, lo, hi, n = _relapse_by(p, "fludarabine_suboptimal", np.asarray(p["fludarabine_suboptimal"], dtype=bool))
         method = ("Cox PH: relapse from infusion by fludarabine exposure (AUC < 13.8 mg*h/L), responders; death and "
                   "HSCT censor")
     elif analysis in ("kmt2a_relapse", "kmt2a_lineage_switch"):
-        at_risk, durations, events = _relapse_from(p, 0.0)
-        if analysis == "kmt2a_lineage_switch":
-            events = events & (p["relapse_phenotype"] == "lineage_switch")
-        frame = pd.DataFrame({"duration": durations[at_risk], "event": events[at_risk].astype(int),
-                              "kmt2a": p["kmt2a"][at_risk].astype(int)})
-        hr, lo, hi, n = _cox(frame, "kmt2a")
+        phenotype = "lineage_switch" if analysis == "kmt2a_lineage_switch" else None
+        hr, lo, hi, n = _relapse_by(p, "kmt2a", np.asarray(p["kmt2a"], dtype=bool), phenotype)
         what = "any relapse" if analysis == "kmt2a_relapse" else "lineage switch (other relapses censor)"
         method = f"Cox PH: {what} from infusion by KMT2A rearrangement, responders; death and HSCT censor"
     elif analysis == "bca_loss_relapse":
@@ -123,7 +145,8 @@ def _bca_time_varying(p: dict):
             int(frame["event"].sum()))
 
 
-def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: int = 0) -> dict:
+def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: int = 0,
+                              endpoint: str = "relapse") -> dict:
     """The effective relapse hazard ratio of consolidative HSCT, measured the
     way a comparison of transplanted and untransplanted responders would:
     the same HSCT-naive responders under ``hsct_all`` and under ``observe``
@@ -157,8 +180,9 @@ def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: in
     def arm(p, treated):
         relapsed = ~np.isnan(p["relapse_day"])
         end = np.where(relapsed, p["relapse_day"], p["end_day"])
+        event = relapsed if endpoint == "relapse" else relapsed | ~np.isnan(p["death_day"])  # LFS: death too
         return pd.DataFrame({"patient": np.nonzero(eligible)[0], "duration": np.maximum(end - day, 1e-6)[eligible],
-                             "event": relapsed[eligible].astype(int), "hsct": treated,
+                             "event": event[eligible].astype(int), "hsct": treated,
                              "bca_lost": bca_lost[eligible]})
 
     frame = pd.concat([arm(o, 0), arm(h, 1)], ignore_index=True)
@@ -172,13 +196,15 @@ def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: in
     return out
 
 
-def hsct_recovery(model, n_patients: int, seed: int) -> dict:
+def hsct_recovery(model, n_patients: int, seed: int, endpoint: str = "relapse") -> dict:
     """:func:`consolidative_hsct_effect` as a recovered-input row: the overall
     HR, with the HRs by B-cell aplasia at HSCT in the method text."""
-    effect = consolidative_hsct_effect(model, n_patients, seed)
+    effect = consolidative_hsct_effect(model, n_patients, seed, endpoint=endpoint)
     overall, lost, intact = effect["overall"], effect["bca_lost"], effect["bca_intact"]
-    method = (f"Cox PH (cause-specific, clustered): the same HSCT-naive responders under hsct_all vs observe, relapse "
-              f"from the day of HSCT, death censors; after B-cell aplasia loss HR {lost['hr']:.2f} "
+    what = ("relapse from the day of HSCT, death censors" if endpoint == "relapse"
+            else "relapse or death (leukaemia-free survival) from the day of HSCT")
+    method = (f"Cox PH (clustered): the same HSCT-naive responders under hsct_all vs observe, {what}; "
+              f"after B-cell aplasia loss HR {lost['hr']:.2f} "
               f"({lost['lower']:.2f}-{lost['upper']:.2f}, {lost['patients']} patients), with aplasia intact HR "
               f"{intact['hr']:.2f} ({intact['lower']:.2f}-{intact['upper']:.2f}, {intact['patients']} patients)")
     return {"hr": overall["hr"], "lower": overall["lower"], "upper": overall["upper"], "events": overall["events"],

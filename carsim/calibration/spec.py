@@ -68,8 +68,10 @@ class Stage(Strict):
 
 class Recovery(Strict):
     id: str
-    analysis: Literal["bca_loss_relapse", "burden_efs", "mrd_day28_relapse", "mrd_month3_relapse",
-                      "consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "kmt2a_lineage_switch"]
+    analysis: Literal["bca_loss_relapse", "burden_efs", "burden_os", "burden_relapse", "burden_cd19neg_relapse",
+                      "extramedullary_efs", "prior_crs_cd19pos_relapse", "mrd_day28_relapse", "mrd_month3_relapse",
+                      "consolidative_hsct", "consolidative_hsct_lfs", "fludarabine_relapse", "kmt2a_relapse",
+                      "kmt2a_lineage_switch"]
     tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
     note: str = ""
 
