@@ -212,12 +212,12 @@ def _uncertainty_lines(spec, values: dict, intervals: dict, posterior) -> list[s
     if posterior is not None:
         ranges = _ranges(spec)
         lines += ["", "## Calibration uncertainty", "",
-                  (f"Sampling-importance resampling: {posterior.samples} parameter sets simulated around the fit "
-                   f"(flat prior over each search range; each fitted target normal with the standard error of its "
-                   f"interval), effective sample size {posterior.effective_sample_size:.0f}; {len(posterior.draws)} "
-                   f"joint draws resampled ({posterior.distinct} distinct), written to the fitted file "
-                   "(`calibration_uncertainty`). PSA takes one row per draw, so correlations between the "
-                   "parameters are kept."), "",
+                  (f"Approximate Bayesian calibration by importance sampling: {posterior.samples} parameter sets "
+                   f"simulated around the fit (flat prior over each search range), of which {posterior.accepted} "
+                   f"reproduce every fitted target inside its interval; effective sample size "
+                   f"{posterior.effective_sample_size:.0f}; {len(posterior.draws)} joint draws resampled "
+                   f"({posterior.distinct} distinct), written to the fitted file (`calibration_uncertainty`). PSA "
+                   "takes one row per draw, so correlations between the parameters are kept."), "",
                   "| parameter | fitted | draws: median | 95% interval | search range |", "| --- | --- | --- | --- | --- |"]
         for row in posterior.summary():
             r = ranges[row["path"]]

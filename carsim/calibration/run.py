@@ -107,7 +107,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
                                      "evaluations": calibrator.evaluations}, command)
     if posterior is not None:
         manifest.extra["calibration_uncertainty"] = {
-            "samples": posterior.samples, "kept": len(posterior.draws),
+            "samples": posterior.samples, "accepted": posterior.accepted, "kept": len(posterior.draws),
             "effective_sample_size": round(posterior.effective_sample_size, 1), "distinct": posterior.distinct}
         if posterior.effective_sample_size < MIN_EFFECTIVE_SAMPLES:
             message = (f"calibration uncertainty rests on an effective sample size of "
@@ -162,8 +162,9 @@ def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterio
     fitted = [_round(values[path]) for path in paths]
     draws = [[_round(v) for v in row] for row in posterior.draws.tolist()]
     groups = [[path, *tied[path][1:]] for path in paths if len(tied.get(path, ())) > 1]
-    method = (f"sampling-importance resampling around the fit: {posterior.samples} samples, effective sample size "
-              f"{posterior.effective_sample_size:.0f}, {len(draws)} joint draws ({posterior.distinct} distinct)")
+    method = (f"importance sampling around the fit: {posterior.accepted} of {posterior.samples} parameter sets "
+              f"reproduce every fitted target, effective sample size {posterior.effective_sample_size:.0f}, "
+              f"{len(draws)} joint draws ({posterior.distinct} distinct)")
     if inherited:
         # The model's own calibration draws, for the values not refitted here,
         # are paired row by row with these (the two fits taken as independent).

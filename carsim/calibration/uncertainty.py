@@ -1,25 +1,32 @@
 """Calibration uncertainty: the parameter values, besides the best fit, that
-reproduce the published targets about as well.
+reproduce the published targets as well.
 
-Sampling-importance resampling (Rubin 1988; as used for calibrating
-simulation models by Rutter, Miglioretti and Savarino, JASA 2009, and
-Menzies et al., PharmacoEconomics 2017), with one adaptive round
-(adaptive multiple importance sampling, Cornuet et al. 2012):
+Approximate Bayesian calibration by importance sampling (Rubin 1988's
+sampling-importance resampling, as used for simulation models by Rutter,
+Miglioretti and Savarino, JASA 2009, and Menzies et al., PharmacoEconomics
+2017), with adaptive proposals (adaptive multiple importance sampling,
+Cornuet et al., Scand J Stat 2012):
 
 * prior: flat over each fitted parameter's search range, on its scale
   (log or linear), i.e. a logistic density on the optimiser's coordinate z;
-* likelihood: every fitted target normal around its published value with
-  the standard error of its interval, so log L = -objective / 2;
-* proposal: first a normal around the best fit whose SD on each axis
-  follows the objective's rise one ``spread`` step either way, then, round
-  by round, a multivariate normal with the weighted mean and covariance of
-  the samples so far; weights use the mixture of all the proposals, so the
-  resample is exact as the number of samples grows;
+* acceptance (a uniform kernel, as in approximate Bayesian computation): a
+  parameter set is kept when every fitted target falls inside its published
+  interval or stated tolerance.  A Gaussian likelihood on the standardised
+  differences was tried first: with simulated outputs its Monte Carlo noise
+  made the weights degenerate (a handful of sets took the resample);
+* proposal: first a Student-t (4 degrees of freedom) around the best fit
+  whose scale on each axis follows the objective's rise one ``spread`` step
+  either way, then, round by round, a multivariate t with the weighted mean
+  and covariance of the accepted sets so far, a tenth of each round drawn
+  from the prior itself (defensive importance sampling, Hesterberg 1995);
+  weights (prior / the mixture of all these) keep the resample exact as the
+  number of samples grows, and no weight exceeds ten;
 * the resample (``keep`` rows, with replacement) is what PSA draws from, a
   whole row at a time so the correlations between parameters are kept.
 
-The effective sample size and the number of distinct rows say how much the
-resample can be trusted; both are in the report.
+The number of accepted sets, the effective sample size and the number of
+distinct rows say how much the resample can be trusted; all are in the
+report.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ..errors import CarsimError
 from ..model.random import stream_id
 from .fit import Calibrator, from_unit, to_unit
 
-MAX_SCALE = 1.5  # proposal SD on the optimiser's scale for a parameter the targets barely constrain
+MAX_SCALE = 2.0  # proposal scale on the optimiser's scale for a parameter the targets barely constrain
+TAIL_DF = 4  # Student-t proposals
+DEFENSIVE_SHARE = 0.1  # of each round drawn from the prior itself
 
 
 @dataclass
@@ -42,6 +52,7 @@ class Posterior:
     samples: int
     effective_sample_size: float
     distinct: int
+    accepted: int  # parameter sets with every fitted target inside its interval
 
     def summary(self) -> list[dict]:
         """Per parameter: median and 95% interval of the draws."""
@@ -67,44 +78,59 @@ def sample_importance_resample(calibrator: Calibrator, values: dict, settings, l
     centre = np.array([to_unit(p, values[p.path]) for p in parameters])
     dims = len(parameters)
 
-    def log_likelihood(z_rows: np.ndarray) -> np.ndarray:
-        out = np.empty(len(z_rows))
+    def evaluate(z_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(objective, every fitted target inside its interval) per parameter set."""
+        objective, inside = np.empty(len(z_rows)), np.empty(len(z_rows), bool)
         for i, z in enumerate(z_rows):
             trial = {**values, **{p.path: from_unit(p, zi) for p, zi in zip(parameters, z, strict=True)}}
-            out[i] = -0.5 * calibrator.objective(calibrator.evaluate(trial, fitted_ids), fitted_ids)
-        return out
+            evaluation = calibrator.evaluate(trial, fitted_ids)
+            objective[i] = calibrator.objective(evaluation, fitted_ids)
+            inside[i] = all(calibrator.targets[t].inside(evaluation.outputs[t]) for t in fitted_ids)
+        return objective, inside
 
-    # Scale the first proposal to the likelihood's curvature along each axis:
-    # a step of ``spread`` either way lowers the log-likelihood by R on
-    # average, so its SD on that axis is about spread / sqrt(2 R) (flat
-    # directions are capped at about the prior's own width).
+    # Scale the first proposal to the objective's curvature along each axis:
+    # a step of ``spread`` either way raises it by D on average, which a
+    # normal likelihood would give with SD spread / sqrt(D) (flat directions
+    # are capped at about the prior's own width).
     steps = np.vstack([centre + sign * settings.spread * np.eye(dims)[j] for j in range(dims) for sign in (-1, 1)])
-    at_fit = log_likelihood(centre[None, :])[0]
-    rise = (at_fit - log_likelihood(steps)).reshape(dims, 2).mean(axis=1)  # half the objective's rise
-    scale = np.minimum(settings.spread / np.sqrt(np.maximum(2.0 * rise, 1e-2)), MAX_SCALE)
-    # Adaptive multiple importance sampling (Cornuet et al., Scand J Stat
-    # 2012): each round's proposal is a normal with the weighted mean and
-    # covariance of every sample so far; the weights use the mixture of all
-    # the rounds' proposals (deterministic mixture), so each sample keeps a
-    # valid weight as the proposal adapts.
+    at_fit = evaluate(centre[None, :])[0][0]
+    rise = (evaluate(steps)[0] - at_fit).reshape(dims, 2).mean(axis=1)
+    scale = np.minimum(settings.spread / np.sqrt(np.maximum(rise, 1e-2)), MAX_SCALE)
     per_round = np.diff(np.linspace(0, settings.samples, settings.rounds + 1).round().astype(int))
-    proposals, z, ll = [stats.multivariate_normal(centre, np.diag(scale ** 2))], np.empty((0, dims)), np.empty(0)
+    proposals = [stats.multivariate_t(centre, np.diag(scale ** 2), df=TAIL_DF)]
+    z, kept = np.empty((0, dims)), np.empty(0, bool)
     for r, n in enumerate(per_round):
-        new = proposals[r].rvs(size=n, random_state=rng).reshape(n, dims)
-        z, ll = np.vstack([z, new]), np.concatenate([ll, log_likelihood(new)])
-        shares = per_round[:r + 1] / per_round[:r + 1].sum()
-        mixture = np.logaddexp.reduce([np.log(share) + q.logpdf(z) for share, q in zip(shares, proposals,
-                                                                                      strict=True)], axis=0)
-        log_w = ll + _log_prior(z) - mixture
+        # Defensive importance sampling (Hesterberg, Technometrics 1995): a
+        # share of each round comes from the prior itself, so no weight
+        # (prior / proposal mixture) exceeds 1 / DEFENSIVE_SHARE.
+        from_prior = int(n * DEFENSIVE_SHARE + 0.5)
+        uniform = rng.random((from_prior, dims))
+        new = np.vstack([np.log(uniform / (1.0 - uniform)),
+                         proposals[r].rvs(size=n - from_prior, random_state=rng).reshape(n - from_prior, dims)])
+        z, kept = np.vstack([z, new]), np.concatenate([kept, evaluate(new)[1]])
+        shares = per_round[:r + 1] / per_round[:r + 1].sum() * (1.0 - DEFENSIVE_SHARE)
+        mixture = np.logaddexp.reduce([np.log(DEFENSIVE_SHARE) + _log_prior(z)]
+                                      + [np.log(share) + q.logpdf(z) for share, q in zip(shares, proposals,
+                                                                                           strict=True)], axis=0)
+        log_w = np.where(kept, _log_prior(z) - mixture, -np.inf)
+        if not kept.any():
+            if r + 1 < settings.rounds:
+                proposals.append(proposals[r])
+            continue
         w = np.exp(log_w - log_w.max())
         w /= w.sum()
         if r + 1 < settings.rounds:
-            covariance = np.cov(z.T, aweights=w) + np.diag(scale ** 2) * 0.01  # a ridge: few effective rows early
-            proposals.append(stats.multivariate_normal(w @ z, covariance * 1.5, allow_singular=True))
+            covariance = np.cov(z[kept].T, aweights=w[kept]) if kept.sum() > dims else np.diag(scale ** 2)
+            covariance = covariance + np.diag(scale ** 2) * 0.01  # a ridge: few accepted sets early on
+            proposals.append(stats.multivariate_t(w @ z, covariance * 1.5, df=TAIL_DF, allow_singular=True))
+    if not kept.any():
+        raise CarsimError(f"calibration uncertainty: none of {settings.samples} parameter sets around the fit "
+                          "reproduces every fitted target inside its interval; lower uncertainty.spread")
     ess = float(1.0 / np.sum(w ** 2))
     rows = rng.choice(len(z), size=settings.keep, replace=True, p=w)
     draws = np.array([[from_unit(p, z[r, j]) for j, p in enumerate(parameters)] for r in rows])
-    posterior = Posterior(parameters, draws, settings.samples, ess, len(np.unique(rows)))
-    log(f"calibration uncertainty: {settings.samples} samples, effective sample size {ess:.0f}, "
-        f"{posterior.distinct} distinct of {settings.keep} resampled draws")
+    posterior = Posterior(parameters, draws, settings.samples, ess, len(np.unique(rows)), int(kept.sum()))
+    log(f"calibration uncertainty: {posterior.accepted} of {settings.samples} parameter sets reproduce every "
+        f"fitted target; effective sample size {ess:.0f}, {posterior.distinct} distinct of {settings.keep} "
+        "resampled draws")
     return posterior
