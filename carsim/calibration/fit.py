@@ -26,31 +26,13 @@ from ..experiment.parallel import effective_jobs
 from ..model.definition import ModelDefinition
 from ..model.simulation import simulate_policies
 from ..scenario.loader import resolve_extends
+from ..scenario.parameters import set_value_at, value_at
 from ..scenario.schema import Scenario
 from .outputs import compute_output
 from .recovery import hsct_recovery, recover
 from .spec import CalibrationSpec, Parameter, Target
 
 MAIN = "cohort"
-
-
-def get_path(data, path: str):
-    node = data
-    for part in path.split("."):
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
-
-
-def set_path(data, path: str, value) -> None:
-    parts = path.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    last = parts[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
 
 
 def to_unit(parameter: Parameter, value: float) -> float:
@@ -135,7 +117,7 @@ class Calibrator:
         for where, parameter in places:
             for path in self.tied[parameter.path]:
                 try:
-                    value = get_path(self.raw, path)
+                    value = value_at(self.raw, path)
                 except (KeyError, IndexError, ValueError, TypeError):
                     value = None
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -157,13 +139,13 @@ class Calibrator:
         raw = copy.deepcopy(self.raw)
         for path, value in values.items():
             for each in self.tied.get(path, (path,)):
-                set_path(raw, each, float(value))
+                set_value_at(raw, each, float(value))
         if subgroup is not None:
             raw["cohort"]["fixed"] = {**raw["cohort"].get("fixed", {}), **self.spec.subgroups[subgroup].fixed}
         return Scenario.model_validate(raw)
 
     def prior_values(self, parameters) -> dict:
-        return {p.path: float(get_path(self.raw, p.path)) for p in parameters}
+        return {p.path: float(value_at(self.raw, p.path)) for p in parameters}
 
     def simulate(self, values: dict, groups=None) -> dict:
         """Patient columns per group (the cohort and each subgroup)."""

@@ -13,7 +13,8 @@ import yaml
 from .._io import atomic_write
 from ..errors import display_path
 from ..experiment.manifest import Manifest, clear
-from .fit import Calibrator, fit, get_path, match_interval, set_path
+from ..scenario.parameters import set_value_at, value_at
+from .fit import Calibrator, fit, match_interval
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
 from .uncertainty import Posterior, sample_importance_resample
@@ -30,8 +31,8 @@ def fitted_overrides(raw: dict, values: dict, note: str, tied: dict | None = Non
     paths = [each for path in values for each in tied.get(path, (path,))]
     for path, value in values.items():
         for each in tied.get(path, (path,)):
-            set_path(fitted, each, _round(value))
-            _mark(get_path(fitted, each.rsplit(".", 1)[0]), note)
+            set_value_at(fitted, each, _round(value))
+            _mark(value_at(fitted, each.rsplit(".", 1)[0]), note)
     out: dict = {}
     for path in paths:
         parts = path.split(".")
@@ -75,7 +76,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         intervals = {}
         for match in spec.match:
             interval = published[match.id].get("ci")
-            holder = get_path(calibrator.raw, match.parameter.path.rsplit(".", 1)[0])
+            holder = value_at(calibrator.raw, match.parameter.path.rsplit(".", 1)[0])
             if interval and "distribution" not in holder:
                 intervals[match.id] = match_interval(calibrator, values, match, interval)
                 (low, high), unreached = intervals[match.id]
@@ -150,7 +151,7 @@ def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterio
     for match_id, ((low, high), _unreached) in intervals.items():
         parameter = by_id[match_id].parameter
         for place in tied.get(parameter.path, (parameter.path,)):
-            holder = get_path(body, place.rsplit(".", 1)[0])
+            holder = value_at(body, place.rsplit(".", 1)[0])
             holder["distribution"] = {"family": "lognormal", "ci": [_round(low), _round(high)],
                                       "shared": match_id}
     inherited = raw_model.get("calibration_uncertainty")

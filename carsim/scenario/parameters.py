@@ -182,6 +182,13 @@ def value_at(data, path: str):
     return node
 
 
+def set_value_at(data, path: str, value) -> None:
+    """Set the value at a dotted key path of a scenario mapping (list items by index)."""
+    parent, _, last = path.rpartition(".")
+    node = value_at(data, parent) if parent else data
+    node[int(last) if isinstance(node, list) else last] = value
+
+
 class SharedParameterError(ValueError):
     """Values sharing one draw disagree; ``path`` is the one that differs."""
 
@@ -220,9 +227,7 @@ def apply_values(scenario: Scenario, values: dict[str, float]) -> Scenario:
     linked = {p.path: p.also for p in uncertain_parameters(scenario) if p.also}
     places = [(place, value) for path, value in values.items() for place in (path, *linked.get(path, ()))]
     for place, value in places:
-        parent, _, last = place.rpartition(".")
-        node = value_at(data, parent)
-        node[int(last) if isinstance(node, list) else last] = float(value)
+        set_value_at(data, place, float(value))
     return Scenario.model_validate(data)
 
 
