@@ -42,7 +42,7 @@ class BedQueue:
         self.head = 0
         self.asked = self.holding = None  # per row: asked for a bed; number of beds held
         self.ask_token = None
-        self.open_stays: dict[int, set] = {}  # row -> ids of its stays not yet ended
+        self.open_stays: dict[int, set] = {}  # row holding a bed -> ids of its stays not yet ended
         self.occupancy = None
         self.stays = []  # (rows, start, planned end), as UnlimitedBeds keeps them
         self.asked_at: list[float] = []
@@ -66,6 +66,16 @@ class BedQueue:
         while releases and releases[0][3] not in self.open_stays.get(releases[0][2], ()):
             heapq.heappop(releases)
         return releases[0][0] if releases else np.inf
+
+    def _end_stay(self) -> float:
+        """End the stay of the earliest pending release (already checked open); its time."""
+        t, _, row, stay = heapq.heappop(self.releases)
+        self.open_stays[row].discard(stay)
+        if not self.open_stays[row]:
+            del self.open_stays[row]  # its keys are the rows holding a bed
+        self.holding[row] -= 1
+        self.free += 1
+        return t
 
     def _head(self):
         """The earliest request still waiting, or None."""
@@ -123,10 +133,7 @@ class BedQueue:
             if min(release, ask) > low:
                 break
             if release <= ask:
-                t, _, row, stay = heapq.heappop(self.releases)
-                self.open_stays[row].discard(stay)
-                self.holding[row] -= 1
-                self.free += 1
+                t = self._end_stay()
             else:
                 t, _, row, token = heapq.heappop(asks)
                 if token == self.ask_token[row] and self.asked[row]:
@@ -144,13 +151,9 @@ class BedQueue:
             head = self._head()
             if head is None or not release < np.inf or not head[2] < low or not when[head[0]] > release:
                 break
-            holders = [row for row, open_ in self.open_stays.items() if open_]
-            if float(when[holders].min()) <= release:
+            if float(when[list(self.open_stays)].min()) <= release:
                 break
-            t, _, row, stay = heapq.heappop(self.releases)
-            self.open_stays[row].discard(stay)
-            self.holding[row] -= 1
-            self.free += 1
+            t = self._end_stay()
             for row in self._grant(t):
                 self._transplant(pathway, row, t, source, when)
                 granted = True
