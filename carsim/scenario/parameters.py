@@ -100,7 +100,8 @@ _LAW_SCALE_FIELDS = ("median", "mean", "scale", "value", "rate")
 def uncertain_parameters(scenario: Scenario) -> list[UncertainParameter]:
     """Every parameter with a ``distribution:``, in scenario order, then the
     calibrated ones (``calibration_uncertainty``)."""
-    return stated_parameters(scenario) + calibrated_parameters(scenario)
+    stated = stated_parameters(scenario)
+    return stated + _calibrated_parameters(scenario, _opt_outs(scenario, stated))
 
 
 def stated_parameters(scenario: Scenario) -> list[UncertainParameter]:
@@ -132,19 +133,18 @@ def stated_parameters(scenario: Scenario) -> list[UncertainParameter]:
     return _merge_shared(found)
 
 
-def calibrated_parameters(scenario: Scenario) -> list[UncertainParameter]:
+def _calibrated_parameters(scenario: Scenario, skipped: dict) -> list[UncertainParameter]:
     """One parameter per column of the scenario's calibration draws, all read
     from one stream: a draw is a whole row.  Columns the scenario opts out of
-    (see :func:`calibration_opt_outs`) are left at the scenario's value."""
+    (``skipped``, see :func:`calibration_opt_outs`) are left at its value."""
     calibration = scenario.calibration_uncertainty
     if calibration is None:
         return []
-    data = scenario.model_dump(by_alias=True, exclude_none=True)
     columns = np.asarray(calibration.draws, dtype=float).T
-    skipped = calibration_opt_outs(scenario)
-    return [UncertainParameter(path, float(value_at(data, path)), None, "calibrated",
-                               tuple(calibration.tied_to(path)), tuple(columns[j].tolist()), CALIBRATION_STREAM)
-            for j, path in enumerate(calibration.parameters) if path not in skipped]
+    return [UncertainParameter(path, float(fitted), None, "calibrated", calibration.tied_to(path),
+                               tuple(columns[j].tolist()), CALIBRATION_STREAM)
+            for j, (path, fitted) in enumerate(zip(calibration.parameters, calibration.fitted, strict=True))
+            if path not in skipped]
 
 
 def calibration_opt_outs(scenario: Scenario) -> dict[str, str]:
@@ -152,11 +152,15 @@ def calibration_opt_outs(scenario: Scenario) -> dict[str, str]:
     changed or removed the fitted value (a derived scenario's own assumption,
     fixed in PSA unless it states a distribution), or gives it a
     ``distribution:`` of its own (drawn from that instead)."""
+    return _opt_outs(scenario, stated_parameters(scenario))
+
+
+def _opt_outs(scenario: Scenario, stated: list[UncertainParameter]) -> dict[str, str]:
     calibration = scenario.calibration_uncertainty
     if calibration is None:
         return {}
     data = scenario.model_dump(by_alias=True, exclude_none=True)
-    stated = {place for p in stated_parameters(scenario) for place in p.paths}
+    stated_places = {place for p in stated for place in p.paths}
     out = {}
     for path, fitted in zip(calibration.parameters, calibration.fitted, strict=True):
         places = (path, *calibration.tied_to(path))
@@ -167,7 +171,7 @@ def calibration_opt_outs(scenario: Scenario) -> dict[str, str]:
             continue
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in current):
             out[path] = "the scenario no longer has this value"
-        elif path in stated:
+        elif path in stated_places:
             out[path] = "the scenario states a distribution for it"
         elif not all(math.isclose(v, fitted, rel_tol=1e-9, abs_tol=1e-12) for v in current):
             out[path] = f"the scenario sets it to {current[0]:g} (fitted: {fitted:g})"
