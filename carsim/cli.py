@@ -162,8 +162,18 @@ def command_run(args) -> int:
     scenario = load_scenario(args.scenario, overrides)
     out_dir = args.out or default_output_dir(scenario.name)
     result = run_experiment(scenario, progress=None if args.quiet else "simulating")
+    economics = {}
+
+    def economics_tables(result):
+        if scenario.economics is None:
+            return {}
+        from .analysis.economics import economics_tables as tables
+
+        economics.update(tables(result))
+        return economics
+
     summary, _comparison, summary_seconds = write_results(out_dir, result, _summarise, _plot_survival,
-                                                          command=sys.argv)
+                                                          command=sys.argv, tables=economics_tables)
     if not args.quiet:
         from .analysis.report import policy_table
 
@@ -171,6 +181,11 @@ def command_run(args) -> int:
               f"{scenario.run.replications} replication(s) | seed {scenario.run.seed}")
         print(f"95% Monte Carlo intervals in brackets; reference policy: {result.policies[0]}\n")
         print(policy_table(summary, result.policies))
+        if economics:
+            from .analysis.economics import economics_lines
+
+            print()
+            print("\n".join(economics_lines(economics["economics"], scenario.economics)))
         print(f"\nsimulated in {result.timings['simulate_seconds']:.1f} s on {result.timings['workers']} worker(s) "
               f"({result.timings['engine']} engine); "
               f"summarised in {summary_seconds:.1f} s")

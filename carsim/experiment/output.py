@@ -16,6 +16,7 @@ import numpy as np
 from .._io import atomic_write
 from . import manifest as _manifest
 from .parallel import run_beside
+from .tables import write_table
 
 RESULT_FILES = ("summary.csv", "comparison.csv", "patients.parquet", "events.parquet", "survival.png",
                 "manifest.json")
@@ -114,7 +115,7 @@ def write_figure(out_dir: Path, result, plot) -> None:
     atomic_write(out_dir / "survival.png", lambda p: plot(result, p))
 
 
-def write_results(out_dir: Path, result, summarise, plot, command=None):
+def write_results(out_dir: Path, result, summarise, plot, command=None, tables=None):
     """Summarise ``result`` and write its results folder; return
     ``(summary, comparison, summary_seconds)``.  ``summarise(result)`` gives
     the summary and comparison tables, ``plot(result, path)`` draws
@@ -135,6 +136,8 @@ def write_results(out_dir: Path, result, summarise, plot, command=None):
     atomic_write(out_dir / "comparison.csv", lambda p: comparison.to_csv(p, index=False))
     atomic_write(out_dir / "patients.parquet", lambda p: write_parquet(patients_columns(result), p))
     atomic_write(out_dir / "events.parquet", lambda p: write_parquet(events_columns(result), p))
+    for stem, frame in (tables(result) if tables is not None else {}).items():
+        write_table(frame, out_dir, stem)
     figure.wait()
     manifest(result, summary_seconds, command).write(out_dir)
     return summary, comparison, summary_seconds

@@ -77,11 +77,12 @@ def simulate_replications(model: ModelDefinition, policies, replications, n_pati
     for first in range(0, len(replications), per_batch):
         batch = replications[first:first + per_batch]
         cohorts = [(*draw_cohort(model, seed, replication, stop), start, stop) for replication in batch]
-        simulated = simulate_cohorts(model, policies, cohorts, record_events)
+        simulated = simulate_cohorts(model, policies, cohorts, record_events or _priced(model))
         for replication, (_streams, covariates, *_), done in zip(batch, cohorts, simulated, strict=True):
             for policy in policies:
                 outcomes, events, use, warnings = done[policy]
-                outcomes = {"patient": outcomes["patient"], **{k: outcomes[k] for k in OUTCOME_FIELDS}}
+                outcomes = _with_economics(model, {"patient": outcomes["patient"],
+                                                   **{k: outcomes[k] for k in OUTCOME_FIELDS}}, events)
                 results.append(CohortResult(
                     replication=replication, policy=policy, outcomes=outcomes,
                     covariates={n: covariates[n][start:stop] for n in covariates},
@@ -99,11 +100,25 @@ def simulate_cohort(model: ModelDefinition, policy: str, replication: int, n_pat
 
     stop = n_patients if stop is None else stop
     streams, covariates, arrivals = draw_cohort(model, seed, replication, stop)
-    out, events, use, warnings = simulate(model, policy, streams, covariates, arrivals, start, stop, record_events)
-    outcomes = {"patient": out["patient"], **{k: out[k] for k in OUTCOME_FIELDS}}
+    out, events, use, warnings = simulate(model, policy, streams, covariates, arrivals, start, stop,
+                                          record_events or _priced(model))
+    outcomes = _with_economics(model, {"patient": out["patient"], **{k: out[k] for k in OUTCOME_FIELDS}}, events)
     return CohortResult(replication=replication, policy=policy, outcomes=outcomes,
                         covariates={n: covariates[n][start:stop] for n in covariates},
                         events=events if record_events else _no_events(), resource_use=use, warnings=warnings)
+
+
+def _priced(model: ModelDefinition) -> bool:
+    """Economics is accounted on the event records, so a priced scenario records them."""
+    return model.scenario.economics is not None
+
+
+def _with_economics(model: ModelDefinition, outcomes: dict, events: dict) -> dict:
+    if not _priced(model):
+        return outcomes
+    from .economics import account
+
+    return {**outcomes, **account(model.scenario.economics, events, outcomes)}
 
 
 def _no_events() -> dict:

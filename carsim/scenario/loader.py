@@ -239,6 +239,8 @@ def check_semantics(scenario: Scenario, file_for) -> None:
             fail(loc + ("per",), f"expected a numeric variable, {multiplier.per!r} has text levels")
 
     check_shared_draws(scenario, fail)
+    if scenario.economics is not None:
+        check_economics_events(scenario.economics, fail)
 
     for pname, policy in scenario.policies.items():
         for i, rule in enumerate(policy.rules):
@@ -248,6 +250,29 @@ def check_semantics(scenario: Scenario, file_for) -> None:
             if hidden:
                 fail(loc, f"a policy can only use what clinicians observe; {hidden[0]!r} is hidden biology "
                           f"(use the test results, e.g. 'bca_loss_detected' or 'mrd_positive')")
+
+
+def check_economics_events(economics, fail) -> None:
+    """Costs, QALY losses, states and periods name event kinds the pathway records."""
+    from .vocabulary import EVENT_KINDS
+
+    def check(key: str, loc: tuple):
+        kind = key.split("/", 1)[0]
+        if kind not in EVENT_KINDS:
+            hint = difflib.get_close_matches(kind, EVENT_KINDS, n=1)
+            fail(loc, f"unknown event kind {kind!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                      + "; known event kinds: " + ", ".join(EVENT_KINDS))
+
+    for section in ("event_costs", "qaly_losses"):
+        for key in getattr(economics, section):
+            check(key, ("economics", section, key))
+    for name, state in economics.states.items():
+        for i, key in enumerate(state.entered_by):
+            check(key, ("economics", "states", name, "entered_by", i))
+    for name, period in economics.periods.items():
+        for field in ("opened_by", "closed_by"):
+            for i, key in enumerate(getattr(period, field)):
+                check(key, ("economics", "periods", name, field, i))
 
 
 def check_shared_draws(scenario: Scenario, fail) -> None:

@@ -522,6 +522,80 @@ class Run(Strict):
         return v
 
 
+# -- health economics ---------------------------------------------------------
+
+EventKey = Annotated[str, StringConstraints(pattern=r"^[a-z_]+(/[A-Za-z0-9_ :>-]+)?$")]
+
+
+class Cost(NonNegative):
+    """A cost (one-off per event, or per month in a state or period), with the
+    category it is reported under (default: the entry's own name)."""
+
+    category: str | None = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+class Utility(Scalar):
+    @field_validator("value")
+    @classmethod
+    def _at_most_one(cls, v):
+        if v > 1:
+            raise ValueError(f"expected a utility <= 1 (1 = full health), got {v}")
+        return v
+
+
+class HealthState(Strict):
+    """An exclusive state: entered by any of ``entered_by`` (event kinds, or
+    ``event/detail`` for one detail, e.g. ``response/CR``); the latest entering
+    event sets the state until death or the end of follow-up."""
+
+    entered_by: list[EventKey] = Field(min_length=1)
+    cost_per_month: Cost | None = None
+    utility: Utility
+
+
+class Period(Strict):
+    """An overlay on the states (e.g. immunoglobulin replacement while B-cell
+    aplasia lasts): opened by ``opened_by`` events, closed by ``closed_by``
+    events, after ``months`` or at death or the end of follow-up, whichever is
+    first.  Adds a cost per month and a utility decrement."""
+
+    opened_by: list[EventKey] = Field(min_length=1)
+    closed_by: list[EventKey] = []
+    months: NonNegative | None = None
+    cost_per_month: Cost | None = None
+    utility_decrement: NonNegative | None = None
+
+
+class Discounting(Strict):
+    costs: NonNegative
+    outcomes: NonNegative
+
+    @model_validator(mode="after")
+    def _below_one(self):
+        for name in ("costs", "outcomes"):
+            if getattr(self, name).value >= 1:
+                raise ValueError(f"{name}: expected an annual discount rate below 1 (e.g. 0.03)")
+        return self
+
+
+class Economics(Strict):
+    """Costs and quality of life, accrued on the simulated event records.
+
+    Rates are annual and discounting is continuous (rate ln(1 + r) per year)
+    from each patient's enrolment."""
+
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    price_year: int = Field(ge=1900, le=2100)
+    perspective: str
+    discount: Discounting
+    willingness_to_pay: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
+    reference: str | None = None  # the policy incremental results are given against (default: the first)
+    event_costs: dict[EventKey, Cost] = {}
+    qaly_losses: dict[EventKey, NonNegative] = {}  # one-off QALYs lost at an event
+    states: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], HealthState] = Field(min_length=1)
+    periods: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], Period] = {}
+
+
 class CalibrationUncertainty(Strict):
     """Joint draws of calibrated parameters that fit the published targets
     about as well as the best fit (written by ``carsim calibrate``): a PSA
@@ -565,6 +639,7 @@ class Scenario(Strict):
     policies: dict[str, Policy]
     run: Run = Run()
     calibration_uncertainty: CalibrationUncertainty | None = None
+    economics: Economics | None = None
 
     @model_validator(mode="after")
     def _policies_known(self):
@@ -574,6 +649,10 @@ class Scenario(Strict):
             if name not in self.policies:
                 raise ValueError(f"run.policies: unknown policy {name!r}; "
                                  f"expected one of: {', '.join(self.policies)}")
+        if self.economics is not None and self.economics.reference is not None \
+                and self.economics.reference not in self.policies:
+            raise ValueError(f"economics.reference: unknown policy {self.economics.reference!r}; "
+                             f"expected one of: {', '.join(self.policies)}")
         return self
 
     @property

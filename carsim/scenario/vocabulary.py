@@ -48,3 +48,13 @@ REQUIRED_COVARIATES = {
     "bridging": "categorical",
     "apheresis_deferred": "bernoulli",
 }
+
+# Every event kind the pathway records (events.parquet), which the economics
+# block may attach costs and QALY losses to, and which open or close its states.
+EVENT_KINDS: tuple[str, ...] = (
+    "enrolled", "apheresis", "apheresis_deferred", "manufacturing_queued", "manufacturing_start",
+    "manufacturing_failure", "recollection", "withdrawal", "infusion", "severe_crs", "severe_icans", "response",
+    "mrd_test", "mrd_emergence", "bca_lost", "bca_loss_detected", "decision", "decision_skipped", "hsct_planned",
+    "hsct_cancelled", "hsct", "acute_gvhd", "chronic_gvhd", "reinfusion_planned", "reinfusion_cancelled",
+    "reinfusion", "reinfusion_result", "relapse", "reremission", "death", "censored",
+)

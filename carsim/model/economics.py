@@ -1,0 +1,196 @@
+"""Costs, QALYs and life-years of each simulated patient, from its records.
+
+Economics is an accounting over the flat records both engines write (one
+event table, one outcome row per patient), so it is written once and any
+event kind a scenario adds can carry a cost by name.  The scenario's
+``economics`` block says what each event costs, which events move a patient
+between exclusive health states (each with a cost per month and a utility),
+and which events open and close overlay periods (e.g. immunoglobulin
+replacement while B-cell aplasia lasts).
+
+Discounting is continuous from each patient's enrolment: an annual rate r
+is a force ln(1 + r) per year, so a cost c at t years is worth c (1 + r)^-t
+and a constant rate over [a, b] is integrated exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from .._units import DAYS_PER_MONTH
+
+DAYS_PER_YEAR = 365.25
+
+# Per-patient columns added to the outcome rows (discounted unless named so).
+ECONOMIC_FIELDS = ("cost", "qaly", "life_years", "cost_undiscounted", "qaly_undiscounted", "life_years_undiscounted")
+
+
+def cost_column(category: str) -> str:
+    return f"cost_{category}"
+
+
+def categories(economics) -> list[str]:
+    """Cost categories in the order the scenario first names them."""
+    seen: dict[str, None] = {}
+    for key, cost in economics.event_costs.items():
+        seen.setdefault(cost.category or key.replace("/", "_"), None)
+    for section in (economics.states, economics.periods):
+        for name, entry in section.items():
+            if entry.cost_per_month is not None:
+                seen.setdefault(entry.cost_per_month.category or name, None)
+    return list(seen)
+
+
+def present_value(start_days, stop_days, force_per_day: float):
+    """Integral of exp(-force t) over [start, stop] (days): discounted days."""
+    start_days, stop_days = np.asarray(start_days, float), np.asarray(stop_days, float)
+    if force_per_day == 0:
+        return stop_days - start_days
+    return (np.exp(-force_per_day * start_days) - np.exp(-force_per_day * stop_days)) / force_per_day
+
+
+def discount_factor(days, force_per_day: float):
+    return np.exp(-force_per_day * np.asarray(days, float))
+
+
+def force_per_day(annual_rate: float) -> float:
+    return math.log1p(annual_rate) / DAYS_PER_YEAR
+
+
+class EventIndex:
+    """Event rows coded once: each row's patient row and a code per
+    ``event`` and per ``event/detail`` key, so that matching a list of keys
+    is an integer lookup."""
+
+    def __init__(self, events: dict, patient_ids: np.ndarray, end_day: np.ndarray):
+        rows = np.searchsorted(patient_ids, events["patient"])
+        time_days = np.asarray(events["time_days"], float)
+        order = np.lexsort((time_days, rows))
+        self.rows, self.time_days = rows[order], time_days[order]
+        event = np.asarray(events["event"], object)[order]
+        detail = np.asarray(events["detail"], object)[order]
+        self.event_codes, self.event_names = pd.factorize(event)
+        combined = pd.Series(event).str.cat(pd.Series(detail).astype(str), sep="/").to_numpy()
+        self.pair_codes, self.pair_names = pd.factorize(combined)
+        keep = self.time_days <= end_day[self.rows] + 1e-9
+        self.rows, self.time_days = self.rows[keep], self.time_days[keep]
+        self.event_codes, self.pair_codes = self.event_codes[keep], self.pair_codes[keep]
+
+    def lookup(self, mapping: dict[str, int], default: int = -1) -> np.ndarray:
+        """Per event row: ``mapping`` of its ``event/detail`` key, else of its
+        ``event`` key, else ``default``."""
+        by_event = np.array([mapping.get(name, default) for name in self.event_names], dtype=np.int64)
+        by_pair = np.array([mapping.get(name, default) for name in self.pair_names], dtype=np.int64)
+        pair = by_pair[self.pair_codes] if len(self.pair_codes) else np.zeros(0, np.int64)
+        event = by_event[self.event_codes] if len(self.event_codes) else np.zeros(0, np.int64)
+        return np.where(pair != default, pair, event)
+
+
+def _next_in_patient(rows: np.ndarray, times: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """For rows sorted by patient then time: the next row's time in the same
+    patient, or the patient's end."""
+    following = np.empty_like(times)
+    if len(times):
+        same = np.r_[rows[1:] == rows[:-1], False]
+        following[:-1] = times[1:]
+        following[~same] = end[rows[~same]]
+    return following
+
+
+def account(economics, events: dict, outcomes: dict) -> dict[str, np.ndarray]:
+    """Per-patient discounted and undiscounted costs (total and per
+    category), QALYs and life-years over the simulated follow-up."""
+    patient_ids = np.asarray(outcomes["patient"])
+    n = len(patient_ids)
+    end = np.nan_to_num(np.asarray(outcomes["end_day"], float), nan=0.0)
+    index = EventIndex(events, patient_ids, end)
+    cost_force = force_per_day(economics.discount.costs.value)
+    outcome_force = force_per_day(economics.discount.outcomes.value)
+    cats = categories(economics)
+    out = {name: np.zeros(n) for name in ECONOMIC_FIELDS}
+    by_category = {c: np.zeros(n) for c in cats}
+
+    def add(target, rows, values):
+        target += np.bincount(rows, weights=values, minlength=n)
+
+    # one-off costs and QALY losses at events
+    keys = list(economics.event_costs)
+    code = index.lookup({k: i for i, k in enumerate(keys)})
+    hit = code >= 0
+    rows, t = index.rows[hit], index.time_days[hit]
+    amounts = np.array([economics.event_costs[k].value for k in keys])[code[hit]] if keys else np.zeros(0)
+    discounted = amounts * discount_factor(t, cost_force)
+    add(out["cost"], rows, discounted)
+    add(out["cost_undiscounted"], rows, amounts)
+    for i, k in enumerate(keys):
+        mine = code[hit] == i
+        add(by_category[economics.event_costs[k].category or k.replace("/", "_")], rows[mine], discounted[mine])
+    losses = list(economics.qaly_losses)
+    code = index.lookup({k: i for i, k in enumerate(losses)})
+    hit = code >= 0
+    if hit.any():
+        amounts = np.array([economics.qaly_losses[k].value for k in losses])[code[hit]]
+        add(out["qaly"], index.rows[hit], -amounts * discount_factor(index.time_days[hit], outcome_force))
+        add(out["qaly_undiscounted"], index.rows[hit], -amounts)
+
+    # exclusive states: the latest entering event sets the state
+    names = list(economics.states)
+    state_of = {}
+    for s, name in enumerate(names):
+        for key in economics.states[name].entered_by:
+            state_of.setdefault(key, s)
+    code = index.lookup(state_of)
+    hit = code >= 0
+    rows, start, state = index.rows[hit], index.time_days[hit], code[hit]
+    stop = np.minimum(_next_in_patient(rows, start, end), end[rows])
+    start = np.minimum(start, stop)
+    _accrue(economics.states, names, rows, start, stop, state, cost_force, outcome_force, out, by_category, n,
+            utility_sign=1.0)
+
+    # overlay periods
+    for name, period in economics.periods.items():
+        marks = {k: 1 for k in period.opened_by}
+        marks.update({k: 0 for k in period.closed_by if k not in marks})
+        code = index.lookup(marks)
+        hit = code >= 0
+        rows, times, opens = index.rows[hit], index.time_days[hit], code[hit] == 1
+        stop = np.minimum(_next_in_patient(rows, times, end), end[rows])
+        if period.months is not None:
+            stop = np.minimum(stop, times + period.months.value * DAYS_PER_MONTH)
+        rows, start, stop = rows[opens], times[opens], np.maximum(stop[opens], times[opens])
+        _accrue({name: period}, [name], rows, start, stop, np.zeros(len(rows), np.int64), cost_force,
+                outcome_force, out, by_category, n, utility_sign=-1.0)
+
+    out["life_years"] = present_value(0.0, end, outcome_force) / DAYS_PER_YEAR
+    out["life_years_undiscounted"] = end / DAYS_PER_YEAR
+    out.update({cost_column(c): v for c, v in by_category.items()})
+    return out
+
+
+def _accrue(entries, names, rows, start, stop, which, cost_force, outcome_force, out, by_category, n,
+            utility_sign):
+    """Add cost per month and utility (states) or utility decrement (periods)
+    over intervals [start, stop] (days) of ``rows``, ``which`` naming the entry."""
+    if not len(rows):
+        return
+    cost_days = present_value(start, stop, cost_force)
+    outcome_days = present_value(start, stop, outcome_force)
+    days = stop - start
+    for i, name in enumerate(names):
+        entry = entries[name]
+        mine = which == i
+        r = rows[mine]
+        if entry.cost_per_month is not None:
+            per_day = entry.cost_per_month.value / DAYS_PER_MONTH
+            values = per_day * cost_days[mine]
+            out["cost"] += np.bincount(r, weights=values, minlength=n)
+            out["cost_undiscounted"] += np.bincount(r, weights=per_day * days[mine], minlength=n)
+            by_category[entry.cost_per_month.category or name] += np.bincount(r, weights=values, minlength=n)
+        utility = entry.utility if utility_sign > 0 else entry.utility_decrement
+        if utility is not None:
+            u = utility_sign * utility.value / DAYS_PER_YEAR
+            out["qaly"] += np.bincount(r, weights=u * outcome_days[mine], minlength=n)
+            out["qaly_undiscounted"] += np.bincount(r, weights=u * days[mine], minlength=n)

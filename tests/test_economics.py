@@ -1,0 +1,128 @@
+"""Costs, QALYs and the incremental analysis, against closed forms and
+hand-worked frontiers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from conftest import scenario_error
+
+from carsim.analysis.economics import economics_tables, incremental_analysis
+from carsim.experiment.runner import run_experiment
+from carsim.model.economics import account
+from carsim.scenario.schema import Economics
+
+YEAR = 365.25
+
+
+def one_state_economics(cost_per_month: float, utility: float, rate: float, event_cost: float = 0.0) -> Economics:
+    return Economics.model_validate({
+        "currency": "USD", "price_year": 2020, "perspective": "test",
+        "discount": {"costs": {"value": rate, "assumption": "test"}, "outcomes": {"value": rate, "assumption": "test"}},
+        "willingness_to_pay": [100000],
+        "event_costs": {"death": {"value": event_cost, "assumption": "test"}},
+        "states": {"alive": {"entered_by": ["enrolled"], "utility": {"value": utility, "assumption": "test"},
+                             "cost_per_month": {"value": cost_per_month, "assumption": "test"}}},
+    })
+
+
+def records(death_days: np.ndarray):
+    n = len(death_days)
+    patients = np.arange(n)
+    events = {"patient": np.repeat(patients, 2), "time_days": np.column_stack([np.zeros(n), death_days]).ravel(),
+              "event": np.tile(np.array(["enrolled", "death"], dtype=object), n),
+              "detail": np.full(2 * n, "", dtype=object)}
+    return events, {"patient": patients, "end_day": death_days}
+
+
+def test_one_state_costs_and_qalys_have_the_closed_form_per_patient():
+    # cost rate c per year, utility u, death at T years, continuous discounting at ln(1 + r):
+    # cost = c (1 - exp(-d T)) / d, QALY = u (1 - exp(-d T)) / d, plus the death cost C exp(-d T).
+    c, u, r, big_c = 12_000.0, 0.8, 0.035, 5_000.0
+    death_years = np.array([0.5, 1.0, 7.25, 30.0])
+    out = account(one_state_economics(c / 12, u, r, big_c), *records(death_years * YEAR))
+    d = math.log1p(r)
+    np.testing.assert_allclose(out["cost"], c * (1 - np.exp(-d * death_years)) / d + big_c * np.exp(-d * death_years),
+                               rtol=1e-9)
+    np.testing.assert_allclose(out["qaly"], u * (1 - np.exp(-d * death_years)) / d, rtol=1e-9)
+    np.testing.assert_allclose(out["life_years"], (1 - np.exp(-d * death_years)) / d, rtol=1e-9)
+    np.testing.assert_allclose(out["cost_undiscounted"], c * death_years + big_c, rtol=1e-9)
+    np.testing.assert_allclose(out["qaly_undiscounted"], u * death_years, rtol=1e-9)
+
+
+def test_exponential_survival_gives_the_expected_discounted_cost():
+    # E[c (1 - exp(-d T)) / d] = c / (lambda + d) for T ~ exponential(lambda)
+    c, r, lam = 10_000.0, 0.03, 0.2
+    rng = np.random.default_rng(7)
+    death_years = rng.exponential(1 / lam, 200_000)
+    out = account(one_state_economics(c / 12, 1.0, r), *records(death_years * YEAR))
+    expected = c / (lam + math.log1p(r))
+    se = out["cost"].std() / math.sqrt(len(death_years))
+    assert abs(out["cost"].mean() - expected) < 4 * se
+    assert out["qaly"].mean() == pytest.approx(expected / c, rel=4 * se / expected)
+
+
+def test_undiscounted_at_a_zero_rate():
+    out = account(one_state_economics(100.0, 0.5, 0.0), *records(np.array([YEAR])))
+    assert out["cost"][0] == pytest.approx(1200.0)
+    assert out["qaly"][0] == pytest.approx(0.5)
+
+
+def test_a_hand_built_frontier_with_strict_and_extended_dominance():
+    # A (0, 0) -> B (10, 1): ICER 10; D (50, 2.5) vs B: 40 / 1.5 = 26.67.
+    # C (40, 1.5) lies between B and D with B->C 60 > C->D 10: extendedly dominated.
+    # E (60, 2.0) costs more than D and gives less: dominated.
+    frame = incremental_analysis(["E", "C", "A", "D", "B"], [60, 40, 0, 50, 10], [2.0, 1.5, 0.0, 2.5, 1.0])
+    status = dict(zip(frame["strategy"], frame["status"]))
+    assert status == {"A": "reference", "B": "frontier", "C": "extendedly dominated", "D": "frontier",
+                      "E": "dominated"}
+    icer = dict(zip(frame["strategy"], frame["icer"]))
+    assert icer["B"] == pytest.approx(10.0)
+    assert icer["D"] == pytest.approx(40 / 1.5)
+    assert math.isnan(icer["A"]) and math.isnan(icer["C"]) and math.isnan(icer["E"])
+    assert dict(zip(frame["strategy"], frame["compared_with"]))["D"] == "B"
+
+
+def test_extended_dominance_is_removed_one_strategy_at_a_time():
+    # After C goes (ICER 30 vs B, then 10 to D), B's ICER (20) exceeds B->D... recomputed each time.
+    frame = incremental_analysis(["A", "B", "C", "D"], [0, 20, 50, 60], [0, 1, 2, 3])
+    status = dict(zip(frame["strategy"], frame["status"]))
+    # A->B 20, B->C 30, C->D 10: C extendedly dominated; then A->B 20, B->D 20: both kept
+    assert status == {"A": "reference", "B": "frontier", "C": "extendedly dominated", "D": "frontier"}
+    assert dict(zip(frame["strategy"], frame["icer"]))["D"] == pytest.approx(20.0)
+
+
+def test_baseline_economics_pairs_policies_and_agrees_between_engines(derived_scenario):
+    scenario = derived_scenario({"cohort": {"size": 300}})
+    results = {engine: run_experiment(scenario, n_jobs=1, engine=engine) for engine in ("vectorised", "simpy")}
+    for policy in scenario.policy_names:
+        a, b = (results[e].group(policy, 0) for e in results)
+        for column in ("cost", "qaly", "life_years", "cost_immunoglobulin"):
+            np.testing.assert_allclose(a[column], b[column], rtol=1e-9, atol=1e-6)
+    table = economics_tables(results["vectorised"])["economics"]
+    assert set(table["status"]) <= {"reference", "frontier", "dominated", "extendedly dominated"}
+    assert (table["status"] == "reference").sum() == 1
+    observe = table.set_index("policy").loc["observe"]
+    assert observe["incremental_cost"] == 0
+    hsct = table.set_index("policy").loc["hsct_all"]
+    # paired difference = difference of means (same patients under both policies)
+    assert hsct["incremental_cost"] == pytest.approx(hsct["cost"] - observe["cost"])
+    assert hsct["incremental_cost_lower"] < hsct["incremental_cost"] < hsct["incremental_cost_upper"]
+
+
+def test_economics_leaves_the_clinical_results_alone(derived_scenario):
+    priced = derived_scenario({"cohort": {"size": 200}})
+    unpriced = priced.model_copy(update={"economics": None})
+    a, b = (run_experiment(s, n_jobs=1).group("risk_triggered", 0) for s in (priced, unpriced))
+    for column in b:
+        np.testing.assert_array_equal(a[column], b[column])
+
+
+def test_an_unknown_event_kind_is_refused_in_one_line(tmp_path):
+    message = scenario_error(tmp_path, {"economics": {"event_costs": {"transplant": {"value": 1, "assumption": "x"}}}})
+    assert "economics.event_costs.transplant" in message and "did you mean 'hsct'" not in message
+    assert "unknown event kind 'transplant'" in message
+    message = scenario_error(tmp_path, {"economics": {"states": {"remission": {"entered_by": ["reremision"]}}}})
+    assert "did you mean 'reremission'" in message
