@@ -126,3 +126,40 @@ def test_an_unknown_event_kind_is_refused_in_one_line(tmp_path):
     assert "unknown event kind 'transplant'" in message
     message = scenario_error(tmp_path, {"economics": {"states": {"remission": {"entered_by": ["reremision"]}}}})
     assert "did you mean 'reremission'" in message
+
+
+def test_remaining_life_under_a_constant_hazard_is_one_over_hazard_plus_discount():
+    from carsim.model.economics import remaining_life
+
+    hazards = np.full(101, 0.05)
+    ages = np.array([0.0, 12.3, 64.5, 99.9, 120.0])
+    np.testing.assert_allclose(remaining_life(hazards, ages, 0.03), 1 / 0.08, rtol=1e-9)
+    np.testing.assert_allclose(remaining_life(hazards, ages, 0.0), 1 / 0.05, rtol=1e-9)
+
+
+def test_life_expectancy_at_birth_matches_the_published_us_2019_tables():
+    # NVSR 70(19): e0 76.3 (males), 81.4 (females); e10 66.9 and 71.9
+    from carsim.model.economics import life_table, remaining_life
+
+    hazards = life_table("us_2019")
+    assert remaining_life(hazards["male"], np.array([0.0]), 0.0)[0] == pytest.approx(76.3, abs=0.1)
+    assert remaining_life(hazards["female"], np.array([0.0]), 0.0)[0] == pytest.approx(81.4, abs=0.1)
+    assert remaining_life(hazards["male"], np.array([10.0]), 0.0)[0] == pytest.approx(66.9, abs=0.1)
+    assert remaining_life(hazards["female"], np.array([10.0]), 0.0)[0] == pytest.approx(71.9, abs=0.1)
+
+
+def test_a_lifetime_horizon_extrapolates_the_survivors(derived_scenario):
+    lifetime = derived_scenario({"cohort": {"size": 300}, "run": {"horizon_years": "lifetime"}})
+    assert lifetime.run.lifetime and lifetime.run.horizon_years == 10
+    ten_years = lifetime.model_copy(update={"run": lifetime.run.model_copy(update={"lifetime": False})})
+    a, b = (run_experiment(s, n_jobs=1).group("observe", 0) for s in (lifetime, ten_years))
+    alive = np.isnan(a["death_day"])
+    assert alive.any()
+    assert np.all(a["life_years"][alive] > b["life_years"][alive] + 1)  # decades more for survivors
+    np.testing.assert_array_equal(a["life_years"][~alive], b["life_years"][~alive])
+    assert np.all(a["life_years_undiscounted"][alive] < 100)
+
+
+def test_a_lifetime_horizon_needs_an_extrapolation(tmp_path):
+    message = scenario_error(tmp_path, {"run": {"horizon_years": "lifetime"}, "economics": {"extrapolation": None}})
+    assert "lifetime" in message and "economics.extrapolation" in message

@@ -41,6 +41,8 @@ def categories(economics) -> list[str]:
         for name, entry in section.items():
             if entry.cost_per_month is not None:
                 seen.setdefault(entry.cost_per_month.category or name, None)
+    if economics.extrapolation is not None and economics.extrapolation.cost_per_month is not None:
+        seen.setdefault(economics.extrapolation.cost_per_month.category or "extrapolated_follow_up", None)
     return list(seen)
 
 
@@ -100,9 +102,11 @@ def _next_in_patient(rows: np.ndarray, times: np.ndarray, end: np.ndarray) -> np
     return following
 
 
-def account(economics, events: dict, outcomes: dict) -> dict[str, np.ndarray]:
+def account(economics, events: dict, outcomes: dict, covariates: dict | None = None,
+            lifetime: bool = False) -> dict[str, np.ndarray]:
     """Per-patient discounted and undiscounted costs (total and per
-    category), QALYs and life-years over the simulated follow-up."""
+    category), QALYs and life-years over the simulated follow-up and, with
+    ``lifetime``, over the survivors' extrapolated remaining life."""
     patient_ids = np.asarray(outcomes["patient"])
     n = len(patient_ids)
     end = np.nan_to_num(np.asarray(outcomes["end_day"], float), nan=0.0)
@@ -147,6 +151,8 @@ def account(economics, events: dict, outcomes: dict) -> dict[str, np.ndarray]:
     rows, start, state = index.rows[hit], index.time_days[hit], code[hit]
     stop = np.minimum(_next_in_patient(rows, start, end), end[rows])
     start = np.minimum(start, stop)
+    last_state = np.full(n, -1)
+    last_state[rows] = state  # rows are in time order: the last write per patient is its state at the end
     _accrue(economics.states, names, rows, start, stop, state, cost_force, outcome_force, out, by_category, n,
             utility_sign=1.0)
 
@@ -166,8 +172,95 @@ def account(economics, events: dict, outcomes: dict) -> dict[str, np.ndarray]:
 
     out["life_years"] = present_value(0.0, end, outcome_force) / DAYS_PER_YEAR
     out["life_years_undiscounted"] = end / DAYS_PER_YEAR
+    if lifetime:
+        _extrapolate(economics, outcomes, covariates or {}, end, last_state, names, cost_force, outcome_force, out,
+                     by_category)
     out.update({cost_column(c): v for c, v in by_category.items()})
     return out
+
+
+# Mean remaining life at 100 and over (published e100 of the same tables):
+# the open last row is a constant hazard with that mean.
+E100_YEARS = {"us_2019": {"female": 2.3, "male": 2.0}}
+
+
+def life_table(name: str) -> dict[str, np.ndarray]:
+    """Annual hazards -ln(1 - qx) by single year of age 0..100, per sex."""
+    from importlib import resources
+
+    with resources.files("carsim").joinpath("data", f"us_life_table_{name.split('_')[1]}.csv").open() as handle:
+        frame = pd.read_csv(handle, comment="#")
+    hazards = {}
+    for sex, rows in frame.groupby("sex"):
+        q = rows.sort_values("age")["qx"].to_numpy(float)
+        h = -np.log1p(-np.minimum(q, 1 - 1e-12))
+        h[-1] = 1.0 / E100_YEARS[name][sex]
+        hazards[sex] = h
+    return hazards
+
+
+def remaining_life(hazards: np.ndarray, age, force_per_year: float):
+    """Expected (discounted at ``force_per_year``, from the start age) years
+    lived from ``age`` on, under piecewise-constant annual ``hazards`` by age
+    (the last one holding for ever)."""
+    age = np.asarray(age, float)
+    total = np.zeros_like(age)
+    survival = np.ones_like(age)  # survival times discount factor at the segment's start
+    top = len(hazards) - 1
+    x = np.minimum(np.floor(age), top)
+    position = age.copy()
+    for _ in range(top + 1):
+        h = hazards[x.astype(int)]
+        last = x >= top
+        length = np.where(last, np.inf, x + 1 - position)
+        rate = h + force_per_year
+        with np.errstate(invalid="ignore", over="ignore"):
+            piece = np.where(rate > 0, -np.expm1(-rate * length) / rate, length)
+        total += survival * piece
+        survival = np.where(last, 0.0, survival * np.exp(-rate * np.where(last, 0.0, length)))
+        if not np.any(survival > 0):
+            break
+        position = np.where(last, position, x + 1)
+        x = np.minimum(x + 1, top)
+    return total
+
+
+def _extrapolate(economics, outcomes, covariates, end, last_state, names, cost_force, outcome_force, out,
+                 by_category):
+    """Add the survivors' remaining life after follow-up: life table x excess
+    mortality, in the utility of the state they end in, discounted from enrolment."""
+    spec = economics.extrapolation
+    alive = np.isnan(np.asarray(outcomes["death_day"], float)) & (last_state >= 0)
+    if not alive.any():
+        return
+    hazards = life_table(spec.life_table)
+    ratio = spec.excess_mortality_ratio.value
+    age = np.asarray(covariates["age_years"], float)[alive] + end[alive] / DAYS_PER_YEAR
+    sex = (np.asarray(covariates["sex"], object)[alive] if "sex" in covariates
+           else np.full(alive.sum(), None, dtype=object))
+    per_year = {"outcome": outcome_force * DAYS_PER_YEAR, "cost": cost_force * DAYS_PER_YEAR}
+    years = {k: np.zeros(alive.sum()) for k in (*per_year, "undiscounted")}
+    for level in ("female", "male", None):
+        mine = sex == level if level is not None else ~np.isin(sex, ["female", "male"])
+        if not mine.any():
+            continue
+        # without a sex covariate: the mean of the two sexes' expectations (equal shares)
+        levels = [level] if level is not None else ["female", "male"]
+        for key, force in (*per_year.items(), ("undiscounted", 0.0)):
+            years[key][mine] = np.mean([remaining_life(ratio * hazards[s], age[mine], force) for s in levels],
+                                       axis=0)
+    utility = np.array([economics.states[name].utility.value for name in names])[last_state[alive]]
+    outcome_factor = discount_factor(end[alive], outcome_force)
+    out["life_years"][alive] += years["outcome"] * outcome_factor
+    out["life_years_undiscounted"][alive] += years["undiscounted"]
+    out["qaly"][alive] += utility * years["outcome"] * outcome_factor
+    out["qaly_undiscounted"][alive] += utility * years["undiscounted"]
+    if spec.cost_per_month is not None:
+        per_year_cost = spec.cost_per_month.value * 12
+        values = per_year_cost * years["cost"] * discount_factor(end[alive], cost_force)
+        out["cost"][alive] += values
+        out["cost_undiscounted"][alive] += per_year_cost * years["undiscounted"]
+        by_category[spec.cost_per_month.category or "extrapolated_follow_up"][alive] += values
 
 
 def _accrue(entries, names, rows, start, stop, which, cost_force, outcome_force, out, by_category, n,

@@ -82,7 +82,8 @@ def simulate_replications(model: ModelDefinition, policies, replications, n_pati
             for policy in policies:
                 outcomes, events, use, warnings = done[policy]
                 outcomes = _with_economics(model, {"patient": outcomes["patient"],
-                                                   **{k: outcomes[k] for k in OUTCOME_FIELDS}}, events)
+                                                   **{k: outcomes[k] for k in OUTCOME_FIELDS}}, events,
+                                           {n: covariates[n][start:stop] for n in covariates})
                 results.append(CohortResult(
                     replication=replication, policy=policy, outcomes=outcomes,
                     covariates={n: covariates[n][start:stop] for n in covariates},
@@ -102,7 +103,8 @@ def simulate_cohort(model: ModelDefinition, policy: str, replication: int, n_pat
     streams, covariates, arrivals = draw_cohort(model, seed, replication, stop)
     out, events, use, warnings = simulate(model, policy, streams, covariates, arrivals, start, stop,
                                           record_events or _priced(model))
-    outcomes = _with_economics(model, {"patient": out["patient"], **{k: out[k] for k in OUTCOME_FIELDS}}, events)
+    outcomes = _with_economics(model, {"patient": out["patient"], **{k: out[k] for k in OUTCOME_FIELDS}}, events,
+                               {n: covariates[n][start:stop] for n in covariates})
     return CohortResult(replication=replication, policy=policy, outcomes=outcomes,
                         covariates={n: covariates[n][start:stop] for n in covariates},
                         events=events if record_events else _no_events(), resource_use=use, warnings=warnings)
@@ -113,12 +115,13 @@ def _priced(model: ModelDefinition) -> bool:
     return model.scenario.economics is not None
 
 
-def _with_economics(model: ModelDefinition, outcomes: dict, events: dict) -> dict:
+def _with_economics(model: ModelDefinition, outcomes: dict, events: dict, covariates: dict) -> dict:
     if not _priced(model):
         return outcomes
     from .economics import account
 
-    return {**outcomes, **account(model.scenario.economics, events, outcomes)}
+    return {**outcomes, **account(model.scenario.economics, events, outcomes, covariates,
+                                  lifetime=model.scenario.run.lifetime)}
 
 
 def _no_events() -> dict:

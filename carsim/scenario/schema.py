@@ -509,6 +509,7 @@ class Run(Strict):
     replications: int = Field(1, ge=1)
     seed: int = Field(20261124, ge=0)
     horizon_years: float = Field(5.0, gt=0)
+    lifetime: bool = False  # set by ``horizon_years: lifetime``: survivors are extrapolated (economics.extrapolation)
     n_jobs: int = 1
     policies: list[str] | None = None  # which policies to run, in order (the first is the reference)
     write_events: bool = True
@@ -578,6 +579,17 @@ class Discounting(Strict):
         return self
 
 
+class Extrapolation(Strict):
+    """Survival after the simulated follow-up (``run.horizon_years: lifetime``):
+    a general-population life table by age and sex, with its mortality
+    multiplied by an excess-mortality ratio for long-term survivors."""
+
+    life_table: Literal["us_2019"] = "us_2019"
+    excess_mortality_ratio: NonNegative
+    after_years: float = Field(10.0, gt=0, le=100, allow_inf_nan=False)  # simulated follow-up before it
+    cost_per_month: Cost | None = None  # follow-up cost of extrapolated years
+
+
 class Economics(Strict):
     """Costs and quality of life, accrued on the simulated event records.
 
@@ -594,6 +606,13 @@ class Economics(Strict):
     qaly_losses: dict[EventKey, NonNegative] = {}  # one-off QALYs lost at an event
     states: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], HealthState] = Field(min_length=1)
     periods: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], Period] = {}
+    extrapolation: Extrapolation | None = None
+
+    @model_validator(mode="after")
+    def _starts_somewhere(self):
+        if not any("enrolled" in state.entered_by for state in self.states.values()):
+            raise ValueError("states: one state must be entered by 'enrolled' (the state at enrolment)")
+        return self
 
 
 class CalibrationUncertainty(Strict):
@@ -641,6 +660,21 @@ class Scenario(Strict):
     calibration_uncertainty: CalibrationUncertainty | None = None
     economics: Economics | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lifetime_horizon(cls, data):
+        """``run.horizon_years: lifetime`` simulates ``economics.extrapolation.after_years``
+        and extrapolates the survivors from there."""
+        run = data.get("run") if isinstance(data, dict) else None
+        if isinstance(run, dict) and run.get("horizon_years") == "lifetime":
+            extrapolation = ((data.get("economics") or {}).get("extrapolation") if isinstance(data.get("economics"),
+                                                                                              dict) else None)
+            if not isinstance(extrapolation, dict):
+                raise ValueError("run.horizon_years: 'lifetime' needs an economics.extrapolation block "
+                                 "(life table and excess-mortality ratio)")
+            data = {**data, "run": {**run, "horizon_years": extrapolation.get("after_years", 10.0), "lifetime": True}}
+        return data
+
     @model_validator(mode="after")
     def _policies_known(self):
         if not self.policies:
@@ -649,6 +683,8 @@ class Scenario(Strict):
             if name not in self.policies:
                 raise ValueError(f"run.policies: unknown policy {name!r}; "
                                  f"expected one of: {', '.join(self.policies)}")
+        if self.run.lifetime and (self.economics is None or self.economics.extrapolation is None):
+            raise ValueError("run.lifetime: needs an economics.extrapolation block (use 'horizon_years: lifetime')")
         if self.economics is not None and self.economics.reference is not None \
                 and self.economics.reference not in self.policies:
             raise ValueError(f"economics.reference: unknown policy {self.economics.reference!r}; "
