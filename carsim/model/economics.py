@@ -75,8 +75,12 @@ class EventIndex:
         event = np.asarray(events["event"], object)[order]
         detail = np.asarray(events["detail"], object)[order]
         self.event_codes, self.event_names = pd.factorize(event)
-        combined = pd.Series(event).str.cat(pd.Series(detail).astype(str), sep="/").to_numpy()
-        self.pair_codes, self.pair_names = pd.factorize(combined)
+        detail_codes, detail_names = pd.factorize(detail)
+        # an ``event/detail`` key per distinct pair, from integer codes (no string per row)
+        pairs, self.pair_codes = np.unique(self.event_codes * max(1, len(detail_names)) + detail_codes,
+                                           return_inverse=True)
+        width = max(1, len(detail_names))
+        self.pair_names = [f"{self.event_names[p // width]}/{detail_names[p % width]}" for p in pairs]
         keep = self.time_days <= end_day[self.rows] + 1e-9
         self.rows, self.time_days = self.rows[keep], self.time_days[keep]
         self.event_codes, self.pair_codes = self.event_codes[keep], self.pair_codes[keep]
