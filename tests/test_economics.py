@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import BASELINE as BASELINE_PATH
 from conftest import scenario_error
 
 from carsim.analysis.economics import economics_tables, incremental_analysis
@@ -163,3 +164,82 @@ def test_a_lifetime_horizon_extrapolates_the_survivors(derived_scenario):
 def test_a_lifetime_horizon_needs_an_extrapolation(tmp_path):
     message = scenario_error(tmp_path, {"run": {"horizon_years": "lifetime"}, "economics": {"extrapolation": None}})
     assert "lifetime" in message and "economics.extrapolation" in message
+
+
+# --- PSA: acceptability, EVPI and EVPPI as functions of the draws ------------------------------
+
+def _tables(cost_rows, qaly_rows, policies=("a", "b")):
+    import pandas as pd
+
+    index = pd.Index(range(len(cost_rows)), name="draw")
+    return (pd.DataFrame(cost_rows, columns=list(policies), index=index),
+            pd.DataFrame(qaly_rows, columns=list(policies), index=index))
+
+
+def test_evpi_by_hand():
+    from carsim.experiment.psa.economics import evpi
+
+    # at w = 1, NMB = qaly - cost: a = [1, 3], b = [2, 1]; E max = 2.5, max E = 2 -> EVPI 0.5
+    cost, qaly = _tables([[0, 0], [0, 0]], [[1, 2], [3, 1]])
+    table = evpi(cost, qaly, np.array([1.0]), population=1000)
+    assert table["evpi_per_patient"][0] == pytest.approx(0.5)
+    assert table["evpi_population"][0] == pytest.approx(500)
+
+
+def test_evpi_is_zero_when_one_policy_is_best_in_every_draw():
+    from carsim.experiment.psa.economics import acceptability, evpi
+
+    rng = np.random.default_rng(3)
+    qaly_a = rng.normal(5, 1, 300)
+    cost, qaly = _tables(np.column_stack([np.full(300, 100.0), np.full(300, 200.0)]),
+                         np.column_stack([qaly_a, qaly_a - 0.5]))
+    wtp = np.array([0.0, 1e3, 1e5])
+    assert np.all(evpi(cost, qaly, wtp, None)["evpi_per_patient"] == 0)
+    ceac = acceptability(cost, qaly, wtp)
+    assert np.all(ceac[ceac["policy"] == "a"]["probability_cost_effective"] == 1)
+    assert ceac.groupby("wtp")["probability_cost_effective"].sum().eq(1).all()
+
+
+def test_evppi_of_the_only_uncertain_parameter_is_the_evpi():
+    import pandas as pd
+
+    from carsim.experiment.psa.economics import evpi, evppi
+
+    # NMB depends on x alone (a smooth function): EVPPI(x) = EVPI; an irrelevant y has EVPPI ~ 0
+    rng = np.random.default_rng(11)
+    x, y = rng.uniform(0, 1, 2000), rng.uniform(0, 1, 2000)
+    cost, qaly = _tables(np.zeros((2000, 2)), np.column_stack([np.sin(3 * x), np.full(2000, 0.5)]))
+    parameters = pd.DataFrame({"x": x, "y": y}, index=cost.index)
+    wtp = np.array([1.0])
+    total = evpi(cost, qaly, wtp, None)["evpi_per_patient"][0]
+    partial = evppi(cost, qaly, parameters, {"x": ["x"], "y": ["y"]}, wtp).set_index("parameter")
+    assert partial.loc["x", "evppi_per_patient"] == pytest.approx(total, rel=0.02)
+    assert partial.loc["y", "evppi_per_patient"] < 0.05 * total
+
+
+def test_psa_of_a_priced_scenario_writes_the_cost_effectiveness_files(tmp_path):
+    import pandas as pd
+
+    from carsim.cli import main
+
+    out = tmp_path / "psa"
+    assert main(["psa", str(BASELINE_PATH), "--draws", "12", "--patients", "150", "--out", str(out),
+                 "--outcome", "nmb", "--quiet"]) == 0
+    ceac = pd.read_csv(out / "ceac.csv")
+    assert list(ceac.columns) == ["wtp", "policy", "probability_cost_effective", "on_frontier"]
+    assert ceac.groupby("wtp")["probability_cost_effective"].sum().round(9).eq(1).all()
+    assert (ceac.groupby("wtp")["on_frontier"].sum() == 1).all()
+    assert {"wtp", "evpi_per_patient"} <= set(pd.read_csv(out / "evpi.csv").columns)
+    assert {"parameter", "wtp", "evppi_per_patient"} <= set(pd.read_csv(out / "evppi.csv").columns)
+    for png in ("ce_plane.png", "ceac.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    draws = pd.read_csv(out / "psa_draws.csv")
+    assert {"cost", "qaly", "life_years", "nmb"} <= set(draws["metric"])
+
+
+def test_qaly_is_an_outcome_only_of_a_priced_scenario():
+    from carsim.experiment.outcomes import OutcomeError, resolve_outcome
+
+    assert resolve_outcome("qaly", phenotypes=(), priced=True).origin == "enrollment"
+    with pytest.raises(OutcomeError, match="need an economics block"):
+        resolve_outcome("qaly", phenotypes=())

@@ -181,7 +181,8 @@ def command_dsa(args) -> int:
     if args.scheduler and args.backend != "dask":
         raise CarsimError("--scheduler needs --backend dask")
     scenario = load_scenario(args.scenario, {"run.engine": args.engine} if args.engine else None)
-    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes)
+    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes,
+                              priced=scenario.economics is not None)
     compare = parse_compare(args.compare, scenario)
     n_jobs = scenario.run.n_jobs if args.n_jobs is None else args.n_jobs
     with backend_context(args.backend, args.scheduler, n_jobs):

@@ -269,7 +269,8 @@ def command_gsa(args) -> int:
     engine = getattr(args, "engine", None)
     scenario = load_scenario(args.scenario, {"run.engine": engine} if engine else None)
     seed = scenario.run.seed if args.seed is None else args.seed
-    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes)
+    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes,
+                              priced=scenario.economics is not None)
     compare = parse_compare(args.compare, scenario)
     wanted = [w.strip() for w in args.parameters.split(",") if w.strip()] if args.parameters else None
     parameters = select_parameters(scenario, wanted)

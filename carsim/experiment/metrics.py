@@ -53,11 +53,18 @@ def curve_metrics(phenotypes) -> tuple[str, ...]:
     return (*CURVE_METRICS, *(f"cir_{name}" for name in phenotypes))
 
 
-def metric_origins(phenotypes) -> dict[str, tuple[str, ...]]:
+# Economic metrics (scenarios with an ``economics`` block): mean per enrolled
+# patient of the per-patient column, discounted; nmb at the first threshold.
+ECONOMIC_METRICS = {"cost": "cost", "qaly": "qaly", "life_years": "life_years", "nmb": "nmb"}
+
+
+def metric_origins(phenotypes, priced: bool = False) -> dict[str, tuple[str, ...]]:
     """Every metric :func:`compute_metrics` reports, with the origins it is
-    reported from (the first is the default)."""
+    reported from (the first is the default); ``priced``: the scenario has an
+    ``economics`` block (cost, QALYs, life-years and net monetary benefit)."""
     both = ("infusion", "enrollment")
     return {
+        **({m: ("enrollment",) for m in ECONOMIC_METRICS} if priced else {}),
         **{m: both for m in (*curve_metrics(phenotypes), "rmst_os")},
         **{m: ("enrollment",) for m in ("infused", "manufacturing_failure", "death_before_infusion",
                                         "wait_manufacturing_days")},
@@ -235,6 +242,12 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes) -
         for phenotype, code in cause_codes(phenotypes).items():
             add(f"cir_{phenotype}", origin, incidence[..., code - 1, :], n_cr)
         rows.append(("rmst_os", origin, tau_months, rmst if weights is not None else float(rmst), int(os_mask.sum())))
+    if "cost" in p:
+        for metric, column in ECONOMIC_METRICS.items():
+            values = np.asarray(p[column], dtype=float)
+            mean = float(values.mean()) if weights is None else \
+                np.asarray(weights, dtype=float) @ values / np.asarray(weights, dtype=float).sum(axis=1)
+            rows.append((metric, "enrollment", np.nan, mean, n_all))
     return rows
 
 

@@ -48,13 +48,16 @@ class Outcome:
 
 
 def resolve_outcome(metric: str, time_months: float | None = 24, origin: str | None = None, *,
-                    phenotypes) -> Outcome:
+                    phenotypes, priced: bool = False) -> Outcome:
     """Check an outcome given on the command line; one-line errors.
     ``phenotypes``: the scenario's relapse phenotypes (``cir_<phenotype>``
-    and ``relapse_share_<phenotype>`` are outcomes)."""
-    origins_of = metric_origins(phenotypes)
+    and ``relapse_share_<phenotype>`` are outcomes); ``priced``: the scenario
+    has an ``economics`` block (``cost``, ``qaly``, ``life_years``, ``nmb``)."""
+    origins_of = metric_origins(phenotypes, priced)
     if metric not in origins_of:
-        raise OutcomeError(f"unknown outcome {metric!r}; expected one of: {', '.join(origins_of)}")
+        hint = ("; cost, qaly, life_years and nmb need an economics block in the scenario"
+                if metric in ("cost", "qaly", "life_years", "nmb") else "")
+        raise OutcomeError(f"unknown outcome {metric!r}; expected one of: {', '.join(origins_of)}{hint}")
     origins = origins_of[metric]
     if origin is None:
         origin = origins[0]

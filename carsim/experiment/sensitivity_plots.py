@@ -74,3 +74,53 @@ def plot_tornado(tornado: pd.DataFrame, outcome_label: str, base: float, path) -
     ax.legend(frameon=False, fontsize="small", loc="best")
     figure.tight_layout()
     figure.savefig(path, format="png")
+
+
+def plot_ce_plane(cost: pd.DataFrame, qaly: pd.DataFrame, comparator: str, thresholds, currency: str,
+                  title: str, path) -> None:
+    """Cost-effectiveness plane: each draw's incremental QALYs (x) and costs
+    (y) of every policy against ``comparator``, means as large markers, and a
+    line per willingness-to-pay threshold."""
+    figure = _figure((7.5, 6))
+    ax = figure.subplots()
+    others = [p for p in cost.columns if p != comparator]
+    for i, policy in enumerate(others):
+        dq = (qaly[policy] - qaly[comparator]).to_numpy(float)
+        dc = (cost[policy] - cost[comparator]).to_numpy(float)
+        colour = f"C{(list(cost.columns).index(policy)) % 10}"
+        ax.scatter(dq, dc, s=12, alpha=0.45, color=colour, edgecolors="none", label=policy)
+        ax.scatter([dq.mean()], [dc.mean()], s=110, color=colour, edgecolors="black", zorder=3)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    span = np.array(ax.get_xlim())
+    for j, w in enumerate(thresholds):
+        ax.plot(span, w * span, color="black", lw=0.9, ls=("--", ":", "-.")[j % 3],
+                label=f"{w:,.0f} {currency} per QALY")
+    ax.set_xlim(*span)
+    ax.set_xlabel(f"incremental QALYs vs {comparator} (per patient)")
+    ax.set_ylabel(f"incremental cost vs {comparator} ({currency} per patient)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+
+
+def plot_ceac(ceac: pd.DataFrame, thresholds, currency: str, title: str, path) -> None:
+    """Acceptability curve per policy and the acceptability frontier (the
+    policy with the highest expected net benefit, drawn thick)."""
+    figure = _figure((7.5, 5))
+    ax = figure.subplots()
+    for i, (policy, rows) in enumerate(ceac.groupby("policy", sort=False)):
+        colour = f"C{i % 10}"
+        ax.plot(rows["wtp"], rows["probability_cost_effective"], color=colour, lw=1.3, label=policy)
+        frontier = rows["probability_cost_effective"].where(rows["on_frontier"])
+        ax.plot(rows["wtp"], frontier, color=colour, lw=4, alpha=0.45)
+    for w in thresholds:
+        ax.axvline(w, color="grey", lw=0.8, ls=":")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(f"willingness to pay ({currency} per QALY)")
+    ax.set_ylabel("probability cost-effective")
+    ax.set_title(title + " (thick: acceptability frontier)", fontsize=10)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, format="png")

@@ -25,7 +25,8 @@ from .._units import DAYS_PER_MONTH
 DAYS_PER_YEAR = 365.25
 
 # Per-patient columns added to the outcome rows (discounted unless named so).
-ECONOMIC_FIELDS = ("cost", "qaly", "life_years", "cost_undiscounted", "qaly_undiscounted", "life_years_undiscounted")
+ECONOMIC_FIELDS = ("cost", "qaly", "life_years", "cost_undiscounted", "qaly_undiscounted", "life_years_undiscounted",
+                   "nmb")
 
 
 def cost_column(category: str) -> str:
@@ -179,6 +180,7 @@ def account(economics, events: dict, outcomes: dict, covariates: dict | None = N
     if lifetime:
         _extrapolate(economics, outcomes, covariates or {}, end, last_state, names, cost_force, outcome_force, out,
                      by_category)
+    out["nmb"] = economics.willingness_to_pay[0] * out["qaly"] - out["cost"]  # at the first threshold
     out.update({cost_column(c): v for c, v in by_category.items()})
     return out
 

@@ -130,6 +130,8 @@ def stated_parameters(scenario: Scenario) -> list[UncertainParameter]:
 
     walk(scenario.pathway, "pathway")
     walk(scenario.surveillance, "surveillance")
+    if scenario.economics is not None:
+        walk(scenario.economics, "economics")
     return _merge_shared(found)
 
 

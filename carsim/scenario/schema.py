@@ -602,6 +602,7 @@ class Economics(Strict):
     discount: Discounting
     willingness_to_pay: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]] = Field(min_length=1)
     reference: str | None = None  # the policy incremental results are given against (default: the first)
+    population: NonNegative | None = None  # patients the decision concerns (population EVPI)
     event_costs: dict[EventKey, Cost] = {}
     qaly_losses: dict[EventKey, NonNegative] = {}  # one-off QALYs lost at an event
     states: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], HealthState] = Field(min_length=1)

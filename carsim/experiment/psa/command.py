@@ -40,7 +40,8 @@ def command_psa(args) -> int:
         engine = args.engine
         out = None
     scenario = load_scenario(args.scenario, {"run.engine": engine} if engine else None)
-    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes)
+    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes,
+                              priced=scenario.economics is not None)
     if not uncertain_parameters(scenario) and not args.quiet:
         print(f"carsim: note: {NO_DISTRIBUTIONS}", file=sys.stderr)
     if out is None:

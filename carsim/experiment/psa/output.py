@@ -11,7 +11,7 @@ from ...scenario.schema import Scenario
 from ..manifest import Manifest
 from ..metrics import TIMES_MONTHS
 from ..outcomes import Outcome, resolve_outcome
-from ..sensitivity_plots import plot_psa_scatter
+from ..sensitivity_plots import plot_ce_plane, plot_ceac, plot_psa_scatter
 from ..tables import write_table
 from .statistics import DIRECTIONS
 
@@ -44,6 +44,21 @@ def write_psa(result, scenario: Scenario, fingerprint: dict, inputs: pd.DataFram
                                             x.label, y.label, DIRECTIONS.get(y.metric, 0),
                                             f"{scenario.name}: PSA, {fingerprint['items']} draws x "
                                             f"{fingerprint['patients']} patients", p))
+    economic_files = []
+    if result.economics:
+        economics = scenario.economics
+        comparator = economics.reference or result.policies[0]
+        title = f"{scenario.name}: PSA, {fingerprint['items']} draws x {fingerprint['patients']} patients"
+        for stem in ("ceac", "evpi", "evppi"):
+            write_table(result.economics[stem], out, stem)
+            economic_files += [f"{stem}.{ext}" for ext in ("csv", "md", "tex")]
+        atomic_write(out / "ce_plane.png",
+                     lambda p: plot_ce_plane(result.economics["cost"], result.economics["qaly"], comparator,
+                                             economics.willingness_to_pay, economics.currency, title, p))
+        atomic_write(out / "ceac.png",
+                     lambda p: plot_ceac(result.economics["ceac"], economics.willingness_to_pay, economics.currency,
+                                         title, p))
+        economic_files += ["ce_plane.png", "ceac.png"]
     result.timings["total_seconds"] = round(time.perf_counter() - started, 3)
     settings = {"draws": fingerprint["items"], "patients": fingerprint["patients"],
                 "chunk_size": fingerprint["chunk_size"], "keep_patients": fingerprint["keep_patients"],
@@ -54,7 +69,7 @@ def write_psa(result, scenario: Scenario, fingerprint: dict, inputs: pd.DataFram
         files=["run.json", "chunks/", "psa_parameters.csv", "psa_draws.csv",
                *[f"{stem}.{ext}" for stem in ("psa_parameter_summary", "psa_summary", "psa_probability_best",
                                               "psa_incremental") for ext in ("csv", "md", "tex")],
-               "psa_scatter.png"] + (["patients/"] if fingerprint["keep_patients"] else []),
+               "psa_scatter.png", *economic_files] + (["patients/"] if fingerprint["keep_patients"] else []),
         warnings=list(result.warnings), timings=result.timings, command=command,
         extra={"analysis": "psa", "draws": fingerprint["items"], "patients": fingerprint["patients"],
                "chunk_size": fingerprint["chunk_size"], "policies": result.policies,

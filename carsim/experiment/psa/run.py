@@ -87,6 +87,7 @@ class PsaResult:
     outcome: Outcome
     timings: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    economics: dict = field(default_factory=dict)  # ceac, evpi, evppi tables (priced scenarios)
 
 
 NO_DISTRIBUTIONS = "no value in the scenario has a distribution:, so draws differ only in their patients"
@@ -103,6 +104,22 @@ def psa_fingerprint(scenario: Scenario, draws: int, seed: int, n_patients: int, 
             "scenario_sha256": scenario_hash(scenario), "engine": scenario.run.engine, "seed": int(seed), "items": int(draws),
             "patients": int(n_patients), "chunk_size": int(chunk_size), "policies": list(scenario.policy_names),
             "parameters": [p.path for p in uncertain_parameters(scenario)], "keep_patients": bool(keep_patients)}
+
+
+def psa_economics(scenario: Scenario, rows: pd.DataFrame, policies: list[str], table: pd.DataFrame) -> dict:
+    """Acceptability curves and frontier, EVPI and EVPPI of a priced scenario's PSA."""
+    from .economics import acceptability, cost_qaly_by_draw, evpi, evppi, wtp_grid
+
+    economics = scenario.economics
+    cost, qaly = cost_qaly_by_draw(rows, policies)
+    wtp = wtp_grid(economics.willingness_to_pay)
+    groups: dict[str, list[str]] = {}
+    for p in uncertain_parameters(scenario):
+        groups.setdefault(p.stream or p.path, []).append(p.path)
+    population = economics.population.value if economics.population is not None else None
+    return {"cost": cost, "qaly": qaly, "ceac": acceptability(cost, qaly, wtp),
+            "evpi": evpi(cost, qaly, wtp, population),
+            "evppi": evppi(cost, qaly, table.set_index("draw"), groups, np.asarray(economics.willingness_to_pay))}
 
 
 def run_psa(scenario: Scenario, draws: int, out, *, n_patients: int | None = None, seed: int | None = None,
@@ -150,6 +167,8 @@ def run_psa(scenario: Scenario, draws: int, out, *, n_patients: int | None = Non
                        incremental=psa_incremental(rows, policies), outcome=outcome)
     result.timings = {"simulate_seconds": round(simulate_seconds, 3), "draws_simulated": len(pending),
                       "draws_resumed": draws - len(pending), "workers": effective_jobs(n_jobs)}
+    if scenario.economics is not None:
+        result.economics = psa_economics(scenario, rows, policies, table)
     if not uncertain_parameters(scenario):
         result.warnings.append(NO_DISTRIBUTIONS)
     for path, why in calibration_opt_outs(scenario).items():

@@ -11,7 +11,8 @@ from ...scenario.parameters import uncertain_parameters
 from ...scenario.schema import Scenario
 
 # Key outcomes of the PSA tables, and which way is better (+1 higher, -1 lower).
-DIRECTIONS = {"efs": 1, "rfs": 1, "os": 1, "rmst_os": 1, "cir": -1, "hsct_death": -1}
+DIRECTIONS = {"efs": 1, "rfs": 1, "os": 1, "rmst_os": 1, "cir": -1, "hsct_death": -1,
+              "cost": -1, "qaly": 1, "life_years": 1, "nmb": 1}
 ORIGIN_ORDER = {"infusion": 0, "enrollment": 1}
 
 _KEY = ["metric", "origin", "key_time"]
