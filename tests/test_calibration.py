@@ -171,22 +171,22 @@ def test_scenario_error_type_for_unknown_output(tmp_path):
 
 def test_a_fitted_parameter_at_a_bound_is_reported_as_a_failure():
     """An ELIANA fit with non-relapse mortality at the foot of its range
-    (0.00119 in [0.001, 0.1], log scale: 4% of the range, as an earlier fit
-    of this model had it) is flagged; values in the middle are not."""
+    (0.000215 in [0.0002, 0.1], log scale: 1% of the range) is flagged;
+    values in the middle are not."""
     from types import SimpleNamespace
 
     from carsim.calibration.report import parameters_at_bounds
     from carsim.calibration.spec import load_calibration
 
     spec, _targets = load_calibration(ROOT / "calibration" / "eliana.yaml")
-    nrm = 0.00118833
+    nrm = 0.000215
     stages = [SimpleNamespace(values={p.path: (nrm if p.path.startswith("pathway.non_relapse_mortality")
                                                 else math.sqrt(p.bounds[0] * p.bounds[1]) if p.scale == "log"
                                                 else sum(p.bounds) / 2) for p in stage.parameters})
               for stage in spec.stages]
     found = parameters_at_bounds(spec, stages)
     assert [path for path, _value, _bound in found] == ["pathway.non_relapse_mortality.death.law.rate"]
-    assert found[0][2] == 0.001
+    assert found[0][2] == 0.0002
 
 
 def test_the_fludarabine_effect_is_recovered_on_a_cohort_where_it_is_the_only_one(derived_scenario):
@@ -233,3 +233,24 @@ def simulate_policies_observe(scenario, n, seed):
 
     (r,) = simulate_policies(ModelDefinition(scenario), ["observe"], 0, n, seed, record_events=False)
     return ({**r.outcomes, **{k: v for k, v in r.covariates.items() if k not in r.outcomes}},)
+
+
+def test_bca_retained_is_the_kaplan_meier_of_seen_b_cell_recovery_among_responders():
+    # responders: recovery seen at 2 and 4 months; one relapses at 3 months (censored there), one
+    # followed to 12 months without recovery; a non-responder is ignored.  KM at 5 months:
+    # (1 - 1/4) at 2 months, censoring at 3, then (1 - 1/2) at 4: 0.375
+    month = 365.25 / 12
+    nan = math.nan
+    p = {"cr": np.array([True, True, True, True, False]),
+         "infusion_day": np.zeros(5),
+         "bca_loss_detected_day": np.array([2, 4, nan, nan, 1]) * month,
+         "relapse_day": np.array([nan, nan, 3, nan, nan]) * month,
+         "first_hsct_day": np.full(5, nan),
+         "end_day": np.array([12, 12, 12, 12, 12]) * month}
+    assert compute_output(p, "bca_retained", "infusion", 5, phenotypes=()) == pytest.approx(0.375)
+    assert compute_output(p, "bca_retained", "infusion", 1, phenotypes=()) == pytest.approx(1.0)
+
+
+def test_high_burden_share_is_among_infused():
+    p = {"marrow_blasts_infusion": np.array([2.0, 50.0, 5.0, 80.0]), "infused": np.array([True, True, True, False])}
+    assert compute_output(p, "high_burden_share", phenotypes=()) == pytest.approx(2 / 3)

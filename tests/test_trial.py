@@ -251,7 +251,7 @@ BAD = [
     ({"arms": ["observe", "risk_trigered"]}, "arms[1]", ["unknown policy 'risk_trigered'",
                                                          "did you mean 'risk_triggered'"]),
     ({"grid": {"pathway.relapse.cd19pos.multipliers.12.value": [3, 5]}},
-     "grid.pathway.relapse.cd19pos.multipliers.12.value", ["unknown parameter path", "indices 0..9"]),
+     "grid.pathway.relapse.cd19pos.multipliers.12.value", ["unknown parameter path", "indices 0..10"]),
     ({"grid": {"pathway.hsct.transplant_death.value": [0.1]}}, "grid.pathway.hsct.transplant_death.value",
      ["no key 'transplant_death'"]),
     ({"grid": {"surveillance.mrd.sensitivity.value": [0.8, 1.5]}}, "grid.surveillance.mrd.sensitivity.value",

@@ -142,6 +142,8 @@ class Calibrator:
                 set_value_at(raw, each, float(value))
         if subgroup is not None:
             raw["cohort"]["fixed"] = {**raw["cohort"].get("fixed", {}), **self.spec.subgroups[subgroup].fixed}
+        # Targets are clinical: costs and QALYs (and the event records they need) would only slow the fit.
+        raw.pop("economics", None)
         return Scenario.model_validate(raw)
 
     def prior_values(self, parameters) -> dict:

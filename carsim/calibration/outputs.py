@@ -79,6 +79,23 @@ def _median_os_after_relapse(p, phenotype=None):
     return float(grid[below[0]] / DAYS_PER_MONTH) if below.size else float("nan")
 
 
+def _bca_retained(p, time_months):
+    """Kaplan-Meier probability of keeping B-cell aplasia (no B-cell recovery
+    seen at a check) at ``time_months`` after infusion, among responders;
+    relapse, HSCT, death and the end of follow-up censor."""
+    responders = np.asarray(p["cr"], dtype=bool)
+    start = p["infusion_day"][responders]
+    seen = p["bca_loss_detected_day"][responders] - start
+    stop = np.fmin.reduce([p["end_day"][responders] - start, p["relapse_day"][responders] - start,
+                           p["first_hsct_day"][responders] - start])
+    events = ~np.isnan(seen) & ~(seen > stop)
+    durations = np.where(events, seen, stop)
+    t = time_months * DAYS_PER_MONTH
+    if durations.size == 0 or t > durations.max():
+        return float("nan")
+    return float(kaplan_meier(durations, events, [t])[0])
+
+
 def _relapse_with_bca(p):
     """Share CD19-negative among relapses that happened while B-cell aplasia persisted."""
     relapsed = ~np.isnan(p["relapse_day"])
@@ -106,10 +123,13 @@ _FIXED = {
     "efs": Output(lambda p, o, t, opt: _survival(p, "efs", o, t, **opt), needs_time=True),
     "rfs": Output(lambda p, o, t, opt: _survival(p, "rfs", o, t, **opt), needs_time=True),
     "os": Output(lambda p, o, t, opt: _survival(p, "os", o, t, **opt), needs_time=True),
+    "bca_retained": Output(lambda p, o, t, opt: _bca_retained(p, t), needs_time=True),
     "relapse_any": Output(lambda p, o, t, opt: _share(~np.isnan(p["relapse_day"]), p["infused"]),
                           origin_free=True),
     "cd19neg_share_of_relapses_with_bca": Output(lambda p, o, t, opt: _relapse_with_bca(p), origin_free=True,
                                                  requires=("cd19neg",)),
+    "high_burden_share": Output(
+        lambda p, o, t, opt: _share(p["marrow_blasts_infusion"] >= 5, p["infused"]), origin_free=True),
     "high_burden_share_of_nonresponders": Output(
         lambda p, o, t, opt: _share(p["marrow_blasts_infusion"] >= 5, p["infused"] & ~p["cr"]),
         origin_free=True),

@@ -212,11 +212,13 @@ def _uncertainty_lines(spec, values: dict, intervals: dict, posterior) -> list[s
     if posterior is not None:
         ranges = _ranges(spec)
         lines += ["", "## Calibration uncertainty", "",
-                  (f"Approximate Bayesian calibration by importance sampling: {posterior.samples} parameter sets "
-                   f"simulated around the fit (flat prior over each search range), of which {posterior.accepted} "
-                   f"reproduce every fitted target inside its interval; effective sample size "
-                   f"{posterior.effective_sample_size:.0f}; {len(posterior.draws)} joint draws resampled "
-                   f"({posterior.distinct} distinct), written to the fitted file (`calibration_uncertainty`). PSA "
+                  (f"Approximate Bayesian calibration by Markov chains (ABC-MCMC; flat prior over each search "
+                   f"range, a parameter set admissible when every fitted target falls inside its interval): "
+                   f"{posterior.samples} parameter sets simulated, {posterior.accepted} of them admissible; the "
+                   f"chains took {posterior.moves:.0%} of their moves; effective sample size "
+                   f"{posterior.effective_sample_size:.0f} (the smallest over the parameters); "
+                   f"{len(posterior.draws)} joint draws ({posterior.distinct} distinct), evenly spaced through "
+                   "the chains' second halves, written to the fitted file (`calibration_uncertainty`). PSA "
                    "takes one row per draw, so correlations between the parameters are kept."), "",
                   "| parameter | fitted | draws: median | 95% interval | search range |", "| --- | --- | --- | --- | --- |"]
         for row in posterior.summary():

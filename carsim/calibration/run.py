@@ -17,7 +17,7 @@ from ..scenario.parameters import set_value_at, value_at
 from .fit import Calibrator, fit, match_interval
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
-from .uncertainty import Posterior, sample_importance_resample
+from .uncertainty import Posterior, sample_posterior
 
 
 def fitted_overrides(raw: dict, values: dict, note: str, tied: dict | None = None) -> dict:
@@ -83,7 +83,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
                 log(f"match {match.id}: published interval {interval[0]:g}-{interval[1]:g} -> "
                     f"{match.parameter.path} {low:.6g}-{high:.6g}"
                     + (f" (not reached: {', '.join(unreached)}; the search bound is kept)" if unreached else ""))
-        posterior = (sample_importance_resample(calibrator, values, spec.uncertainty, log)
+        posterior = (sample_posterior(calibrator, values, spec.uncertainty, log)
                      if spec.uncertainty is not None else None)
         fit_seconds = time.perf_counter() - started
         final = calibrator.evaluate(values, list(targets))
@@ -109,11 +109,12 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     if posterior is not None:
         manifest.extra["calibration_uncertainty"] = {
             "samples": posterior.samples, "accepted": posterior.accepted, "kept": len(posterior.draws),
-            "effective_sample_size": round(posterior.effective_sample_size, 1), "distinct": posterior.distinct}
+            "effective_sample_size": round(posterior.effective_sample_size, 1), "distinct": posterior.distinct,
+            "moves_taken": round(posterior.moves, 3)}
         if posterior.effective_sample_size < MIN_EFFECTIVE_SAMPLES:
             message = (f"calibration uncertainty rests on an effective sample size of "
                        f"{posterior.effective_sample_size:.0f} (< {MIN_EFFECTIVE_SAMPLES}): raise "
-                       "uncertainty.samples or narrow uncertainty.spread")
+                       "uncertainty.samples (longer chains)")
             manifest.warn(message)
             log(f"warning: {message}")
     for parameter, value, bound in parameters_at_bounds(spec, stages):
@@ -140,7 +141,7 @@ def calibration_manifest(calibrator: Calibrator, spec, spec_path: Path, fitted_p
                "objective": {s.name: {"before": s.objective_before, "after": s.objective_after} for s in stages}})
 
 
-MIN_EFFECTIVE_SAMPLES = 30  # below this the resample repeats a handful of parameter sets
+MIN_EFFECTIVE_SAMPLES = 30  # below this the draws rest on a handful of independent parameter sets
 
 
 def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterior | None, tied: dict,
@@ -163,9 +164,9 @@ def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterio
     fitted = [_round(values[path]) for path in paths]
     draws = [[_round(v) for v in row] for row in posterior.draws.tolist()]
     groups = [[path, *tied[path][1:]] for path in paths if len(tied.get(path, ())) > 1]
-    method = (f"importance sampling around the fit: {posterior.accepted} of {posterior.samples} parameter sets "
-              f"reproduce every fitted target, effective sample size {posterior.effective_sample_size:.0f}, "
-              f"{len(draws)} joint draws ({posterior.distinct} distinct)")
+    method = (f"approximate Bayesian calibration by Markov chains: {posterior.samples} parameter sets simulated, "
+              f"the chains took {posterior.moves:.0%} of their moves, effective sample size "
+              f"{posterior.effective_sample_size:.0f}, {len(draws)} joint draws ({posterior.distinct} distinct)")
     if inherited:
         # The model's own calibration draws, for the values not refitted here,
         # are paired row by row with these (the two fits taken as independent).

@@ -69,7 +69,7 @@ class Stage(Strict):
 class Recovery(Strict):
     id: str
     analysis: Literal["bca_loss_relapse", "burden_efs", "burden_os", "burden_relapse", "burden_cd19neg_relapse",
-                      "extramedullary_efs", "prior_crs_cd19pos_relapse", "mrd_day28_relapse", "mrd_month3_relapse",
+                      "extramedullary_efs", "prior_lines_os", "prior_crs_cd19pos_relapse", "mrd_day28_relapse", "mrd_month3_relapse",
                       "consolidative_hsct", "consolidative_hsct_lfs", "fludarabine_relapse", "kmt2a_relapse",
                       "kmt2a_lineage_switch"]
     tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
@@ -84,19 +84,19 @@ class Match(Strict):
     HSCT among responders is Xu 2021's."""
 
     id: str  # the published input in the targets file
-    analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse"]
+    analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "prior_lines_os"]
     parameter: Parameter
     note: str = ""
 
 
 class UncertaintySettings(Strict):
-    """Sampling-importance resampling of the stage parameters after the fit
-    (see :mod:`carsim.calibration.uncertainty`)."""
+    """Approximate Bayesian calibration of the stage parameters after the fit
+    by Markov chains (see :mod:`carsim.calibration.uncertainty`)."""
 
-    samples: int = Field(400, ge=20)  # simulated parameter sets
-    keep: int = Field(200, ge=10)  # resampled joint draws written for PSA
-    spread: float = Field(0.3, gt=0)  # step probing the likelihood's curvature, on the optimiser's scale
-    rounds: int = Field(4, ge=1)  # adaptive rounds (the samples are split between them)
+    samples: int = Field(400, ge=20)  # simulated parameter sets (a fifth of them the pilot)
+    keep: int = Field(200, ge=10)  # joint draws written for PSA, evenly spaced through the chains' second halves
+    spread: float = Field(0.3, gt=0)  # step probing the objective's curvature, on the optimiser's scale
+    chains: int = Field(4, ge=1)  # Metropolis chains run side by side
 
 
 class CalibrationSpec(Strict):

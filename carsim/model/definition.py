@@ -15,7 +15,7 @@ import numpy as np
 
 from .._units import DAYS_PER_MONTH
 from ..scenario.conditions import Condition, parse_condition, vectorise_condition
-from ..scenario.distributions import Distribution
+from ..scenario.distributions import Distribution, exponential_from_uniform
 from ..scenario.schema import Hazard, LogisticProbability, Multiplier, Scenario
 from ..scenario.vocabulary import STATE_VARIABLES
 
@@ -59,6 +59,7 @@ class Factor:
     value: float
     condition: Condition | None = None
     per: str | None = None
+    centre: float = 0.0
     test: object = field(default=None, compare=False, repr=False)
     flag: str | None = field(default=None, compare=False, repr=False)  # a condition that is one stored name
 
@@ -71,7 +72,7 @@ class Factor:
             # A bare stored variable is read directly (no compiled expression): faster.
             flag = source if source.isidentifier() and source not in _NOT_STORED else None
             return cls(v, condition=condition, test=vectorise_condition(condition), flag=flag)
-        return cls(v, per=spec.per)
+        return cls(v, per=spec.per, centre=spec.centre)
 
     @property
     def names(self) -> frozenset:
@@ -88,7 +89,7 @@ class Factor:
             return np.where(view.column(self.flag), self.value, 1.0)
         if self.condition is not None:
             return np.where(as_mask(self.test(view), n), self.value, 1.0)
-        return self.value ** np.asarray(getattr(view, self.per), dtype=float)
+        return self.value ** (np.asarray(getattr(view, self.per), dtype=float) - self.centre)
 
 
 def product(factors, view, n: int) -> np.ndarray:
@@ -150,6 +151,24 @@ class CompiledPolicy:
     rules_by_event: dict  # event -> tuple[CompiledRule, ...]
 
 
+@dataclass(frozen=True)
+class CompiledSurvival:
+    """A survival law and its proportional-hazards multipliers."""
+
+    law: Distribution
+    factors: tuple[Factor, ...] = ()
+
+    def from_uniform(self, u, view=None, n: int | None = None) -> np.ndarray:
+        """Inverse-transform draws; each row's multiplier divides its unit-exponential variate."""
+        if not self.factors:
+            return self.law.from_uniform(u)
+        return self.law.inverse_cumulative_hazard(exponential_from_uniform(u) / product(self.factors, view, n))
+
+
+def compile_survival(spec) -> CompiledSurvival:
+    return CompiledSurvival(spec.build(), tuple(Factor.from_spec(m) for m in getattr(spec, "multipliers", ())))
+
+
 def compile_hazard(spec: Hazard) -> CompiledHazard:
     factors = [Factor.from_spec(m) for m in spec.multipliers]
     return CompiledHazard(spec.law.build(), tuple(f for f in factors if not f.reads_state),
@@ -195,16 +214,16 @@ class ModelDefinition:
         self.time_to_early_death = p.toxicity.time_to_early_death.build()
         self.assessment_day = p.response.assessment_day.value
         self.complete_remission = compile_probability(p.response.complete_remission)
-        self.survival_after_nonresponse = p.response.survival_after_nonresponse.build()
+        self.survival_after_nonresponse = compile_survival(p.response.survival_after_nonresponse)
         self.bca_loss = compile_hazard(p.bca.loss)
         self.mrd_positive_at_assessment = compile_probability(p.mrd.positive_at_assessment)
         self.mrd_emergence = compile_hazard(p.mrd.emergence)
         self.relapse = {name: compile_hazard(hazard) for name, hazard in p.relapse.items()}
-        self.survival_after_relapse = {k: v.build() for k, v in p.post_relapse.survival.items()}
+        self.survival_after_relapse = {k: compile_survival(v) for k, v in p.post_relapse.survival.items()}
         self.reremission = compile_probability(p.post_relapse.reremission)
         self.time_to_reremission = p.post_relapse.time_to_reremission.build()
         salvage = p.post_relapse.survival_after_salvage_hsct
-        self.survival_after_salvage_hsct = salvage.build() if salvage is not None else None
+        self.survival_after_salvage_hsct = compile_survival(salvage) if salvage is not None else None
         self.donor_search = p.hsct.donor_search.build()
         self.bed_occupancy = p.hsct.bed_occupancy.build()
         self.transplant_death = compile_probability(p.hsct.transplant_related_death)

@@ -377,7 +377,7 @@ class Pathway:
         self.stop_clock("non_relapse_death", nr)
         self.stop_clock("bca_loss", nr)
         self.schedule_death(nr, nr_now + m.survival_after_nonresponse.from_uniform(
-            u("response.survival_after_nonresponse", nr)), "refractory")
+            u("response.survival_after_nonresponse", nr), self.view(nr, nr_now), len(nr)), "refractory")
         self.decide("response", nr, nr_now)
         yes, now = idx[cr], now[cr]
         if len(yes) == 0:
@@ -453,7 +453,8 @@ class Pathway:
         self.record(idx[pending], now[pending], "reinfusion_cancelled", "relapse")
         self.set_time("mrd_test", idx, INF)
         self.set_time("bca_check", idx, INF)
-        delay = self.model.survival_after_relapse[phenotype].from_uniform(self.u("post_relapse.survival", idx))
+        delay = self.model.survival_after_relapse[phenotype].from_uniform(self.u("post_relapse.survival", idx),
+                                                                          self.view(idx, now), len(idx))
         self.death_after_relapse[idx] = delay
         self.schedule_death(idx, now + delay, "post_relapse")
         self.decide("relapse", idx, now)
@@ -585,7 +586,8 @@ class Pathway:
         law = m.survival_after_salvage_hsct
         if law is not None:  # a salvage transplant replaces the course drawn at relapse
             s, s_now = idx[~consolidative], now[~consolidative]
-            delay = law.from_uniform(u.occurrence("hsct.{}.survival_after_salvage", k[~consolidative], s))
+            delay = law.from_uniform(u.occurrence("hsct.{}.survival_after_salvage", k[~consolidative], s),
+                                     self.view(s, s_now), len(s))
             self.times[s, self.column["death"]] = s_now + delay
             self.death_cause[s] = "post_relapse"
         # Every transplant, consolidative or salvage, carries transplant mortality.

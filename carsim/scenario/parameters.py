@@ -84,10 +84,14 @@ class UncertainParameter:
 
     def interval(self) -> tuple[float, float]:
         """Low and high values for one-way analysis: the published 95% CI when
-        given, else the 2.5% and 97.5% quantiles (of the draws, when calibrated)."""
+        given, else the 2.5% and 97.5% quantiles (of the draws, when calibrated).
+
+        A calibrated parameter's best fit can sit at the edge of the values
+        that fit as well (its draws' 95% interval may leave it out): its
+        range is stretched to include the fitted value."""
         if self.draws:
             lo, hi = np.quantile(self.draws, [0.025, 0.975])
-            return float(lo), float(hi)
+            return float(min(lo, self.point)), float(max(hi, self.point))
         if self.uncertainty.ci is not None:
             return tuple(float(x) for x in self.uncertainty.ci)
         lo, hi = self.frozen.ppf([0.025, 0.975])
@@ -114,6 +118,7 @@ def stated_parameters(scenario: Scenario) -> list[UncertainParameter]:
                 field = next(f for f in _LAW_SCALE_FIELDS if getattr(node, f) is not None)
                 found.append(UncertainParameter(f"{path}.{field}", float(getattr(node, field)), node.distribution,
                                                 "duration"))
+            walk(getattr(node, "multipliers", []), f"{path}.multipliers")  # a survival law's
             return
         if isinstance(node, Scalar) and node.distribution is not None:
             kind = {"beta": "probability", "lognormal": "ratio"}.get(node.distribution.family, "value")

@@ -109,6 +109,7 @@ class Multiplier(Scalar):
 
     when_true: str | None = Field(None, alias="if")
     per: str | None = None
+    centre: float = Field(0.0, allow_inf_nan=False)  # with ``per``: value ** (variable - centre)
 
     @field_validator("value")
     @classmethod
@@ -121,6 +122,8 @@ class Multiplier(Scalar):
     def _one_of_if_per(self):
         if (self.when_true is None) == (self.per is None):
             raise ValueError("needs exactly one of 'if: <condition>' or 'per: <numeric variable>'")
+        if self.centre and self.per is None:
+            raise ValueError("'centre' goes with 'per: <numeric variable>'")
         return self
 
 
@@ -215,6 +218,13 @@ class Law(Noted):
         if f == "gompertz":
             return dist.Gompertz(self.rate / d, self.growth / d)
         return dist.PiecewiseExponential(tuple(b * d for b in self.breaks), tuple(r / d for r in self.rates))
+
+
+class Survival(Law):
+    """A survival time law with proportional-hazards multipliers, evaluated
+    for each patient when the time is drawn (T = H^-1(E / multiplier))."""
+
+    multipliers: list[Multiplier] = []
 
 
 class Hazard(Strict):
@@ -333,7 +343,7 @@ class Toxicity(Strict):
 class Response(Strict):
     assessment_day: NonNegative
     complete_remission: LogisticProbability
-    survival_after_nonresponse: Law
+    survival_after_nonresponse: Survival
 
 
 class BcaBiology(Strict):
@@ -350,12 +360,12 @@ PhenotypeName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$", m
 
 
 class PostRelapse(Strict):
-    survival: dict[PhenotypeName, Law]
+    survival: dict[PhenotypeName, Survival]
     reremission: LogisticProbability
     time_to_reremission: Law
     # Survival from a salvage HSCT (after relapse and re-remission), transplant
     # deaths apart; absent: the phenotype's law from relapse applies throughout.
-    survival_after_salvage_hsct: Law | None = None
+    survival_after_salvage_hsct: Survival | None = None
 
 
 class Hsct(Strict):
