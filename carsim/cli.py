@@ -142,6 +142,7 @@ def command_calibrate(args) -> int:
 
 
 def command_run(args) -> int:
+    from ._io import check_output_folder
     from .experiment.output import default_output_dir, write_results
     from .experiment.runner import run_experiment
     from .scenario import load_scenario
@@ -160,7 +161,7 @@ def command_run(args) -> int:
     if args.engine is not None:
         overrides["run.engine"] = args.engine
     scenario = load_scenario(args.scenario, overrides)
-    out_dir = args.out or default_output_dir(scenario.name)
+    out_dir = check_output_folder(args.out or default_output_dir(scenario.name))
     result = run_experiment(scenario, progress=None if args.quiet else "simulating")
     economics = {}
 

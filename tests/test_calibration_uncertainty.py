@@ -65,7 +65,7 @@ def test_one_way_intervals_of_calibrated_parameters_are_the_draws_quantiles(mode
 @pytest.mark.parametrize("override, key, expected", [
     (joint([[0.8, 5.0], [0.9]]), "calibration_uncertainty", "expected 2 values, one per parameter"),
     (joint(fitted=[0.8]), "calibration_uncertainty", "fitted: expected 2 values"),
-    (joint([[0.8, float("nan")], [0.9, 1.0]]), "calibration_uncertainty", "expected finite numbers"),
+    (joint([[0.8, float("nan")], [0.9, 1.0]]), "calibration_uncertainty.draws[0][1]", "expected a finite number"),
 ])
 def test_bad_calibration_draws_are_refused_in_one_line(tmp_path, override, key, expected):
     message = scenario_error(tmp_path, override, extends=MODEL)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from .._io import atomic_write
+from .._io import atomic_write, check_output_folder
 from ..errors import CarsimError
 from ..scenario.parameters import apply_values, uncertain_parameters
 from ..scenario.schema import Scenario
@@ -185,10 +185,10 @@ def command_dsa(args) -> int:
                               priced=scenario.economics is not None)
     compare = parse_compare(args.compare, scenario)
     n_jobs = scenario.run.n_jobs if args.n_jobs is None else args.n_jobs
+    out = check_output_folder(args.out or default_output_dir("dsa", root=Path("results") / scenario.name))
     with backend_context(args.backend, args.scheduler, n_jobs):
         result = run_dsa(scenario, outcome, compare, n_patients=args.patients, seed=args.seed,
                          replication=args.replication, n_jobs=n_jobs, progress=not args.quiet)
-    out = args.out or default_output_dir("dsa", root=Path("results") / scenario.name)
     write_dsa(out, result, scenario, command=sys.argv)
     if not args.quiet:
         shown = result.tornado.copy()

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .._io import check_output_folder
 from ..errors import CarsimError
 from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
 from ..scenario.schema import Scenario
@@ -277,11 +278,10 @@ def command_gsa(args) -> int:
     evaluate = PolicyOutcome(only_policies(scenario, compare), outcome, compare, args.patients, 0, seed)
     samples = args.samples or (64 if args.method == "sobol" else 20)
     n_jobs = scenario.run.n_jobs if args.n_jobs is None else args.n_jobs
+    out_dir = check_output_folder(args.out or default_output_dir("gsa", root=Path("results") / scenario.name))
     with backend_context(args.backend, args.scheduler, n_jobs):
         result = run_gsa(parameters, evaluate, args.method, samples, seed, n_jobs=n_jobs,
                          progress=None if args.quiet else "evaluating")
-    out_dir = Path(args.out or default_output_dir("gsa", root=Path("results") / scenario.name))
-    out_dir.mkdir(parents=True, exist_ok=True)
     clear(out_dir)
     write_table(result.indices, out_dir, "gsa_indices")
     atomic_write(out_dir / "gsa_samples.csv", lambda p: result.samples_frame().to_csv(p, index=False))

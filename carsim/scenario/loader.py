@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 from pathlib import Path
 
 import yaml
@@ -129,6 +130,12 @@ def resolve_extends(path: Path, _chain: tuple = ()) -> tuple[dict, dict]:
     return data, origin
 
 
+def value_at_path(data, loc: tuple):
+    for key in loc:
+        data = data[key]
+    return data
+
+
 def _file_for(loc: tuple, origin: dict, default: Path) -> Path:
     for i in range(len(loc), -1, -1):
         if loc[:i] in origin:
@@ -136,7 +143,30 @@ def _file_for(loc: tuple, origin: dict, default: Path) -> Path:
     return default
 
 
+def non_finite_number(node, loc: tuple = ()):
+    """The key path of the first NaN or infinite number in a YAML document (or None)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        return loc
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return None
+    for key, value in items:
+        found = non_finite_number(value, loc + (key,))
+        if found is not None:
+            return found
+    return None
+
+
 def _validate(data: dict, file_for) -> Scenario:
+    # NaN passes every comparison silently (a NaN growth switches a hazard off) and infinity
+    # is no rate, mean or size: no number in a scenario may be either.
+    where = non_finite_number(data)
+    if where is not None:
+        raise ScenarioError(file_for(where), key_path(where),
+                            f"expected a finite number, got {value_at_path(data, where)!r}")
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:

@@ -249,6 +249,14 @@ class CovariateSpec(Noted):
     covariate of a shipped scenario acts through a sourced effect."""
 
     bernoulli: float | None = Field(None, ge=0, le=1)
+
+    @field_validator("categorical", mode="before")
+    @classmethod
+    def _numeric_levels(cls, v):
+        # "1" and 1 are one level: YAML (and a manifest written back as YAML) may quote numbers.
+        if isinstance(v, dict):
+            return {int(k) if isinstance(k, str) and k.strip().lstrip("-").isdigit() else k: p for k, p in v.items()}
+        return v
     descriptive: bool = False
     categorical: dict[int | str, float] | None = None
     family: Literal["beta", "uniform", "normal", "lognormal"] | None = None
@@ -670,6 +678,14 @@ class Scenario(Strict):
     run: Run = Run()
     calibration_uncertainty: CalibrationUncertainty | None = None
     economics: Economics | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v):
+        if not v.strip() or any(ord(c) < 32 for c in v) or "/" in v or "\\" in v or v in (".", ".."):
+            raise ValueError(f"expected a name that can name the results folder (no control characters, slashes "
+                             f"or '.'/'..'), got {v!r}")
+        return v
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..._io import check_output_folder
 from ...errors import CarsimError
 from ...scenario import load_scenario
 from ...scenario.parameters import uncertain_parameters
@@ -46,6 +47,7 @@ def command_psa(args) -> int:
         print(f"carsim: note: {NO_DISTRIBUTIONS}", file=sys.stderr)
     if out is None:
         out = args.out or default_output_dir("psa", root=Path("results") / scenario.name)
+    out = check_output_folder(out, "--resume" if args.resume is not None else "--out")
     n_jobs = scenario.run.n_jobs if args.n_jobs is None else args.n_jobs
     try:
         with backend_context(args.backend, args.scheduler, n_jobs):

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ... import __version__
+from ..._io import check_output_folder
 from ..output import default_output_dir
 from .output import terminal_table, write_trial_results
 from .simulate import run_trial_file
@@ -14,10 +15,13 @@ from .simulate import run_trial_file
 def command_trial(args) -> int:
     """``carsim trial TRIAL.yaml``: simulate, print the power table, write the results folder."""
     show = None if getattr(args, "quiet", False) else "simulated trials"
+    if args.out is not None:
+        check_output_folder(args.out, create=False)  # before the trial file is even read
     loaded, result = run_trial_file(args.trial, trials=args.trials, n_jobs=args.n_jobs, seed=args.seed,
                                     backend=args.backend, scheduler=args.scheduler, progress=show,
                                     engine=getattr(args, "engine", None))
-    out_dir = args.out or default_output_dir(f"trial_{loaded.name}", root=Path("results") / loaded.scenario.name)
+    out_dir = check_output_folder(args.out or default_output_dir(f"trial_{loaded.name}",
+                                                                 root=Path("results") / loaded.scenario.name))
     write_trial_results(out_dir, loaded, result, command=sys.argv)
     if not getattr(args, "quiet", False):
         d = result.design

@@ -1,0 +1,140 @@
+"""Hostile input across the commands: non-finite numbers, results folders
+that cannot be one, names that cannot name a folder, and a manifest's
+resolved scenario run again.  Each bad case ends with exit status 2 and one
+line on stderr, before any simulation; valid ones run."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import BASELINE, ROOT, write_scenario
+
+from carsim.cli import main
+
+NAN, INF = math.nan, math.inf
+
+# (where, value) pairs: a NaN or an infinity anywhere in a scenario is refused at its key path.
+NON_FINITE = [
+    ({"pathway": {"relapse": {"cd19pos": {"law": {"growth": NAN}}}}}, "pathway.relapse.cd19pos.law.growth"),
+    ({"pathway": {"relapse": {"cd19pos": {"law": {"rate": INF}}}}}, "pathway.relapse.cd19pos.law.rate"),
+    ({"pathway": {"referral": {"delay": {"mean": NAN}}}}, "pathway.referral.delay.mean"),
+    ({"pathway": {"referral": {"delay": {"mean": INF}}}}, "pathway.referral.delay.mean"),
+    ({"pathway": {"manufacturing": {"duration": {"median": NAN}}}}, "pathway.manufacturing.duration.median"),
+    ({"pathway": {"toxicity": {"severe_crs": {"value": NAN}}}}, "pathway.toxicity.severe_crs.value"),
+    ({"pathway": {"hsct": {"transplant_related_death": {"value": INF}}}},
+     "pathway.hsct.transplant_related_death.value"),
+    ({"pathway": {"post_relapse": {"survival": {"cd19neg": {"median": NAN}}}}},
+     "pathway.post_relapse.survival.cd19neg.median"),
+    ({"pathway": {"non_relapse_mortality": {"death": {"law": {"rate": INF}}}}},
+     "pathway.non_relapse_mortality.death.law.rate"),
+    ({"cohort": {"covariates": {"kmt2a": {"bernoulli": NAN}}}}, "cohort.covariates.kmt2a.bernoulli"),
+    ({"cohort": {"covariates": {"prior_crs": {"categorical": {1: NAN, 2: 0.5, 3: 0.5}}}}},
+     "cohort.covariates.prior_crs.categorical[1]"),
+    ({"cohort": {"covariates": {"marrow_blasts_referral": {"a": INF}}}}, "cohort.covariates.marrow_blasts_referral.a"),
+    ({"cohort": {"fixed": {"marrow_blasts_infusion": NAN}}}, "cohort.fixed.marrow_blasts_infusion"),
+    ({"cohort": {"arrivals": {"rate_per_day": INF}}}, "cohort.arrivals.rate_per_day"),
+    ({"run": {"horizon_years": INF}}, "run.horizon_years"),
+    ({"run": {"horizon_years": NAN}}, "run.horizon_years"),
+    ({"surveillance": {"mrd": {"sensitivity": {"value": NAN}}}}, "surveillance.mrd.sensitivity.value"),
+    ({"economics": {"discount": {"costs": {"value": NAN}}}}, "economics.discount.costs.value"),
+    ({"economics": {"event_costs": {"hsct": {"value": INF}}}}, "economics.event_costs.hsct.value"),
+    ({"economics": {"willingness_to_pay": [100000, INF]}}, "economics.willingness_to_pay[1]"),
+    ({"economics": {"extrapolation": {"excess_mortality_ratio": {"value": NAN}}}},
+     "economics.extrapolation.excess_mortality_ratio.value"),
+]
+
+COMMANDS = {  # command -> extra arguments (small, so a case that slipped through would still finish)
+    "run": ["--patients", "30"],
+    "psa": ["--draws", "2", "--patients", "30"],
+    "dsa": ["--patients", "30"],
+    "gsa": ["--method", "morris", "--samples", "2", "--patients", "30"],
+}
+
+
+def cli(capsys, argv):
+    try:
+        status = main([str(a) for a in argv])
+    except SystemExit as exc:
+        status = exc.code
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    return status, captured.out, captured.err
+
+
+def one_line_error(status, out, err, *fragments):
+    assert status == 2, (status, err)
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("override, key", NON_FINITE, ids=[key for _, key in NON_FINITE])
+def test_a_non_finite_number_is_refused_at_its_key_path(tmp_path, capsys, command, override, key):
+    scenario = write_scenario(tmp_path, override)
+    out = tmp_path / "out"
+    status, stdout, stderr = cli(capsys, [command, scenario, *COMMANDS[command], "--out", out])
+    line = one_line_error(status, stdout, stderr, f"{scenario.resolve()}: {key}: ", "expected a finite number")
+    assert line.startswith("carsim: error: ")
+    assert not out.exists()  # refused before any simulation
+
+
+def _folders(tmp_path: Path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return {
+        "a file": (a_file, "expected a folder for the results, but it is a file"),
+        "under a file": (a_file / "sub", "which is a file"),
+        "not creatable": (Path("/proc/carsim_cannot_be_here"), "cannot create the results folder"),
+    }
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("case", ["a file", "under a file", "not creatable"])
+def test_a_results_folder_that_cannot_be_one_is_refused_before_simulating(tmp_path, capsys, command, case):
+    out, expected = _folders(tmp_path)[case]
+    status, stdout, stderr = cli(capsys, [command, BASELINE, *COMMANDS[command], "--out", out])
+    one_line_error(status, stdout, stderr, f"--out {out}", expected)
+
+
+@pytest.mark.parametrize("case", ["a file", "under a file", "not creatable"])
+def test_a_trial_results_folder_that_cannot_be_one_is_refused(tmp_path, capsys, case):
+    out, expected = _folders(tmp_path)[case]
+    trial = ROOT / "scenarios" / "trial_surveillance_hsct.yaml"
+    status, stdout, stderr = cli(capsys, ["trial", trial, "--trials", "2", "--out", out])
+    one_line_error(status, stdout, stderr, f"--out {out}", expected)
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a/b", "..", " ", "tab\there"])
+def test_a_name_that_cannot_name_a_folder_is_refused(tmp_path, capsys, name):
+    scenario = write_scenario(tmp_path, {"name": name})
+    status, stdout, stderr = cli(capsys, ["run", scenario, "--patients", "30", "--out", tmp_path / "out"])
+    one_line_error(status, stdout, stderr, f"{scenario.resolve()}: name: ", "results folder")
+
+
+@pytest.mark.parametrize("levels", [{"1": 0.45, "2": 0.40, "3": 0.15}, {1: 0.45, "2": 0.40, 3: 0.15}])
+def test_quoted_numeric_levels_are_the_numbers(tmp_path, capsys, levels):
+    """``prior_crs >= 2`` compares numbers: levels written "1", "2" are 1, 2."""
+    scenario = write_scenario(tmp_path, {"cohort": {"covariates": {"prior_crs": {
+        "categorical": levels, "assumption": "quoted levels"}}}})
+    status, _out, stderr = cli(capsys, ["run", scenario, "--patients", "60", "--out", tmp_path / "out", "--quiet"])
+    assert status == 0, stderr
+
+
+def test_a_manifests_resolved_scenario_runs_again_to_the_same_summary(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert cli(capsys, ["run", BASELINE, "--patients", "200", "--out", first, "--quiet"])[0] == 0
+    resolved = json.loads((first / "manifest.json").read_text())["resolved_scenario"]
+    again = tmp_path / "resolved.yaml"
+    again.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    second = tmp_path / "second"
+    assert cli(capsys, ["run", again, "--patients", "200", "--out", second, "--quiet"])[0] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(first / "summary.csv"), pd.read_csv(second / "summary.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(first / "economics.csv"), pd.read_csv(second / "economics.csv"))
