@@ -67,12 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     cal = commands.add_parser("calibrate", help="fit free parameters to published targets",
                               description="Fit the free parameters named in a calibration file to the published "
                                           "targets it maps, write the fitted parameter file and a report "
-                                          "(report.md, report.csv, report.png).")
+                                          "(report.md, report.csv, report.png): into a results folder, or over "
+                                          "the tracked files the calibration file names with --write.")
     cal.add_argument("calibration", type=Path, help="calibration YAML file (e.g. calibration/eliana.yaml)")
     cal.add_argument("--patients", type=_positive_int, help="simulated patients per cohort (default from the file)")
     cal.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the file)")
     cal.add_argument("--max-evaluations", type=_positive_int,
                      help="simulations per stage at most (default from the file; small values for a quick look)")
+    where = cal.add_mutually_exclusive_group()
+    where.add_argument("--write", action="store_true",
+                       help="write the fitted file and report where the calibration file says (tracked files "
+                            "that scenarios extend)")
+    where.add_argument("--out", type=Path,
+                       help="results folder for the fitted file and report (default "
+                            "results/calibrate/<name>/<timestamp>/; the tracked files are left alone)")
 
     psa = commands.add_parser("psa", help="probabilistic sensitivity analysis over the scenario's distributions",
                               description="Draw every value with a 'distribution:', simulate every policy per draw "
@@ -130,8 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
 def command_calibrate(args) -> int:
     from .calibration.run import run_calibration
 
+    from ._io import check_output_folder
+    from .experiment.output import default_output_dir
+
+    out = None
+    if not args.write:
+        out = check_output_folder(args.out or default_output_dir(args.calibration.stem,
+                                                                 root=Path("results") / "calibrate"))
     result = run_calibration(args.calibration, patients=args.patients, n_jobs=args.n_jobs,
-                             max_evaluations=args.max_evaluations, command=sys.argv)
+                             max_evaluations=args.max_evaluations, command=sys.argv, out=out)
     table = result["table"]
     fitted = table[(table.kind == "target") & table.fitted]
     print(f"{int(fitted.inside.sum())} of {len(fitted)} fitted targets inside their interval; "

@@ -254,3 +254,21 @@ def test_bca_retained_is_the_kaplan_meier_of_seen_b_cell_recovery_among_responde
 def test_high_burden_share_is_among_infused():
     p = {"marrow_blasts_infusion": np.array([2.0, 50.0, 5.0, 80.0]), "infused": np.array([True, True, True, False])}
     assert compute_output(p, "high_burden_share", phenotypes=()) == pytest.approx(2 / 3)
+
+
+def test_calibrate_writes_tracked_files_only_with_write(tmp_path, capsys):
+    """Without --write the fitted file and report go to a results folder and the
+    files the calibration names are not touched; with --write they are written."""
+    path, _ = _synthetic_targets(tmp_path)
+    quick = ["--max-evaluations", "2", "--patients", "300"]
+    out = tmp_path / "look"
+    assert main(["calibrate", str(path), *quick, "--out", str(out)]) == 0
+    assert not (tmp_path / "fitted.yaml").exists() and not (tmp_path / "report").exists()
+    assert {"fitted.yaml", "report.md", "report.csv", "report.png", "manifest.json"} <= {p.name for p in out.iterdir()}
+    assert load_scenario(out / "fitted.yaml").name  # its extends: path resolves from the results folder
+    assert main(["calibrate", str(path), *quick, "--write"]) == 0
+    assert (tmp_path / "fitted.yaml").exists() and (tmp_path / "report" / "report.md").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["calibrate", str(path), "--write", "--out", str(out)])
+    assert "not allowed with argument" in capsys.readouterr().err

@@ -57,8 +57,13 @@ def _mark(mapping: dict, note: str) -> None:
     mapping["assumption"] = note
 
 
-def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations=None, command=None) -> dict:
-    """Fit, write the fitted parameter file and the report (``manifest.json`` in the report folder, last)."""
+def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations=None, command=None,
+                    out=None) -> dict:
+    """Fit, write the fitted parameter file and the report (``manifest.json`` in the report folder, last).
+
+    ``out``: a results folder that takes both (the fitted file under the name
+    the calibration file gives it); None: the tracked places the calibration
+    file names (``writes:`` and ``report:``)."""
     started = time.perf_counter()
     path = Path(path)
     spec, targets = load_calibration(path)
@@ -68,7 +73,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     if patients is not None:
         spec = spec.model_copy(update={"patients": patients})
     published = load_targets_file(path.parent / spec.targets_file)
-    report_dir = (path.parent / spec.report)
+    report_dir = (path.parent / spec.report) if out is None else Path(out)
     clear(report_dir)  # the report is unfinished until its manifest is written
     with Calibrator(spec, targets, path, n_jobs=n_jobs) as calibrator:
         priors = calibrator.prior_values(calibrator.parameters)
@@ -100,7 +105,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     seconds = time.perf_counter() - started
     text = markdown(spec, table, stages, values, priors, seconds, calibrator.evaluations, intervals, posterior)
     write_report(report_dir, table, text, f"{spec.name}: model vs published")
-    fitted_path = (path.parent / spec.writes)
+    fitted_path = (path.parent / spec.writes) if out is None else Path(out) / Path(spec.writes).name
     write_fitted(fitted_path, calibrator, values, spec, path, report_dir, intervals, posterior)
     manifest = calibration_manifest(calibrator, spec, path, fitted_path, values, stages,
                                     {"fit_seconds": round(fit_seconds, 3),
