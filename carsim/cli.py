@@ -136,9 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_calibrate(args) -> int:
-    from .calibration.run import run_calibration
-
     from ._io import check_output_folder
+    from .calibration.run import run_calibration
     from .experiment.output import default_output_dir
 
     out = None
