@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -143,8 +145,11 @@ def test_checkpoint_chunks_partial_files_and_damage(tmp_path):
     with pytest.raises(CarsimError, match="items was 5, now 6"):
         Checkpoint.open(tmp_path, _fingerprint(items=6), resume=True)
     (tmp_path / "chunks" / "chunk_00002.parquet").write_bytes(b"not parquet")
-    with pytest.raises(CarsimError, match="damaged checkpoint file"):
-        resumed.done_chunks()
+    notices = []
+    resumed.notice = notices.append
+    assert resumed.done_chunks() == [0]  # a damaged chunk is recomputed, not read
+    assert len(notices) == 1 and "damaged checkpoint" in notices[0]
+    assert not (tmp_path / "chunks" / "chunk_00002.parquet").exists()
     info = yaml.safe_load((tmp_path / "run.json").read_text())
     assert info["fingerprint"] == _fingerprint()
     (tmp_path / "other").mkdir()
@@ -182,3 +187,45 @@ def test_a_killed_worker_is_a_one_line_error_that_says_how_to_resume(tmp_path):
     assert process.returncode == 2, stderr
     assert stderr.count("\n") == 1 and "a worker process was lost" in stderr and f"--resume {out}" in stderr
     assert _chunks(out) and not (out / "manifest.json").exists()
+
+
+def test_no_flipped_byte_of_a_chunk_is_used_or_crashes(tmp_path):
+    """A byte flipped anywhere in a chunk file (hundreds of positions, every
+    one a different damage) makes that chunk pending again, with a notice;
+    the digest written with the chunk is what catches it."""
+    checkpoint = Checkpoint.open(tmp_path, _fingerprint(), resume=False)
+    frame = pd.DataFrame({"draw": [0, 0, 1, 1], "policy": ["observe", "hsct_all"] * 2,
+                          "value": [0.51, 0.62, 0.49, 0.6]})
+    checkpoint.write_chunk(0, frame)
+    path = checkpoint.chunk_path(0)
+    clean = path.read_bytes()
+    notices = []
+    checkpoint.notice = notices.append
+    positions = sorted(set(np.linspace(0, len(clean) - 1, 300).round().astype(int)))
+    assert len(positions) >= 250
+    for position in positions:
+        checkpoint.write_chunk(0, frame)
+        damaged = bytearray(clean)
+        damaged[position] ^= 0xFF
+        path.write_bytes(bytes(damaged))
+        assert 0 in checkpoint.chunk_items(0) and 0 in checkpoint.pending_items(), position
+        assert not path.exists()
+    assert len(notices) == len(positions)
+    checkpoint.write_chunk(0, frame)  # intact again: done, and read back as written
+    assert 0 not in checkpoint.pending_items()
+    pd.testing.assert_frame_equal(checkpoint.read_chunk(0), frame)
+
+
+def test_a_resumed_psa_recomputes_a_damaged_chunk_to_the_same_results(uninterrupted, tmp_path, capsys):
+    damaged = tmp_path / "psa"
+    shutil.copytree(uninterrupted, damaged)
+    (damaged / "manifest.json").unlink()
+    chunk = damaged / "chunks" / "chunk_00003.parquet"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    chunk.write_bytes(bytes(data))
+    status = main(["psa", str(BASELINE), *map(str, SETTINGS), "--n-jobs", "1", "--resume", str(damaged), "--quiet"])
+    assert status == 0
+    err = capsys.readouterr().err
+    assert "chunk_00003.parquet: damaged checkpoint" in err
+    pd.testing.assert_frame_equal(pd.read_csv(damaged / "psa_draws.csv"), pd.read_csv(uninterrupted / "psa_draws.csv"))

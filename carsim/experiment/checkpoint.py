@@ -10,6 +10,10 @@ interrupted run can be resumed without redoing or losing finished work.
   It is written under a temporary name and renamed into place, so a chunk
   file that exists is complete; leftovers of an interrupted write
   (``.chunk_*.part``) are removed when the run is resumed.
+* ``DIR/chunks/chunk_NNNNN.sha256`` holds the SHA-256 of the chunk's bytes
+  (and of its extras), written before the chunk: a chunk whose bytes no
+  longer match (a damaged disk, a stray edit) is never read; it is removed
+  and recomputed, with a one-line notice.
 * Optional per-chunk extras (e.g. patient tables) go to ``DIR/<name>/`` and
   are written *before* the chunk file, which is the chunk's completion mark.
 """
@@ -20,6 +24,7 @@ import datetime as _dt
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +46,10 @@ class CheckpointError(CarsimError):
 
 def fingerprint_hash(fingerprint: dict) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def default_chunk_size(n_items: int) -> int:
@@ -71,8 +80,9 @@ def _describe(value) -> str:
 class Checkpoint:
     """Chunked, resumable storage of one run's results in ``folder``."""
 
-    def __init__(self, folder: Path, fingerprint: dict):
+    def __init__(self, folder: Path, fingerprint: dict, notice: Callable[[str], None] | None = None):
         self.folder = Path(folder)
+        self.notice = notice or (lambda text: print(f"carsim: notice: {text}", file=sys.stderr))
         self.fingerprint = dict(fingerprint)
         self.n_items = int(fingerprint["items"])
         self.chunk_size = int(fingerprint["chunk_size"])
@@ -128,17 +138,30 @@ class Checkpoint:
         return self.folder / kind / f"chunk_{chunk:05d}.parquet"
 
     # ----------------------------------------------------------------- reading
+    def digest_path(self, chunk: int) -> Path:
+        return self.folder / CHUNKS / f"chunk_{chunk:05d}.sha256"
+
     def _check_chunk(self, chunk: int) -> bool:
-        """True when the chunk's file exists and belongs to this run."""
+        """True when the chunk's file exists, is intact and belongs to this run.
+        A damaged chunk (bytes that do not match the digest written with it,
+        or an unreadable file) is removed, so that it is recomputed."""
         path = self.chunk_path(chunk)
         if not path.exists():
             return False
         try:
-            meta = pq.read_schema(path).metadata or {}
-            info = json.loads(meta[_META_KEY])
-        except Exception:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise CheckpointError(f"{display_path(path)}: damaged checkpoint file; delete it to recompute "
-                                  "that chunk") from None
+            digests = json.loads(self.digest_path(chunk).read_text(encoding="utf-8"))
+            intact = digests[CHUNKS] == _sha256(path) and all(
+                _sha256(self.chunk_path(chunk, kind)) == digest for kind, digest in digests.items() if kind != CHUNKS)
+            meta = pq.read_schema(path).metadata or {} if intact else {}
+            info = json.loads(meta[_META_KEY]) if intact else None
+        except Exception:  # noqa: BLE001 - a missing digest or an unreadable file: damaged either way
+            intact, info = False, None
+        if not intact:
+            self.notice(f"{display_path(path)}: damaged checkpoint (its bytes do not match the digest written "
+                        "with it); it is removed and that chunk recomputed")
+            for kind_path in [path, self.digest_path(chunk), *self.folder.glob(f"*/chunk_{chunk:05d}.parquet")]:
+                kind_path.unlink(missing_ok=True)
+            return False
         expected = {"hash": self.hash, "chunk": chunk, "start": self.chunk_items(chunk).start,
                     "stop": self.chunk_items(chunk).stop}
         if info != expected:
@@ -171,15 +194,22 @@ class Checkpoint:
 
     # ----------------------------------------------------------------- writing
     def write_chunk(self, chunk: int, frame: pd.DataFrame, extras: dict[str, pd.DataFrame] | None = None) -> None:
-        """Write the extras, then the chunk file (the completion mark)."""
+        """Write the extras, the digests, then the chunk file (the completion mark)."""
+        digests = {}
         for kind, extra in (extras or {}).items():
             if extra is not None:
                 atomic_write(self.chunk_path(chunk, kind), lambda p, e=extra: e.to_parquet(p, index=False))
+                digests[kind] = _sha256(self.chunk_path(chunk, kind))
         items = self.chunk_items(chunk)
         table = pa.Table.from_pandas(frame, preserve_index=False)
         info = {"hash": self.hash, "chunk": chunk, "start": items.start, "stop": items.stop}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: json.dumps(info)})
-        atomic_write(self.chunk_path(chunk), lambda p: pq.write_table(table, p))
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink)
+        data = sink.getvalue().to_pybytes()
+        digests[CHUNKS] = hashlib.sha256(data).hexdigest()
+        atomic_write(self.digest_path(chunk), lambda p: p.write_text(json.dumps(digests) + "\n"))
+        atomic_write(self.chunk_path(chunk), lambda p: p.write_bytes(data))
 
     def collector(self, items: list[int]) -> Callable:
         """``add(index, frame, extras)`` for results of ``items`` (in any order):
