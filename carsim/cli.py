@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from ._limits import MAX_PATIENTS
 from .errors import CarsimError
 
 
-def _whole_number(minimum: int, allow_minus_one: bool = False, what: str = ""):
-    """An argparse type: a whole number >= ``minimum`` (or -1 when allowed)."""
+def _whole_number(minimum: int, allow_minus_one: bool = False, what: str = "", maximum: int | None = None):
+    """An argparse type: a whole number >= ``minimum`` (or -1 when allowed), at most ``maximum``."""
 
     def parse(text: str) -> int:
         try:
@@ -24,12 +25,15 @@ def _whole_number(minimum: int, allow_minus_one: bool = False, what: str = ""):
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
         if value < minimum and not (allow_minus_one and value == -1):
             raise argparse.ArgumentTypeError(what or f"expected a number >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"expected at most {maximum:,}, got {value:,}")
         return value
 
     return parse
 
 
 _positive_int = _whole_number(1)
+_patients = _whole_number(1, maximum=MAX_PATIENTS)
 _non_negative_int = _whole_number(0)
 _jobs = _whole_number(1, allow_minus_one=True, what="expected a positive number of jobs, or -1 for all cores")
 
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results folder (default results/<scenario>/<timestamp>/)")
     run.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the scenario)")
     run.add_argument("--seed", type=_non_negative_int, help="master seed (default from the scenario)")
-    run.add_argument("--patients", type=_positive_int, help="cohort size (default from the scenario)")
+    run.add_argument("--patients", type=_patients, help="cohort size (default from the scenario)")
     run.add_argument("--replications", type=_positive_int, help="replications (default from the scenario)")
     run.add_argument("--no-events", action="store_true", help="do not keep the per-event log (smaller output)")
     run.add_argument("--engine", choices=("auto", "vectorised", "simpy"),
@@ -70,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "(report.md, report.csv, report.png): into a results folder, or over "
                                           "the tracked files the calibration file names with --write.")
     cal.add_argument("calibration", type=Path, help="calibration YAML file (e.g. calibration/eliana.yaml)")
-    cal.add_argument("--patients", type=_positive_int, help="simulated patients per cohort (default from the file)")
+    cal.add_argument("--patients", type=_patients, help="simulated patients per cohort (default from the file)")
     cal.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the file)")
     cal.add_argument("--max-evaluations", type=_positive_int,
                      help="simulations per stage at most (default from the file; small values for a quick look)")
@@ -123,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--outcome", default="os", help="metric (default os)")
         sub.add_argument("--time", type=float, default=24, help="months, for survival metrics (default 24)")
         sub.add_argument("--origin", choices=("infusion", "enrollment"), help="time zero (default infusion)")
-        sub.add_argument("--patients", type=_positive_int, help="patients per run (default: cohort.size)")
+        sub.add_argument("--patients", type=_patients, help="patients per run (default: cohort.size)")
     for sub, kind in ((psa, "psa"), (dsa, "dsa"), (trial, "trial_<name>"), (gsa, "gsa")):
         sub.add_argument("--seed", type=_non_negative_int, help="master seed (default from the file)")
         sub.add_argument("--n-jobs", type=_jobs, help="parallel workers (-1: all cores; default from the scenario)")

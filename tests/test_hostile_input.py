@@ -138,3 +138,84 @@ def test_a_manifests_resolved_scenario_runs_again_to_the_same_summary(tmp_path, 
     assert cli(capsys, ["run", again, "--patients", "200", "--out", second, "--quiet"])[0] == 0
     pd.testing.assert_frame_equal(pd.read_csv(first / "summary.csv"), pd.read_csv(second / "summary.csv"))
     pd.testing.assert_frame_equal(pd.read_csv(first / "economics.csv"), pd.read_csv(second / "economics.csv"))
+
+
+# --- documents that are small on disk and enormous, deep or long once read -----------------------------
+
+def _laughs(mapping: bool) -> str:
+    """A 'billion laughs' document: ten references to the previous level, nine levels deep."""
+    if mapping:
+        levels = ["a: &a {k: v, w: v}"] + [
+            f"{chr(98 + i)}: &{chr(98 + i)} {{" + ", ".join(f"k{j}: *{chr(97 + i)}" for j in range(10)) + "}"
+            for i in range(9)]
+    else:
+        levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"] + [
+            f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join(f"*{chr(97 + i)}" for _ in range(10)) + "]"
+            for i in range(9)]
+    return f"extends: {BASELINE}\n" + "\n".join(levels) + "\n"
+
+
+@pytest.mark.parametrize("mapping", [False, True], ids=["lists", "mappings"])
+def test_an_alias_bomb_is_refused_quickly(tmp_path, capsys, mapping):
+    path = tmp_path / "laughs.yaml"
+    path.write_text(_laughs(mapping))
+    status, out, err = cli(capsys, ["run", path, "--patients", "30", "--out", tmp_path / "out"])
+    one_line_error(status, out, err, f"{path.resolve()}: ", "expands to more than 1,000,000 values")
+
+
+def test_a_document_nested_too_deep_is_refused(tmp_path, capsys):
+    path = tmp_path / "deep.yaml"
+    path.write_text(f"extends: {BASELINE}\nx: " + "{a: " * 950 + "1" + "}" * 950 + "\n")
+    status, out, err = cli(capsys, ["run", path, "--patients", "30", "--out", tmp_path / "out"])
+    one_line_error(status, out, err, f"{path.resolve()}: line 2", "nested more than 60 levels deep")
+
+
+def test_a_long_extends_chain_is_refused(tmp_path, capsys):
+    parent = BASELINE
+    for i in range(200):
+        child = tmp_path / f"chain_{i}.yaml"
+        child.write_text(f"extends: {parent}\n")
+        parent = child
+    status, out, err = cli(capsys, ["run", parent, "--patients", "30", "--out", tmp_path / "out"])
+    one_line_error(status, out, err, "extends: an 'extends' chain of more than 32 files")
+
+
+def test_a_schedule_of_billions_of_tests_is_refused(tmp_path, capsys):
+    scenario = write_scenario(tmp_path, {"surveillance": {"mrd": {"schedule": {
+        "repeat": [{"every_months": 1e-9, "from_months": 3, "until_months": 24}]}}}})
+    status, out, err = cli(capsys, ["run", scenario, "--patients", "30", "--out", tmp_path / "out"])
+    one_line_error(status, out, err, "surveillance.mrd.schedule.repeat[0]", "expected at most 10,000")
+
+
+@pytest.mark.parametrize("command", ["run", "psa", "dsa", "gsa", "calibrate"])
+def test_patients_beyond_any_study_are_refused_by_the_option(tmp_path, capsys, command):
+    target = ROOT / "calibration" / "eliana.yaml" if command == "calibrate" else BASELINE
+    status, out, err = cli(capsys, [command, target, "--patients", "1000000000000", "--out", tmp_path / "out"])
+    one_line_error(status, out, err, "--patients", "expected at most 100,000,000")
+
+
+def test_a_cohort_that_cannot_fit_in_memory_is_refused_before_it_starts(tmp_path, capsys):
+    from carsim._limits import BYTES_PER_TRAJECTORY, physical_memory_bytes
+
+    memory = physical_memory_bytes()
+    if memory is None:
+        pytest.skip("this platform does not report its physical memory")
+    size = min(100_000_000, memory // (BYTES_PER_TRAJECTORY * 4) * 2)
+    scenario = write_scenario(tmp_path, {"cohort": {"size": int(size)}})
+    status, out, err = cli(capsys, ["run", scenario, "--out", tmp_path / "out"])
+    one_line_error(status, out, err, "cohort.size", "would need about", "more than this machine's")
+    assert not (tmp_path / "out").exists()
+    scenario = write_scenario(tmp_path, {"cohort": {"size": 10 ** 12}}, name="huge.yaml")
+    status, out, err = cli(capsys, ["run", scenario, "--out", tmp_path / "out"])
+    one_line_error(status, out, err, "cohort.size", "less than or equal to 100000000")
+
+
+def test_a_later_run_removes_the_leftovers_of_a_killed_one(tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    leftovers = [out / ".summary.csv.x1y2.part", out / ".survival.png.abc.part"]
+    for path in leftovers:
+        path.write_bytes(b"half a file")
+    assert cli(capsys, ["run", BASELINE, "--patients", "40", "--out", out, "--quiet"])[0] == 0
+    assert not any(path.exists() for path in leftovers)
+    assert not list(out.glob(".*.part")) and (out / "manifest.json").exists()

@@ -16,7 +16,7 @@ PACKAGE = ROOT / "carsim"
 
 # Lowest first; a layer may import itself and the layers before it.
 LAYERS = [
-    ("base", ("carsim", "carsim._units", "carsim._io", "carsim.errors")),
+    ("base", ("carsim", "carsim._units", "carsim._limits", "carsim._io", "carsim.errors")),
     ("scenario", ("carsim.scenario",)),
     ("model", ("carsim.model",)),
     ("experiment", ("carsim.experiment",)),

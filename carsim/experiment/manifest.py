@@ -137,5 +137,11 @@ class Manifest:
 
 
 def clear(folder) -> None:
-    """Remove an old manifest: until the new one is written the folder is unfinished."""
-    (Path(folder) / MANIFEST).unlink(missing_ok=True)
+    """Remove an old manifest (until the new one is written the folder is
+    unfinished) and the leftovers of writes an earlier, killed run left
+    (``.NAME.*.part``: never a finished file)."""
+    folder = Path(folder)
+    (folder / MANIFEST).unlink(missing_ok=True)
+    if folder.is_dir():
+        for leftover in folder.glob(".*.part"):
+            leftover.unlink(missing_ok=True)

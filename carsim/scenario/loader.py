@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .._limits import BYTES_PER_TRAJECTORY, physical_memory_bytes
 from ..errors import ScenarioError
 from .conditions import ConditionSyntaxError, parse_condition
 from .schema import Multiplier, Scenario
@@ -50,13 +51,57 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                  _UniqueKeyLoader.construct_mapping)
 
 
+# A document's values counted with every alias expanded (a "billion laughs"
+# document is small on disk and enormous once merged and validated), and its
+# nesting depth: far beyond any scenario, well within Python's recursion limit.
+MAX_VALUES = 1_000_000
+MAX_DEPTH = 60
+MAX_EXTENDS = 32
+
+
+def check_nesting(text: str, path) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH, from its parse events
+    (no recursion: PyYAML's constructor would exhaust Python's stack)."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise ScenarioError(path, f"line {mark.line + 1}, column {mark.column + 1}",
+                                    f"nested more than {MAX_DEPTH} levels deep; expected a scenario")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+def check_size(data, path) -> None:
+    """Refuse a document that expands to too many values or nests too deep."""
+    count = 0
+    stack = [(data, 0, ())]
+    while stack:
+        node, depth, loc = stack.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise ScenarioError(path, "", f"the document expands to more than {MAX_VALUES:,} values (YAML "
+                                          "aliases repeated inside aliases?); expected a scenario")
+        if depth > MAX_DEPTH:
+            raise ScenarioError(path, ".".join(str(k) for k in loc[:5]) + " ...",
+                                f"nested more than {MAX_DEPTH} levels deep; expected a scenario")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1, loc + (k,)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, loc + (i,)) for i, v in enumerate(node))
+
+
 def read_yaml(path: Path) -> dict:
     """Parse one YAML file into a mapping, with errors that name the file."""
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(path, "", "file not found" if not path.exists() else "expected a file, got a folder")
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        text = path.read_text(encoding="utf-8")
+        check_nesting(text, path)  # before construction, which recurses once per level
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(unknown position)"
@@ -71,6 +116,7 @@ def read_yaml(path: Path) -> dict:
                                       f"at position {exc.start} is not UTF-8") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(path, "", "malformed YAML: " + " ".join(str(exc).split())) from None
+    check_size(data, path)
     if data is None:
         raise ScenarioError(path, "", "the file is empty; expected a mapping of scenario keys "
                                       "(cohort, pathway, ...) or 'extends: <parent file>'")
@@ -110,6 +156,9 @@ def resolve_extends(path: Path, _chain: tuple = ()) -> tuple[dict, dict]:
     if path in _chain:
         cycle = " -> ".join(p.name for p in _chain + (path,))
         raise ScenarioError(_chain[-1], "extends", f"circular 'extends' chain: {cycle}")
+    if len(_chain) >= MAX_EXTENDS:
+        raise ScenarioError(_chain[-1], "extends", f"an 'extends' chain of more than {MAX_EXTENDS} files; "
+                                                   "expected a scenario built on a few others")
     data = read_yaml(path)
     parent_name = data.pop("extends", None)
     origin: dict = {}
@@ -211,6 +260,16 @@ def check_semantics(scenario: Scenario, file_for) -> None:
 
     def fail(loc: tuple, expected: str):
         raise ScenarioError(file_for(loc), key_path(loc), expected)
+
+    trajectories = scenario.cohort.size * len(scenario.policy_names) * scenario.run.replications
+    memory = physical_memory_bytes()
+    if memory is not None and trajectories * BYTES_PER_TRAJECTORY > memory:
+        fail(("cohort", "size"), f"{scenario.cohort.size:,} patients x {len(scenario.policy_names)} policies x "
+                                 f"{scenario.run.replications} replication(s) would need about "
+                                 f"{trajectories * BYTES_PER_TRAJECTORY / 1e9:,.0f} GB, more than this machine's "
+                                 f"{memory / 1e9:.0f} GB; expected at most about "
+                                 f"{memory // (BYTES_PER_TRAJECTORY * len(scenario.policy_names) * scenario.run.replications):,}"
+                                 " patients")
 
     covs = scenario.cohort.covariates
     for name, kind in REQUIRED_COVARIATES.items():

@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from .._limits import MAX_PATIENTS, MAX_SCHEDULED
 from .._units import DAYS_PER_MONTH, DAYS_PER_UNIT
 from . import distributions as dist
 
@@ -295,7 +296,7 @@ class Arrivals(Noted):
 
 
 class Cohort(Strict):
-    size: int = Field(ge=1)
+    size: int = Field(ge=1, le=MAX_PATIENTS)
     arrivals: Arrivals
     covariates: dict[str, CovariateSpec]
     fixed: dict[str, bool | int | float | str] = {}
@@ -443,10 +444,21 @@ class Resources(Strict):
     hsct_beds: Capacity
 
 
+
+
 class Repeat(Strict):
     every_months: float = Field(gt=0)
     from_months: float = Field(ge=0)
     until_months: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _not_too_many(self):
+        count = (self.until_months - self.from_months) / self.every_months
+        if count > MAX_SCHEDULED:
+            raise ValueError(f"every_months: {self.every_months:g} from month {self.from_months:g} to "
+                             f"{self.until_months:g} makes about {count:.3g} scheduled times per patient; expected "
+                             f"at most {MAX_SCHEDULED:,}")
+        return self
 
 
 class Schedule(Strict):
