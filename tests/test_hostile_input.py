@@ -219,3 +219,56 @@ def test_a_later_run_removes_the_leftovers_of_a_killed_one(tmp_path, capsys):
     assert cli(capsys, ["run", BASELINE, "--patients", "40", "--out", out, "--quiet"])[0] == 0
     assert not any(path.exists() for path in leftovers)
     assert not list(out.glob(".*.part")) and (out / "manifest.json").exists()
+
+
+# --- calibration files and their published targets ------------------------------------------------------
+
+def _calibration_with_targets(tmp_path: Path, targets_text: str | None = None, **changes) -> Path:
+    spec = yaml.safe_load((ROOT / "calibration" / "eliana.yaml").read_text())
+    spec["scenario"] = str(ROOT / "scenarios" / "model.yaml")
+    spec["targets_file"] = "targets.yaml" if targets_text is not None else str(ROOT / "calibration" / "targets.yaml")
+    spec.update(changes)
+    if targets_text is not None:
+        (tmp_path / "targets.yaml").write_text(targets_text)
+    path = tmp_path / "calibration.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+GOOD = (ROOT / "calibration" / "targets.yaml").read_text()
+BAD_TARGETS = [
+    ("malformed", "eliana: [ {id: x, value: 1\n", "malformed YAML"),
+    ("empty", "", "the file is empty"),
+    ("a list", "- {id: x, value: 1}\n", "expected a mapping of keys at the top level"),
+    ("a group that is no list", "eliana: {id: x}\n", "expected a list of published figures"),
+    ("no id", GOOD.replace("{id: eliana_infused, ", "{"), "missing 'id'"),
+    ("no value", GOOD.replace("value: 79, n: 97,", "n: 97,"), "missing 'value'"),
+    ("value not a number", GOOD.replace("value: 79, n: 97,", "value: [79], n: 97,"), "expected a number"),
+    ("one-number ci", GOOD.replace("value: 0.82, ci: [0.72, 0.90]", "value: 0.82, ci: [0.72]"),
+     "expected [lower, upper]"),
+    ("reversed ci", GOOD.replace("value: 0.82, ci: [0.72, 0.90]", "value: 0.82, ci: [0.90, 0.72]"),
+     "expected [lower, upper] with lower < upper"),
+    ("ci without its value", GOOD.replace("value: 0.82, ci: [0.72, 0.90]", "value: 0.82, ci: [0.10, 0.20]"),
+     "does not contain the value"),
+    ("n of zero", GOOD.replace("value: 79, n: 97,", "value: 79, n: 0,"), "expected a whole number of patients"),
+    ("NaN value", GOOD.replace("value: 0.82, ci: [0.72, 0.90]", "value: .nan, ci: [0.72, 0.90]"),
+     "expected a finite number"),
+    ("duplicate id", GOOD + "\nextra:\n  - {id: eliana_infused, value: 1, kind: target, source: x}\n", "given twice"),
+]
+
+
+@pytest.mark.parametrize("case, text, expected", BAD_TARGETS, ids=[c for c, _, _ in BAD_TARGETS])
+def test_a_bad_targets_file_is_refused_in_one_line(tmp_path, capsys, case, text, expected):
+    path = _calibration_with_targets(tmp_path, text)
+    status, out, err = cli(capsys, ["calibrate", path, "--out", tmp_path / "out"])
+    one_line_error(status, out, err, str((tmp_path / "targets.yaml").resolve()), expected)
+
+
+@pytest.mark.parametrize("bounds, expected", [([0, INF], "expected a finite number"),
+                                               ([5, 1], "lower < upper"), ([NAN, 1], "expected a finite number")])
+def test_bad_search_bounds_are_refused_in_one_line(tmp_path, capsys, bounds, expected):
+    spec = yaml.safe_load((ROOT / "calibration" / "eliana.yaml").read_text())
+    spec["stages"][0]["parameters"][0]["bounds"] = bounds
+    path = _calibration_with_targets(tmp_path, None, stages=spec["stages"])
+    status, out, err = cli(capsys, ["calibrate", path, "--out", tmp_path / "out"])
+    one_line_error(status, out, err, "stages[0].parameters[0].bounds", expected)

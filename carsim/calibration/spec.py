@@ -16,11 +16,10 @@ import math
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import ScenarioError
-from ..scenario.loader import load_scenario, read_yaml
+from ..scenario.loader import load_scenario, non_finite_number, read_yaml
 from ..scenario.schema import Strict
 from ..scenario.validation import describe_error, key_path
 from .outputs import UnknownOutput, resolve_output
@@ -176,14 +175,51 @@ def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float
 
 
 def load_targets_file(path: Path) -> dict[str, dict]:
-    data = yaml.safe_load(Path(path).read_text())
-    return {entry["id"]: {**entry, "group": group} for group, entries in data.items() for entry in entries}
+    """The published figures, by id, each with its group; every entry checked
+    (one line naming the file and the entry otherwise)."""
+    path = Path(path)
+    data = read_yaml(path)
+    where = non_finite_number(data)
+    if where is not None:
+        raise ScenarioError(path, key_path(where), "expected a finite number")
+    published: dict[str, dict] = {}
+    for group, entries in data.items():
+        if not isinstance(entries, list):
+            raise ScenarioError(path, str(group), "expected a list of published figures ({id, what, value, ...})")
+        for i, entry in enumerate(entries):
+            at = f"{group}[{i}]"
+            if not isinstance(entry, dict):
+                raise ScenarioError(path, at, "expected a mapping with id, value and source")
+            for key in ("id", "value"):
+                if key not in entry:
+                    raise ScenarioError(path, at, f"missing '{key}'")
+            if not isinstance(entry["id"], str) or not entry["id"]:
+                raise ScenarioError(path, f"{at}.id", "expected a name")
+            if entry["id"] in published:
+                raise ScenarioError(path, f"{at}.id", f"{entry['id']!r} is given twice")
+            value = entry["value"]
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ScenarioError(path, f"{at}.value", f"expected a number, got {value!r}")
+            if "ci" in entry:
+                ci = entry["ci"]
+                if (not isinstance(ci, list) or len(ci) != 2 or not all(
+                        isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci) or not ci[0] < ci[1]):
+                    raise ScenarioError(path, f"{at}.ci", f"expected [lower, upper] with lower < upper, got {ci!r}")
+                if isinstance(value, (int, float)) and not ci[0] <= value <= ci[1] and entry.get("kind") != "input":
+                    raise ScenarioError(path, f"{at}.ci", f"the interval {ci} does not contain the value {value}")
+            if "n" in entry and (isinstance(entry["n"], bool) or not isinstance(entry["n"], int) or entry["n"] < 1):
+                raise ScenarioError(path, f"{at}.n", f"expected a whole number of patients >= 1, got {entry['n']!r}")
+            published[entry["id"]] = {**entry, "group": group}
+    return published
 
 
 def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     """Read and check a calibration file; paths in it are relative to it."""
     path = Path(path)
     data = read_yaml(path)
+    where = non_finite_number(data)
+    if where is not None:
+        raise ScenarioError(path, key_path(where), "expected a finite number")
     try:
         spec = CalibrationSpec.model_validate(data)
     except ValidationError as exc:
