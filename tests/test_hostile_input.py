@@ -272,3 +272,47 @@ def test_bad_search_bounds_are_refused_in_one_line(tmp_path, capsys, bounds, exp
     path = _calibration_with_targets(tmp_path, None, stages=spec["stages"])
     status, out, err = cli(capsys, ["calibrate", path, "--out", tmp_path / "out"])
     one_line_error(status, out, err, "stages[0].parameters[0].bounds", expected)
+
+
+# --- conditions checked for types and size before any simulation ------------------------------------------
+
+BAD_CONDITIONS = [
+    ("1 / 0 > 0", "division by zero"),
+    ("relapse_phenotype > 5", "text ordered with"),
+    ("cr in 5", "'in' needs a list of values"),
+    ("mrd_positive_tests + 'a' == 'b'", "arithmetic on text"),
+    ("bridging == 'hihg'", "'bridging' has no level 'hihg'"),
+    ("relapse_phenotype == 'cd19negative'", "'relapse_phenotype' has no level 'cd19negative'"),
+    ("prior_crs == 'two'", "text compared with a number"),
+    ("'x' * 100000000000 == 'y'", "arithmetic on text"),
+    ("not " * 100_000 + "cr", "expected at most 1,000"),
+    ("1 + " * 100_000 + "1 > 0", "expected at most 1,000"),
+    ("(" * 40 + "cr" + ")" * 40, ""),  # parentheses alone add no depth: valid
+    ("-" * 200 + "1 < 0", "nests more than 30 operators"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BAD_CONDITIONS, ids=[t[:30] for t, _ in BAD_CONDITIONS])
+@pytest.mark.parametrize("place", ["policy", "multiplier"])
+def test_a_condition_is_checked_before_any_simulation(tmp_path, capsys, text, expected, place):
+    if place == "policy":
+        override = {"policies": {"observe": {"rules": [{"when": "relapse", "if": text, "then": "observe"}]}}}
+        key = "policies.observe.rules[0].if"
+    else:
+        override = {"pathway": {"relapse": {"lineage_switch": {"multipliers": [
+            {"if": text, "value": 2.0, "assumption": "test"}]}}}}
+        key = "pathway.relapse.lineage_switch.multipliers[0].if"
+    scenario = write_scenario(tmp_path, override)
+    status, out, err = cli(capsys, ["run", scenario, "--patients", "30", "--out", tmp_path / "out", "--quiet"])
+    if not expected:
+        assert status == 0, err
+        return
+    one_line_error(status, out, err, f"{key}: ", expected)
+
+
+def test_good_conditions_of_every_kind_still_pass(tmp_path, capsys):
+    rules = [{"when": "relapse", "if": text, "then": "observe"} for text in (
+        "relapse_phenotype == 'cd19neg'", "bridging in ('low', 'high') and prior_crs >= 2",
+        "prior_crs in (2, 3)", "months_since_infusion / 2 < 3", "not cr or -1 < 0")]
+    scenario = write_scenario(tmp_path, {"policies": {"observe": {"rules": rules}}})
+    assert cli(capsys, ["run", scenario, "--patients", "40", "--out", tmp_path / "out", "--quiet"])[0] == 0

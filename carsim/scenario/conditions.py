@@ -57,6 +57,10 @@ class _RewriteNames(ast.NodeTransformer):
         )
 
 
+MAX_CONDITION_LENGTH = 1000  # characters: a condition is a line, not a program
+MAX_CONDITION_DEPTH = 30  # nested operators
+
+
 def parse_condition(text, known_names=None) -> Condition:
     """Parse and compile ``text``.  ``known_names``: the variables allowed;
     an unknown one raises :class:`ConditionSyntaxError` naming it."""
@@ -64,10 +68,16 @@ def parse_condition(text, known_names=None) -> Condition:
         text = "true" if text else "false"
     if not isinstance(text, str) or not text.strip():
         raise ConditionSyntaxError("expected a condition such as 'months_since_infusion < 6'")
+    if len(text) > MAX_CONDITION_LENGTH:
+        raise ConditionSyntaxError(f"a condition of {len(text):,} characters; expected at most "
+                                   f"{MAX_CONDITION_LENGTH:,}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ConditionSyntaxError(f"cannot parse condition {text!r}: {exc.msg}") from None
+    except (SyntaxError, RecursionError, MemoryError) as exc:
+        raise ConditionSyntaxError(f"cannot parse condition {text[:60]!r}: "
+                                   f"{getattr(exc, 'msg', 'nested too deep')}") from None
+    if _depth(tree.body) > MAX_CONDITION_DEPTH:
+        raise ConditionSyntaxError(f"condition {text[:60]!r} nests more than {MAX_CONDITION_DEPTH} operators")
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
             raise ConditionSyntaxError(
@@ -92,6 +102,98 @@ def parse_condition(text, known_names=None) -> Condition:
     )
     code = compile(ast.fix_missing_locations(lam), f"<condition {text}>", "eval")
     return Condition(source=text.strip(), names=frozenset(rewriter.names), evaluate=eval(code, {}))
+
+
+def _depth(node, limit: int = MAX_CONDITION_DEPTH + 1) -> int:
+    """Nesting depth of an expression, counted without recursing past ``limit``."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth <= limit:
+            stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+# ------------------------------------------------------------------ static types
+# A variable's type for the check below: ("number" | "bool" | "text", its levels or None).
+NUMBER, BOOL, TEXT = "number", "bool", "text"
+
+
+def check_types(condition: Condition, types: dict[str, tuple[str, frozenset | None]]) -> str | None:
+    """What is wrong with the types in ``condition`` (None: nothing): text
+    in arithmetic or ordered against numbers, a comparison with a level the
+    variable does not have, division by zero, ``in`` without a list."""
+    tree = ast.parse(condition.source, mode="eval")
+
+    def kind(node) -> tuple[str, frozenset | None]:
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool):
+                return BOOL, None
+            if isinstance(node.value, (int, float)):
+                return NUMBER, None
+            return TEXT, None
+        if isinstance(node, ast.Name):
+            if node.id in _CONSTANT_NAMES:
+                return BOOL, None
+            return types.get(node.id, (NUMBER, None))
+        if isinstance(node, ast.UnaryOp):
+            inner = kind(node.operand)
+            if isinstance(node.op, ast.Not):
+                return BOOL, None
+            if inner[0] == TEXT:
+                raise TypeError("a sign in front of text")
+            return NUMBER, None
+        if isinstance(node, ast.BinOp):
+            left, right = kind(node.left), kind(node.right)
+            if TEXT in (left[0], right[0]):
+                raise TypeError("arithmetic on text")
+            if isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant) and node.right.value == 0:
+                raise TypeError("division by zero")
+            return NUMBER, None
+        if isinstance(node, ast.BoolOp):
+            for value in node.values:
+                kind(value)
+            return BOOL, None
+        if isinstance(node, (ast.Tuple, ast.List)):
+            for element in node.elts:
+                kind(element)
+            return TEXT if all(kind(e)[0] == TEXT for e in node.elts) and node.elts else NUMBER, None
+        if isinstance(node, ast.Compare):
+            left = node.left
+            for op, right in zip(node.ops, node.comparators, strict=True):
+                _compare(left, op, right)
+                left = right
+            return BOOL, None
+        return NUMBER, None
+
+    def _compare(left, op, right):
+        a = kind(left)
+        if isinstance(op, (ast.In, ast.NotIn)):
+            if not isinstance(right, (ast.Tuple, ast.List)):
+                raise TypeError("'in' needs a list of values, e.g. x in ('a', 'b')")
+            for element in right.elts:
+                _same(left, a, element, kind(element))
+            return
+        b = kind(right)
+        if isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)) and TEXT in (a[0], b[0]):
+            raise TypeError("text ordered with <, >, <= or >=")
+        _same(left, a, right, b)
+
+    def _same(left, a, right, b):
+        if (a[0] == TEXT) != (b[0] == TEXT):
+            raise TypeError("text compared with a number")
+        for variable, (_, levels), other in ((left, a, right), (right, b, left)):
+            if levels is not None and isinstance(variable, ast.Name) and isinstance(other, ast.Constant) \
+                    and other.value not in levels:
+                raise TypeError(f"{variable.id!r} has no level {other.value!r} (its levels: "
+                                f"{', '.join(repr(v) for v in sorted(levels, key=str))})")
+
+    try:
+        kind(tree.body)
+    except TypeError as exc:
+        return f"condition {condition.source!r}: {exc}"
+    return None
 
 
 class _Vectorise(ast.NodeTransformer):

@@ -17,10 +17,10 @@ from pydantic import BaseModel, ValidationError
 
 from .._limits import BYTES_PER_TRAJECTORY, physical_memory_bytes
 from ..errors import ScenarioError
-from .conditions import ConditionSyntaxError, parse_condition
+from .conditions import BOOL, NUMBER, TEXT, ConditionSyntaxError, check_types, parse_condition
 from .schema import Multiplier, Scenario
 from .validation import describe_error, key_path
-from .vocabulary import REQUIRED_COVARIATES, STATE_VARIABLES
+from .vocabulary import INITIAL_STATE, REQUIRED_COVARIATES, STATE_VARIABLES
 
 # libyaml's parser when PyYAML was built with it: about ten times faster.
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -294,6 +294,8 @@ def check_semantics(scenario: Scenario, file_for) -> None:
         fail(("pathway", "bridging", "blast_multiplier"),
              f"expected one multiplier per bridging level {sorted(levels)}, got {sorted(given)}")
 
+    variable_types = condition_types(scenario)
+
     def check_condition(text, loc, names, usable=None):
         """``names``: every variable; ``usable``: those this condition may read (listed if unknown)."""
         try:
@@ -307,6 +309,9 @@ def check_semantics(scenario: Scenario, file_for) -> None:
             fail(loc, f"condition {text!r} uses unknown variable {unknown[0]!r}"
                       + (f" (did you mean {hint[0]!r}?)" if hint else "")
                       + "; known variables: " + ", ".join(usable))
+        problem = check_types(cond, variable_types)
+        if problem:
+            fail(loc, problem)
         return cond
 
     descriptive = {name for name, spec in covs.items() if spec.descriptive}
@@ -339,6 +344,25 @@ def check_semantics(scenario: Scenario, file_for) -> None:
             if hidden:
                 fail(loc, f"a policy can only use what clinicians observe; {hidden[0]!r} is hidden biology "
                           f"(use the test results, e.g. 'bca_loss_detected' or 'mrd_positive')")
+
+
+def condition_types(scenario: Scenario) -> dict:
+    """Each variable's type (and levels) for the static check of conditions."""
+    types = {}
+    for name, spec in scenario.cohort.covariates.items():
+        if spec.bernoulli is not None:
+            types[name] = (BOOL, None)
+        elif spec.categorical is not None:
+            levels = frozenset(spec.categorical)
+            text = all(isinstance(level, str) for level in levels)
+            types[name] = (TEXT if text else NUMBER, levels)
+        else:
+            types[name] = (NUMBER, None)
+    for name, initial in INITIAL_STATE.items():
+        types.setdefault(name, (BOOL if isinstance(initial, bool) else TEXT if isinstance(initial, str)
+                                else NUMBER, None))
+    types["relapse_phenotype"] = (TEXT, frozenset(("none", *scenario.relapse_phenotypes)))
+    return types
 
 
 def check_economics_events(economics, fail) -> None:
