@@ -316,3 +316,24 @@ def test_good_conditions_of_every_kind_still_pass(tmp_path, capsys):
         "prior_crs in (2, 3)", "months_since_infusion / 2 < 3", "not cr or -1 < 0")]
     scenario = write_scenario(tmp_path, {"policies": {"observe": {"rules": rules}}})
     assert cli(capsys, ["run", scenario, "--patients", "40", "--out", tmp_path / "out", "--quiet"])[0] == 0
+
+
+SILENTLY_ACCEPTED_BEFORE = [
+    ({"cohort": {"fixed": {"marrow_blasts_infusion": "high"}}}, "cohort.fixed.marrow_blasts_infusion",
+     "expected a number"),
+    ({"cohort": {"fixed": {"prior_hsct": "maybe"}}}, "cohort.fixed.prior_hsct", "expected true or false"),
+    ({"cohort": {"fixed": {"marrow_blasts_infusion": 250}}}, "cohort.fixed.marrow_blasts_infusion",
+     "between 0 and 100"),
+    ({"cohort": {"fixed": {"kmt2a": 1}}}, "cohort.fixed.kmt2a", "expected true or false"),
+    ({"pathway": {"toxicity": {"early_death": {"value": 0.5, "source": "x",
+                                               "distribution": {"family": "beta", "ci": [0.01, 0.05]}}}}},
+     "pathway.toxicity.early_death.value", "outside its own distribution's interval"),
+]
+
+
+@pytest.mark.parametrize("override, key, expected", SILENTLY_ACCEPTED_BEFORE,
+                         ids=[key for _, key, _ in SILENTLY_ACCEPTED_BEFORE])
+def test_values_that_were_accepted_silently_are_refused(tmp_path, capsys, override, key, expected):
+    scenario = write_scenario(tmp_path, override)
+    status, out, err = cli(capsys, ["run", scenario, "--patients", "30", "--out", tmp_path / "out"])
+    one_line_error(status, out, err, f"{key}: ", expected)

@@ -285,8 +285,17 @@ def check_semantics(scenario: Scenario, file_for) -> None:
             fail(("cohort", "fixed", key), "unknown covariate; expected one of: "
                  + ", ".join(sorted(set(covs) | {"marrow_blasts_infusion"})))
         spec = covs.get(key)
+        where = ("cohort", "fixed", key)
         if spec is not None and spec.categorical is not None and value not in spec.categorical:
-            fail(("cohort", "fixed", key), f"expected one of the levels {list(spec.categorical)}, got {value!r}")
+            fail(where, f"expected one of the levels {list(spec.categorical)}, got {value!r}")
+        if spec is not None and spec.bernoulli is not None and not isinstance(value, bool):
+            fail(where, f"expected true or false (a yes/no covariate), got {value!r}")
+        numeric = key == "marrow_blasts_infusion" or (spec is not None and spec.family is not None)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            fail(where, f"expected a number, got {value!r}")
+        if key in ("marrow_blasts_infusion", "marrow_blasts_referral", "cd19_antigen_load") \
+                and not 0 <= value <= 100:
+            fail(where, f"expected a percentage between 0 and 100, got {value!r}")
 
     levels = set(covs["bridging"].categorical)
     given = set(scenario.pathway.bridging.blast_multiplier)
@@ -389,14 +398,21 @@ def check_economics_events(economics, fail) -> None:
 
 
 def check_shared_draws(scenario: Scenario, fail) -> None:
-    """Values that share one PSA draw (``distribution.shared``) must agree."""
+    """Values that share one PSA draw (``distribution.shared``) must agree,
+    and a stated value must lie inside its own distribution's 95% interval."""
     from .parameters import SharedParameterError, stated_parameters
 
     try:
-        stated_parameters(scenario)
+        parameters = stated_parameters(scenario)
     except SharedParameterError as exc:
         path = exc.path.split(".")[:-1]  # the value's mapping
         fail(tuple(int(part) if part.isdigit() else part for part in path) + ("distribution", "shared"), str(exc))
+    for parameter in parameters:
+        ci = parameter.uncertainty.ci if parameter.uncertainty is not None else None
+        if ci is not None and not ci[0] <= parameter.point <= ci[1]:
+            loc = tuple(int(part) if part.isdigit() else part for part in parameter.path.split("."))
+            fail(loc, f"{parameter.point:g} lies outside its own distribution's interval [{ci[0]:g}, {ci[1]:g}]; "
+                      "expected the point estimate inside its 95% interval")
 
 
 def iter_multipliers(scenario: Scenario):
