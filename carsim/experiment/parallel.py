@@ -8,6 +8,7 @@ the number of workers.  No scheduler of our own: joblib does the work.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import multiprocessing
 import os
@@ -68,6 +69,10 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
             cluster.close()
 
 
+def _apply(function: Callable, item):
+    return function(item)
+
+
 def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress: str | None = None,
                  on_result: Callable | None = None) -> list:
     """``[function(item) for item in items]`` in parallel, in order.
@@ -84,7 +89,11 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     else:
         from joblib import Parallel, delayed
 
-        iterator = Parallel(n_jobs=jobs, return_as="generator")(delayed(function)(item) for item in items)
+        # joblib's dask backend puts the task functions in a set: a frozen
+        # dataclass holding a scenario hashes its fields and fails (dicts).  A
+        # partial of a module function hashes by identity and pickles the same.
+        task = functools.partial(_apply, function)
+        iterator = Parallel(n_jobs=jobs, return_as="generator")(delayed(task)(item) for item in items)
     for index, result in enumerate(iterator):
         results.append(result)
         if on_result is not None:
