@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,11 @@ def test_every_study_writes_the_common_keys(study, tmp_path):
     assert isinstance(manifest["warnings"], list)
     assert isinstance(manifest["timings"], dict) and manifest["timings"]
     assert {"python", "numpy", "scipy", "pandas"} <= set(manifest["versions"])
+    if (ROOT / ".git").exists():  # run from a checkout: the commit it ran from
+        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        assert manifest["carsim_commit"]["commit"] == head
+        assert isinstance(manifest["carsim_commit"]["modified"], bool)
     resolved = manifest["resolved_scenario"]
     assert manifest["scenario"] == resolved["name"]
     assert manifest["scenario_sha256"] == scenario_hash(Scenario.model_validate(resolved))

@@ -7,6 +7,7 @@ Every study (``carsim run``, ``psa``, ``dsa``, ``gsa``, ``trial``,
 ``study``            which command made the folder
 ``created``          when (local time, ISO 8601)
 ``carsim_version``   the package version
+``carsim_commit``    the git commit of the checkout it ran from, and whether files were modified (or null)
 ``command``          the command line
 ``scenario``         the scenario's name
 ``scenario_sha256``  hash of the resolved scenario (see :func:`scenario_hash`)
@@ -40,8 +41,8 @@ from .._io import write_json
 
 MANIFEST = "manifest.json"
 STUDIES = ("run", "psa", "dsa", "gsa", "trial", "calibrate")
-COMMON_KEYS = ("study", "created", "carsim_version", "command", "scenario", "scenario_sha256", "seed", "settings",
-               "files", "warnings", "timings", "versions", "platform", "resolved_scenario")
+COMMON_KEYS = ("study", "created", "carsim_version", "carsim_commit", "command", "scenario", "scenario_sha256",
+               "seed", "settings", "files", "warnings", "timings", "versions", "platform", "resolved_scenario")
 # Libraries whose versions are recorded: distribution name -> module name.  A
 # module already imported gives its __version__; the others are read from
 # their installed metadata (nothing is imported for this).
@@ -59,6 +60,24 @@ def scenario_hash(scenario) -> str:
     data = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
     data["run"] = {k: v for k, v in data.get("run", {}).items() if k not in _RUN_SETTINGS_NOT_HASHED}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def source_commit() -> dict | None:
+    """The git commit of the carsim checkout the package runs from, and
+    whether its files differ from it (None when not run from a checkout)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head, "modified": bool(changed)}
 
 
 def library_versions() -> dict:
@@ -106,6 +125,7 @@ class Manifest:
             "study": self.study,
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "carsim_version": __version__,
+            "carsim_commit": source_commit(),
             "command": list(self.command) if self.command is not None else None,
             "scenario": scenario.name if scenario is not None else None,
             "scenario_sha256": scenario_hash(scenario) if scenario is not None else None,
