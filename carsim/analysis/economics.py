@@ -15,9 +15,9 @@ import itertools
 
 import numpy as np
 import pandas as pd
-from scipy import special
 
-from ..model.economics import categories, cost_column
+from ..model.economics import ECONOMIC_FIELDS, categories, cost_column
+from .summary import _t_interval
 
 STATUSES = ("reference", "frontier", "dominated", "extendedly dominated")
 
@@ -79,13 +79,10 @@ def incremental_analysis(strategies, costs, effects) -> pd.DataFrame:
 def _mean_interval(values: np.ndarray, replication: np.ndarray, replications: int):
     """Mean and 95% Monte Carlo interval of a per-patient quantity."""
     values = np.asarray(values, float)
-    if replications > 1:
-        means = np.array([values[replication == r].mean() for r in range(replications)])
-        mean, sd, count = means.mean(), means.std(ddof=1), replications
-        half = special.stdtrit(count - 1, 0.975) * sd / np.sqrt(count)
-    else:
-        mean, sd, count = values.mean(), values.std(ddof=1), len(values)
-        half = 1.959963984540054 * sd / np.sqrt(count)
+    if replications > 1:  # the summary's interval across replication means
+        return _t_interval(np.array([values[replication == r].mean() for r in range(replications)]))
+    mean = values.mean()
+    half = 1.959963984540054 * values.std(ddof=1) / np.sqrt(len(values))
     return mean, mean - half, mean + half
 
 
@@ -98,9 +95,7 @@ def patient_economics(result) -> dict[str, pd.DataFrame]:
         for r in range(result.replications):
             group = result.group(policy, r)
             frame = pd.DataFrame({k: np.asarray(v) for k, v in group.items()
-                                  if k in ("cost", "qaly", "life_years", "cost_undiscounted",
-                                           "qaly_undiscounted", "life_years_undiscounted")
-                                  or k.startswith("cost_")})
+                                  if k in ECONOMIC_FIELDS or k.startswith(cost_column(""))})
             frame.insert(0, "replication", r)
             frames.append(frame)
         out[policy] = pd.concat(frames, ignore_index=True)
@@ -112,7 +107,7 @@ def economics_tables(result) -> dict[str, pd.DataFrame]:
     economics = result.scenario.economics
     per_policy = patient_economics(result)
     policies = result.policies
-    comparator = economics.reference or policies[0]
+    comparator = result.scenario.economic_comparator
     replications = result.replications
     base = per_policy[comparator]
     rows = []
@@ -142,11 +137,14 @@ def economics_tables(result) -> dict[str, pd.DataFrame]:
     table["icer_versus"] = table["policy"].map(frontier["compared_with"])
     table["status"] = table["policy"].map(frontier["status"])
     table.insert(1, "comparator", comparator)
-    breakdown = pd.DataFrame([
-        {"policy": policy, "category": category, "cost": per_policy[policy][cost_column(category)].mean(),
-         "share": (per_policy[policy][cost_column(category)].mean() / per_policy[policy]["cost"].mean()
-                   if per_policy[policy]["cost"].mean() else np.nan)}
-        for policy in policies for category in categories(economics)])
+    rows = []
+    for policy in policies:
+        total = per_policy[policy]["cost"].mean()
+        for category in categories(economics):
+            cost = per_policy[policy][cost_column(category)].mean()
+            rows.append({"policy": policy, "category": category, "cost": cost,
+                         "share": cost / total if total else np.nan})
+    breakdown = pd.DataFrame(rows)
     return {"economics": table, "costs_by_category": breakdown}
 
 

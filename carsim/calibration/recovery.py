@@ -36,13 +36,15 @@ def _fit_cox(frame: pd.DataFrame, penalizer: float = 0.0, **options):
         return fitter
 
 
-def _cox(frame: pd.DataFrame, covariate: str) -> tuple[float, float, float, int]:
+def _cox(frame: pd.DataFrame, covariate: str, adjusted_for: tuple[str, ...] = ()) -> tuple[float, float, float, int]:
+    """HR of ``covariate`` (95% CI, events), multivariable when ``adjusted_for`` names further columns."""
     from lifelines.exceptions import ConvergenceError
 
+    columns = ["duration", "event", covariate, *adjusted_for]
     try:
-        fitter = _fit_cox(frame[["duration", "event", covariate]])
+        fitter = _fit_cox(frame[columns])
     except ConvergenceError:  # (near) separation, e.g. no event in one group: a small ridge penalty
-        fitter = _fit_cox(frame[["duration", "event", covariate]], penalizer=0.01)
+        fitter = _fit_cox(frame[columns], penalizer=0.01)
     summary = fitter.summary.loc[covariate]
     return (float(summary["exp(coef)"]), float(summary["exp(coef) lower 95%"]),
             float(summary["exp(coef) upper 95%"]), int(frame["event"].sum()))
@@ -79,9 +81,7 @@ def _prior_lines_os(p: dict, high_burden) -> tuple:
     frame = pd.DataFrame({"duration": durations, "event": events.astype(int),
                           "prior_lines": np.asarray(p["prior_lines"], dtype=float)[mask],
                           "high_burden": high_burden[mask].astype(int)})
-    summary = _fit_cox(frame).summary.loc["prior_lines"]
-    return (float(summary["exp(coef)"]), float(summary["exp(coef) lower 95%"]),
-            float(summary["exp(coef) upper 95%"]), int(frame["event"].sum()))
+    return _cox(frame, "prior_lines", adjusted_for=("high_burden",))
 
 
 def _relapse_by(p: dict, covariate: str, flag, phenotype: str | None = None) -> tuple:

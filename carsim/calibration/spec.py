@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import ScenarioError
-from ..scenario.loader import load_scenario, non_finite_number, read_yaml
+from ..scenario.loader import check_finite, load_scenario, read_yaml
 from ..scenario.schema import Strict
 from ..scenario.validation import describe_error, key_path
 from .outputs import UnknownOutput, resolve_output
@@ -179,9 +179,7 @@ def load_targets_file(path: Path) -> dict[str, dict]:
     (one line naming the file and the entry otherwise)."""
     path = Path(path)
     data = read_yaml(path)
-    where = non_finite_number(data)
-    if where is not None:
-        raise ScenarioError(path, key_path(where), "expected a finite number")
+    check_finite(data, lambda _where: path)
     published: dict[str, dict] = {}
     for group, entries in data.items():
         if not isinstance(entries, list):
@@ -217,9 +215,7 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     """Read and check a calibration file; paths in it are relative to it."""
     path = Path(path)
     data = read_yaml(path)
-    where = non_finite_number(data)
-    if where is not None:
-        raise ScenarioError(path, key_path(where), "expected a finite number")
+    check_finite(data, lambda _where: path)
     try:
         spec = CalibrationSpec.model_validate(data)
     except ValidationError as exc:

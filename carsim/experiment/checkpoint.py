@@ -148,14 +148,15 @@ class Checkpoint:
         path = self.chunk_path(chunk)
         if not path.exists():
             return False
+        info = None
         try:
             digests = json.loads(self.digest_path(chunk).read_text(encoding="utf-8"))
-            intact = digests[CHUNKS] == _sha256(path) and all(
-                _sha256(self.chunk_path(chunk, kind)) == digest for kind, digest in digests.items() if kind != CHUNKS)
-            meta = pq.read_schema(path).metadata or {} if intact else {}
-            info = json.loads(meta[_META_KEY]) if intact else None
+            intact = CHUNKS in digests and all(_sha256(self.chunk_path(chunk, kind)) == digest
+                                               for kind, digest in digests.items())
+            if intact:
+                info = json.loads((pq.read_schema(path).metadata or {})[_META_KEY])
         except Exception:  # noqa: BLE001 - a missing digest or an unreadable file: damaged either way
-            intact, info = False, None
+            intact = False
         if not intact:
             self.notice(f"{display_path(path)}: damaged checkpoint (its bytes do not match the digest written "
                         "with it); it is removed and that chunk recomputed")

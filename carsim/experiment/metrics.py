@@ -54,8 +54,8 @@ def curve_metrics(phenotypes) -> tuple[str, ...]:
 
 
 # Economic metrics (scenarios with an ``economics`` block): mean per enrolled
-# patient of the per-patient column, discounted; nmb at the first threshold.
-ECONOMIC_METRICS = {"cost": "cost", "qaly": "qaly", "life_years": "life_years", "nmb": "nmb"}
+# patient of the per-patient column of the same name, discounted; nmb at the first threshold.
+ECONOMIC_METRICS = ("cost", "qaly", "life_years", "nmb")
 
 
 def metric_origins(phenotypes, priced: bool = False) -> dict[str, tuple[str, ...]]:
@@ -243,10 +243,10 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes) -
             add(f"cir_{phenotype}", origin, incidence[..., code - 1, :], n_cr)
         rows.append(("rmst_os", origin, tau_months, rmst if weights is not None else float(rmst), int(os_mask.sum())))
     if "cost" in p:
-        for metric, column in ECONOMIC_METRICS.items():
-            values = np.asarray(p[column], dtype=float)
-            mean = float(values.mean()) if weights is None else \
-                np.asarray(weights, dtype=float) @ values / np.asarray(weights, dtype=float).sum(axis=1)
+        resamples = None if weights is None else np.asarray(weights, dtype=float)
+        for metric in ECONOMIC_METRICS:
+            values = np.asarray(p[metric], dtype=float)
+            mean = float(values.mean()) if resamples is None else resamples @ values / resamples.sum(axis=1)
             rows.append((metric, "enrollment", np.nan, mean, n_all))
     return rows
 

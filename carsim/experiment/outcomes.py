@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import CarsimError
-from .metrics import TIMES_MONTHS, curve_metrics, metric_origins
+from .metrics import ECONOMIC_METRICS, TIMES_MONTHS, curve_metrics, metric_origins
 
 
 class OutcomeError(CarsimError):
@@ -55,8 +55,8 @@ def resolve_outcome(metric: str, time_months: float | None = 24, origin: str | N
     has an ``economics`` block (``cost``, ``qaly``, ``life_years``, ``nmb``)."""
     origins_of = metric_origins(phenotypes, priced)
     if metric not in origins_of:
-        hint = ("; cost, qaly, life_years and nmb need an economics block in the scenario"
-                if metric in ("cost", "qaly", "life_years", "nmb") else "")
+        hint = (f"; {', '.join(ECONOMIC_METRICS)} need an economics block in the scenario"
+                if metric in ECONOMIC_METRICS else "")
         raise OutcomeError(f"unknown outcome {metric!r}; expected one of: {', '.join(origins_of)}{hint}")
     origins = origins_of[metric]
     if origin is None:

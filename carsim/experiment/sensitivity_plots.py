@@ -84,7 +84,7 @@ def plot_ce_plane(cost: pd.DataFrame, qaly: pd.DataFrame, comparator: str, thres
     figure = _figure((7.5, 6))
     ax = figure.subplots()
     others = [p for p in cost.columns if p != comparator]
-    for i, policy in enumerate(others):
+    for policy in others:
         dq = (qaly[policy] - qaly[comparator]).to_numpy(float)
         dc = (cost[policy] - cost[comparator]).to_numpy(float)
         colour = f"C{(list(cost.columns).index(policy)) % 10}"

@@ -15,6 +15,7 @@ and a constant rate over [a, b] is integrated exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -33,11 +34,16 @@ def cost_column(category: str) -> str:
     return f"cost_{category}"
 
 
+def event_category(key: str, cost) -> str:
+    """The category an event's cost is reported under (default: the event key)."""
+    return cost.category or key.replace("/", "_")
+
+
 def categories(economics) -> list[str]:
     """Cost categories in the order the scenario first names them."""
     seen: dict[str, None] = {}
     for key, cost in economics.event_costs.items():
-        seen.setdefault(cost.category or key.replace("/", "_"), None)
+        seen.setdefault(event_category(key, cost), None)
     for section in (economics.states, economics.periods):
         for name, entry in section.items():
             if entry.cost_per_month is not None:
@@ -78,9 +84,8 @@ class EventIndex:
         self.event_codes, self.event_names = pd.factorize(event)
         detail_codes, detail_names = pd.factorize(detail)
         # an ``event/detail`` key per distinct pair, from integer codes (no string per row)
-        pairs, self.pair_codes = np.unique(self.event_codes * max(1, len(detail_names)) + detail_codes,
-                                           return_inverse=True)
         width = max(1, len(detail_names))
+        pairs, self.pair_codes = np.unique(self.event_codes * width + detail_codes, return_inverse=True)
         self.pair_names = [f"{self.event_names[p // width]}/{detail_names[p % width]}" for p in pairs]
         keep = self.time_days <= end_day[self.rows] + 1e-9
         self.rows, self.time_days = self.rows[keep], self.time_days[keep]
@@ -136,7 +141,7 @@ def account(economics, events: dict, outcomes: dict, covariates: dict | None = N
     add(out["cost_undiscounted"], rows, amounts)
     for i, k in enumerate(keys):
         mine = code[hit] == i
-        add(by_category[economics.event_costs[k].category or k.replace("/", "_")], rows[mine], discounted[mine])
+        add(by_category[event_category(k, economics.event_costs[k])], rows[mine], discounted[mine])
     losses = list(economics.qaly_losses)
     code = index.lookup({k: i for i, k in enumerate(losses)})
     hit = code >= 0
@@ -190,6 +195,7 @@ def account(economics, events: dict, outcomes: dict, covariates: dict | None = N
 E100_YEARS = {"us_2019": {"female": 2.3, "male": 2.0}}
 
 
+@functools.lru_cache(maxsize=4)  # read once per process, not once per simulated chunk
 def life_table(name: str) -> dict[str, np.ndarray]:
     """Annual hazards -ln(1 - qx) by single year of age 0..100, per sex."""
     from importlib import resources

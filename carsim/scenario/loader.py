@@ -179,12 +179,6 @@ def resolve_extends(path: Path, _chain: tuple = ()) -> tuple[dict, dict]:
     return data, origin
 
 
-def value_at_path(data, loc: tuple):
-    for key in loc:
-        data = data[key]
-    return data
-
-
 def _file_for(loc: tuple, origin: dict, default: Path) -> Path:
     for i in range(len(loc), -1, -1):
         if loc[:i] in origin:
@@ -193,9 +187,9 @@ def _file_for(loc: tuple, origin: dict, default: Path) -> Path:
 
 
 def non_finite_number(node, loc: tuple = ()):
-    """The key path of the first NaN or infinite number in a YAML document (or None)."""
+    """(key path, value) of the first NaN or infinite number in a YAML document, or None."""
     if isinstance(node, float) and not math.isfinite(node):
-        return loc
+        return loc, node
     if isinstance(node, dict):
         items = node.items()
     elif isinstance(node, list):
@@ -209,13 +203,19 @@ def non_finite_number(node, loc: tuple = ()):
     return None
 
 
+def check_finite(data, file_for) -> None:
+    """NaN passes every comparison silently (a NaN growth switches a hazard
+    off) and infinity is no rate, mean or size: no number in a scenario,
+    calibration or targets file may be either.  ``file_for(key path)``: the
+    file to name."""
+    found = non_finite_number(data)
+    if found is not None:
+        where, value = found
+        raise ScenarioError(file_for(where), key_path(where), f"expected a finite number, got {value!r}")
+
+
 def _validate(data: dict, file_for) -> Scenario:
-    # NaN passes every comparison silently (a NaN growth switches a hazard off) and infinity
-    # is no rate, mean or size: no number in a scenario may be either.
-    where = non_finite_number(data)
-    if where is not None:
-        raise ScenarioError(file_for(where), key_path(where),
-                            f"expected a finite number, got {value_at_path(data, where)!r}")
+    check_finite(data, file_for)
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -261,15 +261,13 @@ def check_semantics(scenario: Scenario, file_for) -> None:
     def fail(loc: tuple, expected: str):
         raise ScenarioError(file_for(loc), key_path(loc), expected)
 
-    trajectories = scenario.cohort.size * len(scenario.policy_names) * scenario.run.replications
+    per_patient = BYTES_PER_TRAJECTORY * len(scenario.policy_names) * scenario.run.replications
     memory = physical_memory_bytes()
-    if memory is not None and trajectories * BYTES_PER_TRAJECTORY > memory:
+    if memory is not None and scenario.cohort.size * per_patient > memory:
         fail(("cohort", "size"), f"{scenario.cohort.size:,} patients x {len(scenario.policy_names)} policies x "
                                  f"{scenario.run.replications} replication(s) would need about "
-                                 f"{trajectories * BYTES_PER_TRAJECTORY / 1e9:,.0f} GB, more than this machine's "
-                                 f"{memory / 1e9:.0f} GB; expected at most about "
-                                 f"{memory // (BYTES_PER_TRAJECTORY * len(scenario.policy_names) * scenario.run.replications):,}"
-                                 " patients")
+                                 f"{scenario.cohort.size * per_patient / 1e9:,.0f} GB, more than this machine's "
+                                 f"{memory / 1e9:.0f} GB; expected at most about {memory // per_patient:,} patients")
 
     covs = scenario.cohort.covariates
     for name, kind in REQUIRED_COVARIATES.items():

@@ -736,5 +736,12 @@ class Scenario(Strict):
         return tuple(self.pathway.relapse)
 
     @property
+    def economic_comparator(self) -> str | None:
+        """The policy incremental costs and QALYs are given against: ``economics.reference``, else the first."""
+        if self.economics is None:
+            return None
+        return self.economics.reference or self.policy_names[0]
+
+    @property
     def policy_names(self) -> list[str]:
         return list(self.run.policies or self.policies)

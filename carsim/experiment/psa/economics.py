@@ -22,14 +22,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..outcomes import Outcome
+
 
 def cost_qaly_by_draw(draws: pd.DataFrame, policies: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cost, qaly): one row per draw, one column per policy."""
-    def table(metric):
-        rows = draws[(draws["metric"] == metric) & (draws["origin"] == "enrollment")]
-        return rows.set_index(["draw", "policy"])["value"].unstack("policy")[policies].sort_index()
-
-    return table("cost"), table("qaly")
+    return tuple(Outcome(metric, "enrollment", None).by_policy(draws)[policies].sort_index()
+                 for metric in ("cost", "qaly"))
 
 
 def wtp_grid(thresholds) -> np.ndarray:

@@ -47,7 +47,7 @@ def write_psa(result, scenario: Scenario, fingerprint: dict, inputs: pd.DataFram
     economic_files = []
     if result.economics:
         economics = scenario.economics
-        comparator = economics.reference or result.policies[0]
+        comparator = scenario.economic_comparator
         title = f"{scenario.name}: PSA, {fingerprint['items']} draws x {fingerprint['patients']} patients"
         for stem in ("ceac", "evpi", "evppi"):
             write_table(result.economics[stem], out, stem)
