@@ -241,7 +241,7 @@ def test_horizon_not_positive(tmp_path, cli):
 
 def test_value_without_source_or_assumption(tmp_path, cli):
     multipliers = [{"if": "kmt2a", "value": 2.0}]
-    path = write_scenario(tmp_path, {"pathway": {"relapse": {"cd19pos": {"multipliers": multipliers}}}})
+    path = write_scenario(tmp_path, {"pathway": {"relapse": {"cd19pos": {"multipliers": {"replace": multipliers}}}}})
     cli(path, path, "pathway.relapse.cd19pos.multipliers[0]", "needs a 'source:'", "'assumption:'")
 
 
@@ -288,7 +288,7 @@ def test_condition_on_unknown_variable_lists_known_names(tmp_path, cli):
 
 def test_multiplier_condition_on_unknown_variable(tmp_path, cli):
     multipliers = [{"if": "bca_lots", "value": 5.0, "assumption": "typo test"}]
-    path = write_scenario(tmp_path, {"pathway": {"relapse": {"cd19pos": {"multipliers": multipliers}}}})
+    path = write_scenario(tmp_path, {"pathway": {"relapse": {"cd19pos": {"multipliers": {"replace": multipliers}}}}})
     cli(path, path, "pathway.relapse.cd19pos.multipliers[0].if", "unknown variable 'bca_lots'",
         "did you mean 'bca_lost'?")
 

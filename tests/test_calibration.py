@@ -153,14 +153,23 @@ def test_same_seed_same_fit(tmp_path):
     assert fits[0] == fits[1]
 
 
-def test_fitted_overrides_bring_whole_lists_and_notes():
+def test_fitted_overrides_bring_a_labelled_entry_or_a_whole_unlabelled_list_and_notes():
     raw = {"pathway": {"response": {"complete_remission": {
-        "value": 0.9, "assumption": "pending", "odds_ratios": [{"if": "x", "value": 0.2, "assumption": "a"}]}}}}
-    out = fitted_overrides(raw, {"pathway.response.complete_remission.odds_ratios.0.value": 0.123456789},
+        "value": 0.9, "assumption": "pending", "odds_ratios": [
+            {"label": "x", "if": "x", "value": 0.2, "assumption": "a"},
+            {"label": "y", "if": "y", "value": 0.3, "source": "b"}]}},
+        "toxicity": {"severe_crs": {"value": 0.1, "source": "c", "odds_ratios": [
+            {"if": "x", "value": 2.0, "source": "d"}, {"if": "y", "value": 3.0, "source": "e"}]}}}}
+    out = fitted_overrides(raw, {"pathway.response.complete_remission.odds_ratios.y.value": 0.123456789,
+                                 "pathway.toxicity.severe_crs.odds_ratios.1.value": 4.0},
                            note="fitted")
-    ratios = out["pathway"]["response"]["complete_remission"]["odds_ratios"]
-    assert ratios == [{"if": "x", "value": 0.123457, "assumption": "fitted"}]
-    assert raw["pathway"]["response"]["complete_remission"]["odds_ratios"][0]["value"] == 0.2  # not mutated
+    # a labelled entry alone (extends merges it by label), its source replaced by the note
+    assert out["pathway"]["response"]["complete_remission"]["odds_ratios"] == [
+        {"label": "y", "if": "y", "value": 0.123457, "assumption": "fitted"}]
+    # an unlabelled list whole (extends replaces it)
+    assert out["pathway"]["toxicity"]["severe_crs"]["odds_ratios"] == [
+        {"if": "x", "value": 2.0, "source": "d"}, {"if": "y", "value": 4.0, "assumption": "fitted"}]
+    assert raw["pathway"]["response"]["complete_remission"]["odds_ratios"][1]["value"] == 0.3  # not mutated
 
 
 def test_scenario_error_type_for_unknown_output(tmp_path):
@@ -196,7 +205,7 @@ def test_the_fludarabine_effect_is_recovered_on_a_cohort_where_it_is_the_only_on
 
     only_flu = [{"if": "fludarabine_suboptimal", "value": 2.0, "assumption": "test"}]
     relapse = {name: {"law": {"family": "exponential", "rate": rate, "unit": "years", "assumption": "test"},
-                      "multipliers": only_flu}
+                      "multipliers": {"replace": only_flu}}
                for name, rate in (("cd19pos", 0.4), ("cd19neg", 0.2), ("lineage_switch", 0.02))}
     scenario = derived_scenario({"pathway": {"relapse": relapse}})
     (result,) = simulate_policies_observe(scenario, 4000, 9)
@@ -220,7 +229,7 @@ def test_a_covariate_effect_on_relapse_is_recovered_where_it_is_the_only_one(der
     for name, rate in (("cd19pos", 0.4), ("cd19neg", 0.3), ("lineage_switch", 0.02)):
         acts = phenotype in (None, name)
         relapse[name] = {"law": {"family": "exponential", "rate": rate, "unit": "years", "assumption": "test"},
-                         "multipliers": [{"if": condition, "value": 2.5, "assumption": "test"}] if acts else []}
+                         "multipliers": {"replace": [{"if": condition, "value": 2.5, "assumption": "test"}] if acts else []}}
     scenario = derived_scenario({"pathway": {"relapse": relapse}})
     (result,) = simulate_policies_observe(scenario, 8000, 4)
     found = recover(result, analysis)

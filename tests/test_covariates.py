@@ -40,6 +40,6 @@ def test_every_covariate_acts_or_is_descriptive(path):
 
 def test_a_descriptive_covariate_cannot_be_given_an_effect(tmp_path):
     multipliers = [{"if": "tp53", "value": 2.0, "assumption": "test"}]
-    message = scenario_error(tmp_path, {"pathway": {"relapse": {"cd19neg": {"multipliers": multipliers}}}})
+    message = scenario_error(tmp_path, {"pathway": {"relapse": {"cd19neg": {"multipliers": {"replace": multipliers}}}}})
     assert "pathway.relapse.cd19neg.multipliers[0].if" in message or "multipliers.0.if" in message, message
     assert "'tp53' is marked 'descriptive: true'" in message

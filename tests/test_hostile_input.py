@@ -299,8 +299,8 @@ def test_a_condition_is_checked_before_any_simulation(tmp_path, capsys, text, ex
         override = {"policies": {"observe": {"rules": [{"when": "relapse", "if": text, "then": "observe"}]}}}
         key = "policies.observe.rules[0].if"
     else:
-        override = {"pathway": {"relapse": {"lineage_switch": {"multipliers": [
-            {"if": text, "value": 2.0, "assumption": "test"}]}}}}
+        override = {"pathway": {"relapse": {"lineage_switch": {"multipliers": {"replace": [
+            {"if": text, "value": 2.0, "assumption": "test"}]}}}}}
         key = "pathway.relapse.lineage_switch.multipliers[0].if"
     scenario = write_scenario(tmp_path, override)
     status, out, err = cli(capsys, ["run", scenario, "--patients", "30", "--out", tmp_path / "out", "--quiet"])

@@ -19,7 +19,7 @@ def test_a_proportional_hsct_effect_comes_back_out(derived_scenario):
     only_hsct = [{"if": "transplanted", "value": 0.25, "assumption": A}]
     scenario = derived_scenario({"pathway": {"relapse": {
         name: {"law": {"family": "exponential", "rate": rate, "unit": "years", "assumption": A},
-               "multipliers": only_hsct}
+               "multipliers": {"replace": only_hsct}}
         for name, rate in (("cd19pos", 0.6), ("cd19neg", 0.3), ("lineage_switch", 0.05))}}})
     effect = consolidative_hsct_effect(ModelDefinition(scenario), 4000, 5)
     for group in ("overall", "bca_lost", "bca_intact"):
@@ -41,8 +41,8 @@ def test_calibration_tunes_the_post_hsct_multiplier_to_the_published_marginal_hr
     from carsim.calibration.spec import load_calibration
 
     relapse = {name: {"law": {"family": "exponential", "rate": rate, "unit": "years", "assumption": A},
-                      "multipliers": [{"if": "bca_lost and not transplanted", "value": 5.0, "assumption": A},
-                                      {"if": "transplanted", "value": 0.5, "assumption": A}]}
+                      "multipliers": {"replace": [{"if": "bca_lost and not transplanted", "value": 5.0, "assumption": A},
+                                                  {"if": "transplanted", "value": 0.5, "assumption": A}]}}
                for name, rate in (("cd19pos", 0.3), ("cd19neg", 0.15), ("lineage_switch", 0.02))}
     scenario = write_scenario(tmp_path, {"pathway": {"relapse": relapse}})
     (tmp_path / "targets.yaml").write_text(yaml.safe_dump({"inputs": [

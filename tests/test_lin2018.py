@@ -13,10 +13,11 @@ from carsim.calibration.outputs import compute_output
 from carsim.model.definition import ModelDefinition
 from carsim.model.simulation import simulate_policies
 from carsim.scenario.loader import load_scenario
+from carsim.scenario.paths import value_at
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
-DURABILITY = ("pathway.relapse.cd19pos.multipliers.9", "pathway.relapse.cd19neg.multipliers.8",
-              "pathway.relapse.lineage_switch.multipliers.3")
+DURABILITY = ("pathway.relapse.cd19pos.multipliers.car_durability", "pathway.relapse.cd19neg.multipliers.car_durability",
+              "pathway.relapse.lineage_switch.multipliers.car_durability")
 
 
 def rfs_5y(name: str, policies=("observe",), patients: int = 4000) -> dict:
@@ -45,19 +46,18 @@ def test_bridge_scenario_no_durable_remission_without_transplant():
 
 @pytest.mark.parametrize("name", ["lin2018_durable", "lin2018_intermediate", "lin2018_bridge"])
 def test_durability_scenarios_change_only_the_durability_multiplier(name):
-    """The fitted files copy whole multiplier lists (``extends`` replaces
-    lists): every entry but the durability one must still be the baseline's
-    (re-run these calibrations after the ELIANA one)."""
+    """Every relapse multiplier but the durability one is the baseline's (the
+    fitted files carry the durability entries alone, merged by label; re-run
+    these calibrations after the ELIANA one)."""
     base = load_scenario(SCENARIOS / "baseline.yaml").model_dump()
     scenario = load_scenario(SCENARIOS / f"{name}.yaml").model_dump()
     changed = []
     for phenotype in base["pathway"]["relapse"]:
         ours, theirs = (s["pathway"]["relapse"][phenotype]["multipliers"] for s in (scenario, base))
-        assert len(ours) == len(theirs)
-        for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert [m["label"] for m in ours] == [m["label"] for m in theirs]
+        for a, b in zip(ours, theirs, strict=True):
             if a != b:
-                changed.append(f"pathway.relapse.{phenotype}.multipliers.{i}")
+                changed.append(f"pathway.relapse.{phenotype}.multipliers.{a['label']}")
     assert set(changed) <= set(DURABILITY)
-    values = {np.round(scenario["pathway"]["relapse"][path.split(".")[2]]["multipliers"][int(path[-1])]["value"], 9)
-              for path in DURABILITY}
+    values = {np.round(value_at(scenario, f"{path}.value"), 9) for path in DURABILITY}
     assert len(values) == 1  # one durability for every phenotype

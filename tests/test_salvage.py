@@ -31,7 +31,8 @@ def salvage_cohort(derived_scenario):
                 # transplant deaths on the next day: no other death competes with them
                 "time_to_transplant_death": {"family": "fixed", "value": 1, "assumption": A},
                 "transplant_related_death": {"value": BASE_TRM, "assumption": A, "odds_ratios": [
-                    {"if": "prior_hsct or hsct_after_car >= 1", "value": SECOND_OR, "assumption": A}]}}},
+                    {"label": "second_hsct", "if": "prior_hsct or hsct_after_car >= 1", "value": SECOND_OR,
+                     "assumption": A}]}}},
         "run": {"horizon_years": 10}})
     model = ModelDefinition(scenario)
     result = simulate_policies(model, ["observe"], 0, 6000, 11, record_events=False)[0]

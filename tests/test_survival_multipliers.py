@@ -43,6 +43,6 @@ def test_a_per_line_multiplier_divides_exponential_survival_exactly(derived_scen
 def test_centre_needs_per(tmp_path):
     from conftest import scenario_error
 
-    message = scenario_error(tmp_path, {"pathway": {"relapse": {"cd19neg": {"multipliers": [
-        {"if": "kmt2a", "centre": 1, "value": 2, "assumption": "x"}]}}}})
+    message = scenario_error(tmp_path, {"pathway": {"relapse": {"cd19neg": {"multipliers": {"replace": [
+        {"if": "kmt2a", "centre": 1, "value": 2, "assumption": "x"}]}}}}})
     assert "'centre' goes with 'per" in message

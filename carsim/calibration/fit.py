@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import delayed
 from scipy import optimize
 
 from ..errors import ScenarioError
-from ..experiment.parallel import effective_jobs
+from ..experiment.parallel import effective_jobs, workers
 from ..model.definition import ModelDefinition
 from ..model.simulation import simulate_policies
 from ..scenario.loader import resolve_extends
-from ..scenario.parameters import set_value_at, value_at
+from ..scenario.paths import set_value_at, value_at
 from ..scenario.schema import Scenario
 from .outputs import compute_output
 from .recovery import hsct_recovery, recover
@@ -95,7 +95,7 @@ class Calibrator:
 
     def __enter__(self):
         if self.n_jobs > 1:
-            self._parallel = Parallel(n_jobs=self.n_jobs)
+            self._parallel = workers(self.n_jobs)
             self._parallel.__enter__()
         return self
 

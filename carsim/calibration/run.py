@@ -13,7 +13,7 @@ import yaml
 from .._io import atomic_write
 from ..errors import display_path
 from ..experiment.manifest import Manifest, clear
-from ..scenario.parameters import set_value_at, value_at
+from ..scenario.paths import label_of, locate, parent_of, set_value_at, value_at
 from .fit import Calibrator, fit, match_interval
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
@@ -23,24 +23,36 @@ from .uncertainty import Posterior, sample_posterior
 def fitted_overrides(raw: dict, values: dict, note: str, tied: dict | None = None) -> dict:
     """The smallest mapping that, extending the model, sets ``values``.
 
-    A value inside a list (e.g. one multiplier) brings the whole list, since
-    ``extends`` replaces lists whole.  The mapping holding a fitted value gets
-    a note saying so."""
+    A value inside a list of labelled entries (one multiplier, say) brings only
+    its entry, which ``extends`` merges by label; an unlabelled list comes
+    whole.  The mapping holding a fitted value gets a note saying so."""
     tied = tied or {}
     fitted = copy.deepcopy(raw)
     paths = [each for path in values for each in tied.get(path, (path,))]
     for path, value in values.items():
         for each in tied.get(path, (path,)):
             set_value_at(fitted, each, _round(value))
-            _mark(value_at(fitted, each.rsplit(".", 1)[0]), note)
+            _mark(value_at(fitted, parent_of(each)), note)
     out: dict = {}
     for path in paths:
-        parts = path.split(".")
+        loc = locate(fitted, path)
         node, source = out, fitted
-        for i, part in enumerate(parts):
+        for i, part in enumerate(loc[:-1]):
             child = source[part]
-            if isinstance(child, list) or i == len(parts) - 2:
+            if i == len(loc) - 2:
                 node[part] = copy.deepcopy(child)
+                break
+            if isinstance(child, list):
+                entry = child[loc[i + 1]]
+                if label_of(entry) is None:  # positions: the whole list
+                    node[part] = copy.deepcopy(child)
+                    break
+                entries = node.setdefault(part, [])
+                mine = next((e for e in entries if e["label"] == entry["label"]), None)
+                if mine is None:
+                    entries.append(copy.deepcopy(entry))
+                else:
+                    mine.update(copy.deepcopy(entry))
                 break
             node = node.setdefault(part, {})
             source = child
@@ -81,7 +93,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         intervals = {}
         for match in spec.match:
             interval = published[match.id].get("ci")
-            holder = value_at(calibrator.raw, match.parameter.path.rsplit(".", 1)[0])
+            holder = value_at(calibrator.raw, parent_of(match.parameter.path))
             if interval and "distribution" not in holder:
                 intervals[match.id] = match_interval(calibrator, values, match, interval)
                 (low, high), unreached = intervals[match.id]
@@ -157,7 +169,7 @@ def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterio
     for match_id, ((low, high), _unreached) in intervals.items():
         parameter = by_id[match_id].parameter
         for place in tied.get(parameter.path, (parameter.path,)):
-            holder = value_at(body, place.rsplit(".", 1)[0])
+            holder = value_at(body, parent_of(place))
             holder["distribution"] = {"family": "lognormal", "ci": [_round(low), _round(high)],
                                       "shared": match_id}
     inherited = raw_model.get("calibration_uncertainty")

@@ -69,6 +69,32 @@ def backend_context(backend: str = "loky", scheduler: str | None = None, n_jobs:
             cluster.close()
 
 
+def end_with_parent(parent_pid: int, poll_seconds: float = 0.2) -> None:
+    """In a worker or child process: exit as soon as ``parent_pid`` is no
+    longer its parent (killed, so the child was handed to another process).
+    Without this, loky workers and a forked figure process outlive a killed
+    command and go on using cores or writing into an unfinished folder."""
+    import threading
+    import time
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
+
+
+def workers(n_jobs: int, **options):
+    """A joblib ``Parallel`` on the configured backend; local (loky) workers
+    end with this process (:func:`end_with_parent`)."""
+    from joblib import Parallel
+
+    if _ACTIVE_BACKEND == "loky":
+        options.update(initializer=end_with_parent, initargs=(os.getpid(),))
+    return Parallel(n_jobs=n_jobs, **options)
+
+
 def _apply(function: Callable, item):
     return function(item)
 
@@ -87,13 +113,13 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     if (jobs == 1 and _ACTIVE_BACKEND != "dask") or len(items) <= 1:
         iterator: Iterable = (function(item) for item in items)
     else:
-        from joblib import Parallel, delayed
+        from joblib import delayed
 
         # joblib's dask backend puts the task functions in a set: a frozen
         # dataclass holding a scenario hashes its fields and fails (dicts).  A
         # partial of a module function hashes by identity and pickles the same.
         task = functools.partial(_apply, function)
-        iterator = Parallel(n_jobs=jobs, return_as="generator")(delayed(task)(item) for item in items)
+        iterator = workers(jobs, return_as="generator")(delayed(task)(item) for item in items)
     for index, result in enumerate(iterator):
         results.append(result)
         if on_result is not None:
@@ -130,7 +156,8 @@ class _Forked:
 
     def __init__(self, function: Callable, args: tuple):
         self._call = (function, args)
-        self._process = multiprocessing.get_context("fork").Process(target=_child, args=self._call, daemon=True)
+        self._process = multiprocessing.get_context("fork").Process(target=_child, args=(*self._call, os.getpid()),
+                                                                    daemon=True)
         self._process.start()
 
     def wait(self) -> None:
@@ -142,10 +169,11 @@ class _Forked:
             function(*args)
 
 
-def _child(function: Callable, args: tuple) -> None:
+def _child(function: Callable, args: tuple, parent_pid: int) -> None:
     # The garbage collector would touch every inherited object, copying the
     # parent's memory page by page; what the child inherits is not its garbage.
     gc.freeze()
+    end_with_parent(parent_pid)
     try:
         function(*args)
     except BaseException:  # noqa: BLE001 -- the parent redoes failed work and reports errors and Ctrl-C

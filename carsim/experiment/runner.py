@@ -19,7 +19,7 @@ import numpy as np
 from ..model.definition import ModelDefinition
 from ..model.simulation import BATCH_TRAJECTORIES, CohortResult, simulate_replications
 from ..scenario.schema import Scenario
-from .parallel import effective_jobs, progress_bar
+from .parallel import effective_jobs, progress_bar, workers
 
 
 @dataclass(frozen=True)
@@ -132,9 +132,9 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress: str 
     if jobs == 1:
         iterator = (_run_task(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
     else:
-        from joblib import Parallel, delayed  # imported only when workers are used: it costs start-up time
+        from joblib import delayed  # imported only when workers are used: it costs start-up time
 
-        iterator = Parallel(n_jobs=jobs, return_as="generator")(
+        iterator = workers(jobs, return_as="generator")(
             delayed(_run_task)(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
     bar = progress_bar(len(tasks), progress)
     parts = []

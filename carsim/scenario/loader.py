@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from .._limits import BYTES_PER_TRAJECTORY, physical_memory_bytes
 from ..errors import ScenarioError
 from .conditions import BOOL, NUMBER, TEXT, ConditionSyntaxError, check_types, parse_condition
+from .paths import label_of, locate, parent_of
 from .schema import Multiplier, Scenario
 from .validation import describe_error, key_path
 from .vocabulary import INITIAL_STATE, REQUIRED_COVARIATES, STATE_VARIABLES
@@ -131,15 +132,54 @@ def read_yaml(path: Path) -> dict:
 _REPLACING_KEYS = frozenset({"family", "bernoulli", "categorical"})
 
 
-def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` wins; mappings merge key by key, anything else replaces.
-    A mapping with ``family``/``bernoulli``/``categorical`` replaces whole."""
+_NOTES = ("source", "assumption")
+
+
+class _MergeError(ValueError):
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+def deep_merge(base: dict, override: dict, loc: tuple = ()) -> dict:
+    """``override`` wins; mappings merge key by key, lists of labelled entries
+    merge by label, anything else replaces.  A mapping with
+    ``family``/``bernoulli``/``categorical`` replaces whole, and a mapping that
+    states its own ``source``/``assumption`` drops the inherited note (the
+    note belongs to the value it now describes).  ``[]`` or ``{replace: [...]}``
+    replaces an inherited list whole."""
     out = copy.deepcopy(base)
+    if any(note in override for note in _NOTES):
+        for note in _NOTES:
+            out.pop(note, None)
     for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and not (_REPLACING_KEYS & set(value)):
-            out[key] = deep_merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, dict) and set(value) == {"replace"} and isinstance(value["replace"], list):
+            out[key] = copy.deepcopy(value["replace"])
+        elif isinstance(value, dict) and isinstance(current, dict) and not (_REPLACING_KEYS & set(value)):
+            out[key] = deep_merge(current, value, loc + (key,))
+        elif value and isinstance(value, list) and isinstance(current, list) and any(map(label_of, current)):
+            out[key] = _merge_by_label(current, value, loc + (key,))
         else:
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def _merge_by_label(base: list, override: list, loc: tuple) -> list:
+    """An entry whose label is inherited changes that entry (key by key); a new label is appended."""
+    out = copy.deepcopy(base)
+    index = {label_of(item): i for i, item in enumerate(out) if label_of(item)}
+    for i, item in enumerate(override):
+        label = label_of(item)
+        if not isinstance(label, str):
+            raise _MergeError(loc + (i,), "expected a 'label:' naming the inherited entry this changes (one of: "
+                                          f"{', '.join(index)}) or a new one: the inherited list is merged by "
+                                          "label ('{replace: [...]}' replaces it whole)")
+        if label in index:
+            out[index[label]] = deep_merge(out[index[label]], item, loc + (i,))
+        else:
+            index[label] = len(out)
+            out.append(copy.deepcopy(item))
     return out
 
 
@@ -171,7 +211,10 @@ def resolve_extends(path: Path, _chain: tuple = ()) -> tuple[dict, dict]:
             raise ScenarioError(path, "extends", f"expected an existing scenario file, {parent_name!r} "
                                                  f"{what} (looked for {parent})")
         base, origin = resolve_extends(parent, _chain + (path,))
-        data = deep_merge(base, data)
+        try:
+            data = deep_merge(base, data)
+        except _MergeError as exc:
+            raise ScenarioError(path, key_path(exc.loc), str(exc)) from None
         _record_origin(read_yaml(path), path, (), origin)
         origin.pop(("extends",), None)
     else:
@@ -295,6 +338,22 @@ def check_semantics(scenario: Scenario, file_for) -> None:
                 and not 0 <= value <= 100:
             fail(where, f"expected a percentage between 0 and 100, got {value!r}")
 
+    access_reads = _access_reads(scenario)
+    for name, policy in scenario.policies.items():
+        for key, value in policy.assigns.items():
+            where = ("policies", name, "assigns", key)
+            spec = covs.get(key)
+            if spec is None or spec.family is not None:
+                fail(where, "expected a yes/no or categorical covariate of cohort.covariates; "
+                            f"categorical and yes/no ones: {', '.join(sorted(k for k, c in covs.items() if c.family is None))}")
+            if spec.categorical is not None and value not in spec.categorical:
+                fail(where, f"expected one of the levels {list(spec.categorical)}, got {value!r}")
+            if spec.bernoulli is not None and not isinstance(value, bool):
+                fail(where, f"expected true or false (a yes/no covariate), got {value!r}")
+            if key in access_reads:
+                fail(where, f"{key!r} acts before infusion ({access_reads[key]}), where every policy shares one "
+                            "pathway; expected a covariate that acts from infusion on")
+
     levels = set(covs["bridging"].categorical)
     given = set(scenario.pathway.bridging.blast_multiplier)
     if levels != given:
@@ -340,6 +399,7 @@ def check_semantics(scenario: Scenario, file_for) -> None:
             fail(loc + ("per",), f"expected a numeric variable, {multiplier.per!r} has text levels")
 
     check_shared_draws(scenario, fail)
+    check_unique_labels(scenario, fail)
     if scenario.economics is not None:
         check_economics_events(scenario.economics, fail)
 
@@ -403,14 +463,48 @@ def check_shared_draws(scenario: Scenario, fail) -> None:
     try:
         parameters = stated_parameters(scenario)
     except SharedParameterError as exc:
-        path = exc.path.split(".")[:-1]  # the value's mapping
-        fail(tuple(int(part) if part.isdigit() else part for part in path) + ("distribution", "shared"), str(exc))
+        fail(_loc_of(scenario, parent_of(exc.path)) + ("distribution", "shared"), str(exc))
     for parameter in parameters:
         ci = parameter.uncertainty.ci if parameter.uncertainty is not None else None
         if ci is not None and not ci[0] <= parameter.point <= ci[1]:
-            loc = tuple(int(part) if part.isdigit() else part for part in parameter.path.split("."))
-            fail(loc, f"{parameter.point:g} lies outside its own distribution's interval [{ci[0]:g}, {ci[1]:g}]; "
-                      "expected the point estimate inside its 95% interval")
+            fail(_loc_of(scenario, parameter.path),
+                 f"{parameter.point:g} lies outside its own distribution's interval [{ci[0]:g}, {ci[1]:g}]; "
+                 "expected the point estimate inside its 95% interval")
+
+
+def _access_reads(scenario: Scenario) -> dict[str, str]:
+    """Covariates read before infusion (the access pathway every policy shares), and where."""
+    pre = scenario.pathway.pre_infusion
+    out = {"bridging": "bridging intensity", "apheresis_deferred": "apheresis",
+           "marrow_blasts_referral": "marrow blasts at infusion"}
+    for where, hazard in (("pre-infusion death", pre.death), ("pre-infusion withdrawal", pre.withdrawal)):
+        for multiplier in hazard.multipliers:
+            if multiplier.per is not None:
+                names = {multiplier.per}
+            else:
+                try:
+                    names = parse_condition(multiplier.when_true).names
+                except ConditionSyntaxError:
+                    continue  # reported where the conditions are checked
+            for name in names:
+                out.setdefault(name, where)
+    return out
+
+
+def _loc_of(scenario: Scenario, path: str) -> tuple:
+    return locate(scenario.model_dump(by_alias=True, exclude_none=True), path)
+
+
+def check_unique_labels(scenario: Scenario, fail) -> None:
+    """A label names one entry of its list (paths and ``extends`` address entries by it)."""
+    seen: dict = {}
+    for loc, multiplier in iter_multipliers(scenario):
+        if multiplier.label is None:
+            continue
+        first = seen.setdefault((loc[:-1], multiplier.label), loc)
+        if first != loc:
+            fail(loc + ("label",), f"{multiplier.label!r} also labels entry {first[-1]} of this list; "
+                                   "expected a label unique within its list")
 
 
 def iter_multipliers(scenario: Scenario):

@@ -3,9 +3,11 @@
 
 This is the problem specification that sensitivity analyses chain through:
 sample (uniforms -> values), evaluate (apply values, simulate), analyse.
-A parameter is addressed by its dotted key path in the scenario, e.g.
-``pathway.hsct.transplant_related_death.value`` or, for a time-to-event law,
-the law's scale field (``pathway.post_relapse.survival.cd19pos.median``).
+A parameter is addressed by its path in the scenario (see :mod:`.paths`), e.g.
+``pathway.hsct.transplant_related_death.value``,
+``pathway.relapse.cd19pos.multipliers.mrd_present.value`` or, for a
+time-to-event law, the law's scale field
+(``pathway.post_relapse.survival.cd19pos.median``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel
 
+from .paths import set_value_at, value_at
 from .schema import Law, Scalar, Scenario, Uncertainty
 
 Z975 = 1.959963984540054
@@ -131,7 +134,8 @@ def stated_parameters(scenario: Scenario) -> list[UncertainParameter]:
                 walk(value, f"{path}.{key}")
         elif isinstance(node, list):
             for i, value in enumerate(node):
-                walk(value, f"{path}.{i}")
+                label = getattr(value, "label", None)
+                walk(value, f"{path}.{label or i}")
 
     walk(scenario.pathway, "pathway")
     walk(scenario.surveillance, "surveillance")
@@ -183,21 +187,6 @@ def _opt_outs(scenario: Scenario, stated: list[UncertainParameter]) -> dict[str,
         elif not all(math.isclose(v, fitted, rel_tol=1e-9, abs_tol=1e-12) for v in current):
             out[path] = f"the scenario sets it to {current[0]:g} (fitted: {fitted:g})"
     return out
-
-
-def value_at(data, path: str):
-    """The value at a dotted key path of a scenario mapping (list items by index)."""
-    node = data
-    for part in path.split("."):
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node
-
-
-def set_value_at(data, path: str, value) -> None:
-    """Set the value at a dotted key path of a scenario mapping (list items by index)."""
-    parent, _, last = path.rpartition(".")
-    node = value_at(data, parent) if parent else data
-    node[int(last) if isinstance(node, list) else last] = value
 
 
 class SharedParameterError(ValueError):

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 from .._limits import MAX_PATIENTS, MAX_SCHEDULED
 from .._units import DAYS_PER_MONTH, DAYS_PER_UNIT
 from . import distributions as dist
+from .paths import LABEL_PATTERN
 
 
 class Strict(BaseModel):
@@ -71,6 +72,8 @@ class Uncertainty(Strict):
 
 
 class Scalar(Noted):
+    # A stable name: a list entry (a multiplier, say) is addressed and merged under ``extends`` by it.
+    label: str | None = Field(None, pattern=LABEL_PATTERN)
     value: float
     distribution: Uncertainty | None = None
 
@@ -532,6 +535,10 @@ class Rule(Strict):
 
 class Policy(Strict):
     description: str = ""
+    # Covariates the policy chooses for every patient, e.g. the product
+    # (``construct: brexucabtagene``): the same patients and random numbers,
+    # another choice.  They act from infusion on (the access pathway is shared).
+    assigns: dict[str, str | bool | float] = {}
     rules: list[Rule] = []
 
 

@@ -38,6 +38,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from ...errors import ScenarioError
 from ...scenario.loader import load_scenario, read_yaml
 from ...scenario.parameters import apply_values
+from ...scenario.paths import PathError, parent_of, parse, value_at
 from ...scenario.schema import Scenario, Strict
 from ...scenario.validation import describe_error, key_path
 
@@ -244,40 +245,26 @@ def load_trial(path) -> LoadedTrial:
 
 
 def _describe_target(data, dotted: str) -> str:
-    """What a path points at, so that a list index (``multipliers.0``) can be
-    checked against its condition: ``"if bca_lost; scenario value 18.97"``."""
-    *parents, last = dotted.split(".")
-    node = data
-    for part in parents:
-        node = node[int(part)] if isinstance(node, list) else node[part]
+    """What a path points at, for the trial's table: ``"if bca_lost; scenario value 18.97"``."""
+    node = value_at(data, parent_of(dotted))
     what = next((f"{k} {node[k]}" for k in ("if", "per") if isinstance(node, dict) and k in node), "")
-    return (what + "; " if what else "") + f"scenario value {node[last]:g}"
+    return (what + "; " if what else "") + f"scenario value {value_at(data, dotted):g}"
 
 
 def _find_number(data, dotted: str) -> str | None:
     """None if ``dotted`` names a number in the dumped scenario, else what is wrong."""
-    node, done = data, []
-    for part in dotted.split("."):
-        if isinstance(node, list):
-            if not part.isdigit():
-                return (f"unknown parameter path: {'.'.join(done)!r} is a list; expected an index "
-                        f"0..{len(node) - 1}, got {part!r}")
-            if int(part) >= len(node):
-                return (f"unknown parameter path: {'.'.join(done)!r} has {len(node)} entries "
-                        f"(indices 0..{len(node) - 1}), got {part}")
-            node = node[int(part)]
-        elif isinstance(node, dict):
-            if part not in node:
-                keys = [str(k) for k in node]
-                hint = difflib.get_close_matches(part, keys, n=1)
-                where = f"under {'.'.join(done)!r}" if done else "at the top level"
-                return (f"unknown parameter path: no key {part!r} {where}"
-                        + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                        + f"; expected one of: {', '.join(keys)}")
-            node = node[part]
-        else:
-            return f"unknown parameter path: {'.'.join(done)!r} is a value, not a mapping"
-        done.append(part)
+    try:
+        node = value_at(data, dotted)
+    except PathError as exc:
+        message = str(exc)
+        parent = value_at(data, exc.done) if exc.done else data
+        missing = message.startswith("no key ")
+        if missing and isinstance(parent, dict):
+            wanted = parse(dotted)[len(parse(exc.done)) if exc.done else 0]
+            keys = [str(k) for k in parent]
+            hint = difflib.get_close_matches(str(wanted), keys, n=1)
+            message += (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; expected one of: {', '.join(keys)}"
+        return f"unknown parameter path: {message}"
     if isinstance(node, bool) or not isinstance(node, (int, float)):
         kind = "a mapping" if isinstance(node, dict) else "a list" if isinstance(node, list) else repr(node)
         return f"expected the path of a number in the scenario, this is {kind}"
