@@ -183,13 +183,15 @@ class Calibrator:
         patients = self.simulate(values, groups)
         return Evaluation(dict(values), self.outputs(patients, target_ids), patients)
 
-    def recover(self, values: dict, analysis: str, patients: dict | None = None) -> dict:
-        """A published input's hazard ratio re-estimated on the cohort simulated
-        with ``values`` (``patients``: that cohort, when already simulated)."""
+    def recover(self, values: dict, analysis: str, patients: dict | None = None, subgroup: str | None = None) -> dict:
+        """A published input's hazard ratio re-estimated on the cohort (or
+        ``subgroup``) simulated with ``values`` (``patients``: those cohorts,
+        when already simulated)."""
         if analysis in ("consolidative_hsct", "consolidative_hsct_lfs"):  # the cohort under two policies
-            return hsct_recovery(ModelDefinition(self.scenario(values)), self.patients, self.spec.seed,
+            return hsct_recovery(ModelDefinition(self.scenario(values, subgroup)), self.patients, self.spec.seed,
                                  "relapse" if analysis == "consolidative_hsct" else "lfs")
-        cohort = patients[MAIN] if patients is not None else self.simulate(values, [MAIN])[MAIN]
+        group = subgroup or MAIN
+        cohort = patients[group] if patients is not None and group in patients else self.simulate(values, [group])[group]
         return recover(cohort, analysis)
 
     def objective(self, evaluation: Evaluation, target_ids) -> float:

@@ -65,6 +65,29 @@ def _incidence(p, origin, time_months, wanted, phenotypes, censor_at_hsct=False)
     return float(cumulative_incidence(durations, labels, 1, [t])[0])
 
 
+def _median(durations, events) -> float:
+    """Kaplan-Meier median in months (NaN if survival stays above one half)."""
+    if durations.size == 0:
+        return float("nan")
+    grid = np.linspace(0, durations.max(), 2000)
+    below = np.nonzero(kaplan_meier(durations, events, grid) <= 0.5)[0]
+    return float(grid[below[0]] / DAYS_PER_MONTH) if below.size else float("nan")
+
+
+def _median_survival(p, endpoint, origin, censor_at_hsct=False):
+    censor = p["first_hsct_day"] if censor_at_hsct else None
+    _mask, durations, events = endpoint_arrays(p, endpoint, origin, censor_day=censor)
+    return _median(durations, events)
+
+
+def _median_remission(p, censor_at_hsct=False):
+    """Duration of remission: responders, from the response to relapse or death."""
+    censor = p["first_hsct_day"] if censor_at_hsct else None
+    mask, durations, events = endpoint_arrays(p, "rfs", "infusion", censor_day=censor)
+    since_response = durations - (p["response_day"] - p["infusion_day"])[mask]
+    return _median(np.maximum(since_response, 0.0), events)
+
+
 def _median_os_after_relapse(p, phenotype=None):
     relapsed = ~np.isnan(p["relapse_day"])
     if phenotype:
@@ -72,11 +95,7 @@ def _median_os_after_relapse(p, phenotype=None):
     if not relapsed.any():
         return float("nan")
     durations = (p["end_day"] - p["relapse_day"])[relapsed]
-    events = ~np.isnan(p["death_day"][relapsed])
-    grid = np.linspace(0, durations.max(), 2000)
-    survival = kaplan_meier(durations, events, grid)
-    below = np.nonzero(survival <= 0.5)[0]
-    return float(grid[below[0]] / DAYS_PER_MONTH) if below.size else float("nan")
+    return _median(durations, ~np.isnan(p["death_day"][relapsed]))
 
 
 def _bca_retained(p, time_months):
@@ -133,6 +152,10 @@ _FIXED = {
     "high_burden_share_of_nonresponders": Output(
         lambda p, o, t, opt: _share(p["marrow_blasts_infusion"] >= 5, p["infused"] & ~p["cr"]),
         origin_free=True),
+    "severe_crs": Output(lambda p, o, t, opt: _share(p["severe_crs"], p["infused"]), origin_free=True),
+    "severe_icans": Output(lambda p, o, t, opt: _share(p["severe_icans"], p["infused"]), origin_free=True),
+    "median_os_months": Output(lambda p, o, t, opt: _median_survival(p, "os", o, **opt)),
+    "median_remission_months": Output(lambda p, o, t, opt: _median_remission(p, **opt), origin_free=True),
     "median_os_after_relapse_months": Output(lambda p, o, t, opt: _median_os_after_relapse(p),
                                              origin_free=True),
 }

@@ -74,7 +74,8 @@ def recovery_rows(spec, published: dict, recovered: list[tuple]) -> pd.DataFrame
             (lo, hi), kind = (math.nan, math.nan), "none published"
         inside = bool(lo <= result["hr"] <= hi) if not math.isnan(lo) else False
         rows.append({
-            "id": recovery.id, "kind": "input recovered", "what": entry.get("what", ""), "cohort": "cohort",
+            "id": recovery.id, "kind": "input recovered", "what": entry.get("what", ""),
+            "cohort": f"subgroup {recovery.subgroup}" if recovery.subgroup else "cohort",
             "output": result["method"], "published": float(entry["value"]), "interval_lower": lo,
             "interval_upper": hi, "interval": kind,
             "model": result["hr"], "model_lower": result["lower"], "model_upper": result["upper"],

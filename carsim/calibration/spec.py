@@ -72,6 +72,7 @@ class Recovery(Strict):
                       "consolidative_hsct", "consolidative_hsct_lfs", "fludarabine_relapse", "kmt2a_relapse",
                       "kmt2a_lineage_switch"]
     tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
+    subgroup: str | None = None  # re-estimated in this subgroup (the population the paper studied)
     note: str = ""
 
 
@@ -83,7 +84,7 @@ class Match(Strict):
     HSCT among responders is Xu 2021's."""
 
     id: str  # the published input in the targets file
-    analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "prior_lines_os"]
+    analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "prior_lines_os", "burden_os"]
     parameter: Parameter
     note: str = ""
 
@@ -137,7 +138,9 @@ class Target:
             self.interval_kind = "one-sided"
         else:
             value = float(raw)
-            is_count = n is not None and value > 1 and mapping.output not in ("enrollment_to_infusion_days",)
+            # "65 of 71": a count (a share's numerator), not a median or a number of days
+            is_count = (n is not None and value > 1 and float(value).is_integer() and value <= n
+                        and not mapping.output.startswith("median") and mapping.output != "enrollment_to_infusion_days")
             self.value = value / n if is_count else value
             if entry.get("ci"):
                 self.lower, self.upper = map(float, entry["ci"])
@@ -249,6 +252,9 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     for r, recovery in enumerate(spec.recover):
         if recovery.id not in published:
             raise ScenarioError(path, f"recover[{r}].id", f"unknown target id {recovery.id!r}")
+        if recovery.subgroup is not None and recovery.subgroup not in spec.subgroups:
+            raise ScenarioError(path, f"recover[{r}].subgroup", f"unknown subgroup {recovery.subgroup!r}; "
+                                f"expected one of: {', '.join(spec.subgroups) or 'none (define subgroups:)'}")
     for m, match in enumerate(spec.match):
         if match.id not in published:
             raise ScenarioError(path, f"match[{m}].id", f"unknown target id {match.id!r}")

@@ -255,6 +255,15 @@ class ModelDefinition:
         # pickling compiled conditions by value costs far more than compiling.
         return (ModelDefinition, (self.scenario,))
 
+    def policy_covariates(self, policy: str, covariates: dict) -> dict:
+        """The patients' covariates under ``policy``: drawn, then what the policy assigns."""
+        assigned = self.scenario.policies[policy].assigns
+        if not assigned:
+            return covariates
+        n = len(next(iter(covariates.values())))
+        return {**covariates, **{name: np.full(n, value, dtype=covariates[name].dtype)
+                                 for name, value in assigned.items()}}
+
     @property
     def phenotypes(self) -> tuple[str, ...]:
         return tuple(self.relapse)

@@ -81,12 +81,11 @@ def simulate_replications(model: ModelDefinition, policies, replications, n_pati
         for replication, (_streams, covariates, *_), done in zip(batch, cohorts, simulated, strict=True):
             for policy in policies:
                 outcomes, events, use, warnings = done[policy]
+                mine = model.policy_covariates(policy, {n: covariates[n][start:stop] for n in covariates})
                 outcomes = _with_economics(model, {"patient": outcomes["patient"],
-                                                   **{k: outcomes[k] for k in OUTCOME_FIELDS}}, events,
-                                           {n: covariates[n][start:stop] for n in covariates})
+                                                   **{k: outcomes[k] for k in OUTCOME_FIELDS}}, events, mine)
                 results.append(CohortResult(
-                    replication=replication, policy=policy, outcomes=outcomes,
-                    covariates={n: covariates[n][start:stop] for n in covariates},
+                    replication=replication, policy=policy, outcomes=outcomes, covariates=mine,
                     events=events if record_events else _no_events(),
                     resource_use=use, engine="vectorised", warnings=warnings))
     return results
@@ -103,10 +102,10 @@ def simulate_cohort(model: ModelDefinition, policy: str, replication: int, n_pat
     streams, covariates, arrivals = draw_cohort(model, seed, replication, stop)
     out, events, use, warnings = simulate(model, policy, streams, covariates, arrivals, start, stop,
                                           record_events or _priced(model))
+    mine = model.policy_covariates(policy, {n: covariates[n][start:stop] for n in covariates})
     outcomes = _with_economics(model, {"patient": out["patient"], **{k: out[k] for k in OUTCOME_FIELDS}}, events,
-                               {n: covariates[n][start:stop] for n in covariates})
-    return CohortResult(replication=replication, policy=policy, outcomes=outcomes,
-                        covariates={n: covariates[n][start:stop] for n in covariates},
+                               mine)
+    return CohortResult(replication=replication, policy=policy, outcomes=outcomes, covariates=mine,
                         events=events if record_events else _no_events(), resource_use=use, warnings=warnings)
 
 
