@@ -292,7 +292,7 @@ def test_a_median_with_its_n_is_not_read_as_a_count(tmp_path):
                   {"synthetic": [{"id": "cr", "what": "CR", "value": 0.8, "ci": [0.78, 0.82], "source": "t"},
                                  {"id": "m", "what": "median OS", "value": 28.6, "n": 12, "source": "t"},
                                  {"id": "k", "what": "infused", "value": 55, "n": 71, "source": "t"}]})
-    _spec_, targets = load_calibration(path)
+    targets = load_calibration(path)[1]
     assert targets["m"].value == 28.6 and (targets["m"].lower, targets["m"].upper) == (25.6, 31.6)
 
 
