@@ -31,7 +31,7 @@ from ..scenario.parameters import apply_values, uncertain_parameters
 from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
 from .manifest import Manifest, clear
-from .outcomes import Outcome, resolve_outcome
+from .outcomes import Outcome, load_with_outcome
 from .parallel import parallel_map
 
 TORNADO_COLUMNS = ["parameter", "low_value", "base_value", "high_value", "outcome_low", "outcome_base",
@@ -174,15 +174,13 @@ def write_dsa(out, result: DsaResult, scenario: Scenario, command=None) -> Path:
 
 # --------------------------------------------------------------------- CLI
 def command_dsa(args) -> int:
-    from ..scenario import load_scenario
     from .output import default_output_dir
     from .parallel import backend_context
 
     if args.scheduler and args.backend != "dask":
         raise CarsimError("--scheduler needs --backend dask")
-    scenario = load_scenario(args.scenario, {"run.engine": args.engine} if args.engine else None)
-    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes,
-                              priced=scenario.economics is not None)
+    scenario, outcome = load_with_outcome(args.scenario, args.outcome, args.time, args.origin,
+                                          {"run.engine": args.engine} if args.engine else None)
     compare = parse_compare(args.compare, scenario)
     n_jobs = scenario.run.n_jobs if args.n_jobs is None else args.n_jobs
     out = check_output_folder(args.out or default_output_dir("dsa", root=Path("results") / scenario.name))

@@ -25,6 +25,6 @@ def evaluate_policies(scenario: Scenario, replication: int, seed: int | None = N
     for part in simulate_policies(model, scenario.policy_names, replication, n_patients, seed,
                                   record_events=False, engine=scenario.run.engine):
         patients = {**part.outcomes, **{k: v for k, v in part.covariates.items() if k not in part.outcomes}}
-        rows += [(part.policy, *row) for row in compute_metrics(patients, horizon_days,
-                                                                  phenotypes=scenario.relapse_phenotypes)]
+        rows += [(part.policy, *row) for row in compute_metrics(
+            patients, horizon_days, phenotypes=scenario.relapse_phenotypes, times_months=scenario.run.report_times)]
     return rows

@@ -41,7 +41,7 @@ from ..errors import CarsimError
 from ..scenario.parameters import UncertainParameter, apply_values, uncertain_parameters, values_at_quantiles
 from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
-from .outcomes import Outcome, resolve_outcome
+from .outcomes import Outcome, load_with_outcome
 from .parallel import backend_context, parallel_map
 
 METHODS = ("sobol", "morris")
@@ -261,17 +261,15 @@ def command_gsa(args) -> int:
     gsa_indices.{csv,md,tex}, gsa_samples.csv, gsa.png and manifest.json (last)."""
     from .. import __version__
     from .._io import atomic_write
-    from ..scenario import load_scenario
     from .dsa import only_policies, parse_compare
     from .manifest import Manifest, clear
     from .output import default_output_dir
     from .tables import to_markdown, write_table
 
     engine = getattr(args, "engine", None)
-    scenario = load_scenario(args.scenario, {"run.engine": engine} if engine else None)
+    scenario, outcome = load_with_outcome(args.scenario, args.outcome, args.time, args.origin,
+                                          {"run.engine": engine} if engine else None)
     seed = scenario.run.seed if args.seed is None else args.seed
-    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes,
-                              priced=scenario.economics is not None)
     compare = parse_compare(args.compare, scenario)
     wanted = [w.strip() for w in args.parameters.split(",") if w.strip()] if args.parameters else None
     parameters = select_parameters(scenario, wanted)

@@ -50,13 +50,13 @@ LIBRARIES = {"numpy": "numpy", "scipy": "scipy", "pandas": "pandas", "pyarrow": 
              "joblib": "joblib", "pydantic": "pydantic", "PyYAML": "yaml", "matplotlib": "matplotlib",
              "lifelines": "lifelines", "SALib": "SALib", "tqdm": "tqdm", "dask": "dask",
              "distributed": "distributed"}
-_RUN_SETTINGS_NOT_HASHED = ("n_jobs", "write_events", "replications", "seed", "engine")
+_RUN_SETTINGS_NOT_HASHED = ("n_jobs", "write_events", "replications", "seed", "engine", "report_times")
 
 
 def scenario_hash(scenario) -> str:
     """SHA-256 of the resolved scenario, leaving out the run settings that
-    cannot change results (workers, event log, replications) or that are
-    recorded on their own (seed, engine)."""
+    cannot change results (workers, event log, replications, the times
+    results are read at) or that are recorded on their own (seed, engine)."""
     data = scenario.model_dump(mode="json", by_alias=True, exclude_none=True)
     data["run"] = {k: v for k, v in data.get("run", {}).items() if k not in _RUN_SETTINGS_NOT_HASHED}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()

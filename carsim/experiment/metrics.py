@@ -33,8 +33,8 @@ import numpy as np
 from .._units import DAYS_PER_MONTH
 from .survival import competing_risks_curves, kaplan_meier_curve
 
-TIMES_MONTHS = (6, 12, 24, 36, 60)
-CURVE_METRICS = ("efs", "rfs", "os", "cir")  # and cir_<phenotype>: read at TIMES_MONTHS
+TIMES_MONTHS = (6, 12, 24, 36, 60)  # the default report times (``run.report_times``)
+CURVE_METRICS = ("efs", "rfs", "os", "cir")  # and cir_<phenotype>: read at the report times
 
 
 def cause_codes(phenotypes) -> dict[str, int]:
@@ -49,7 +49,7 @@ def death_in_remission_code(phenotypes) -> int:
 
 
 def curve_metrics(phenotypes) -> tuple[str, ...]:
-    """Metrics read at :data:`TIMES_MONTHS`: survival and cumulative incidence."""
+    """Metrics read at the report times: survival and cumulative incidence."""
     return (*CURVE_METRICS, *(f"cir_{name}" for name in phenotypes))
 
 
@@ -169,8 +169,12 @@ def _median(values, mask, weights_by_patient):
     return sorted_values[index]
 
 
-def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes) -> list[tuple]:
+def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
+                    times_months=TIMES_MONTHS) -> list[tuple]:
     """All metrics of one (policy, replication): (metric, origin, time_months, value, n).
+
+    Survival and incidence metrics are read at ``times_months`` (the
+    scenario's ``run.report_times``; NaN beyond the longest follow-up).
 
     ``phenotypes``: the relapse phenotypes in scenario order
     (``Scenario.relapse_phenotypes``); each has its ``relapse_share_`` and
@@ -209,9 +213,10 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes) -
     rows.append(("wait_hsct_bed_days", "infusion", np.nan,
                  _median(p["hsct_bed_wait_days"], transplanted, weights_by_patient), int(transplanted.sum())))
 
-    times_days = np.asarray(TIMES_MONTHS, dtype=float) * DAYS_PER_MONTH
+    times_months = tuple(float(t) for t in times_months)
+    times_days = np.asarray(times_months, dtype=float) * DAYS_PER_MONTH
     def add(metric, origin, values, n):
-        for t, v in zip(TIMES_MONTHS, np.moveaxis(np.atleast_1d(values), -1, 0), strict=True):
+        for t, v in zip(times_months, np.moveaxis(np.atleast_1d(values), -1, 0), strict=True):
             rows.append((metric, origin, float(t), v if weights is not None else float(v), n))
 
     for origin in ("infusion", "enrollment"):

@@ -551,6 +551,16 @@ class Run(Strict):
     policies: list[str] | None = None  # which policies to run, in order (the first is the reference)
     write_events: bool = True
     engine: Literal["auto", "vectorised", "simpy"] = "auto"
+    # months at which survival and incidence are reported (any within follow-up)
+    report_times: list[float] = Field(default_factory=lambda: [6.0, 12.0, 24.0, 36.0, 60.0], min_length=1)
+
+    @field_validator("report_times")
+    @classmethod
+    def _times(cls, v):
+        for t in v:
+            if not t > 0:
+                raise ValueError(f"expected months after the time origin (> 0), got {t:g}")
+        return sorted({float(t) for t in v})
 
     @field_validator("n_jobs")
     @classmethod
@@ -729,6 +739,12 @@ class Scenario(Strict):
             if name not in self.policies:
                 raise ValueError(f"run.policies: unknown policy {name!r}; "
                                  f"expected one of: {', '.join(self.policies)}")
+        if "report_times" in self.run.model_fields_set:
+            follow_up = self.run.horizon_years * 12
+            beyond = [t for t in self.run.report_times if t > follow_up + 1e-9]
+            if beyond:
+                raise ValueError(f"run.report_times: {beyond[0]:g} months is beyond the follow-up "
+                                 f"({follow_up:g} months, run.horizon_years)")
         if self.run.lifetime and (self.economics is None or self.economics.extrapolation is None):
             raise ValueError("run.lifetime: needs an economics.extrapolation block (use 'horizon_years: lifetime')")
         if self.economics is not None and self.economics.reference is not None \

@@ -10,9 +10,8 @@ import pandas as pd
 
 from ..._io import check_output_folder
 from ...errors import CarsimError
-from ...scenario import load_scenario
 from ...scenario.parameters import uncertain_parameters
-from ..outcomes import resolve_outcome
+from ..outcomes import load_with_outcome
 from ..output import default_output_dir
 from ..parallel import backend_context
 from .run import NO_DISTRIBUTIONS, PsaResult, run_psa, stored_settings
@@ -34,15 +33,17 @@ def command_psa(args) -> int:
         engine = args.engine or stored.get("engine")
         out = args.resume
     else:
+        stored = {}
         if args.draws is None:
             raise CarsimError("--draws N is required (or --resume DIR to continue a run)")
         draws, seed, patients, chunk_size = args.draws, args.seed, args.patients, args.chunk_size
         keep = bool(args.keep_patients)
         engine = args.engine
         out = None
-    scenario = load_scenario(args.scenario, {"run.engine": engine} if engine else None)
-    outcome = resolve_outcome(args.outcome, args.time, args.origin, phenotypes=scenario.relapse_phenotypes,
-                              priced=scenario.economics is not None)
+    overrides = {"run.engine": engine} if engine else {}
+    if args.resume is not None and "report_times" in stored:
+        overrides["run.report_times"] = stored["report_times"]
+    scenario, outcome = load_with_outcome(args.scenario, args.outcome, args.time, args.origin, overrides)
     if not uncertain_parameters(scenario) and not args.quiet:
         print(f"carsim: note: {NO_DISTRIBUTIONS}", file=sys.stderr)
     if out is None:

@@ -9,7 +9,6 @@ import pandas as pd
 from ..._io import atomic_write
 from ...scenario.schema import Scenario
 from ..manifest import Manifest
-from ..metrics import TIMES_MONTHS
 from ..outcomes import Outcome, resolve_outcome
 from ..sensitivity_plots import plot_ce_plane, plot_ceac, plot_psa_scatter
 from ..tables import write_table
@@ -21,8 +20,6 @@ def scatter_axes(outcome: Outcome, time_months: float) -> Outcome:
     from the outcome's origin."""
     metric = "os" if outcome.metric == "efs" else "efs"
     time = outcome.time_months if outcome.time_months is not None else time_months
-    if float(time) not in TIMES_MONTHS:
-        time = 24.0
     return resolve_outcome(metric, time, outcome.origin, phenotypes=())  # efs and os: no phenotype needed
 
 

@@ -61,7 +61,8 @@ def evaluate_with_patients(scenario: Scenario, replication: int, seed: int, n_pa
     for part in parts:
         patients = {**part.outcomes, **{k: v for k, v in part.covariates.items() if k not in part.outcomes}}
         rows += [(part.policy, *row)
-                 for row in compute_metrics(patients, horizon_days, phenotypes=scenario.relapse_phenotypes)]
+                 for row in compute_metrics(patients, horizon_days, phenotypes=scenario.relapse_phenotypes,
+                                            times_months=scenario.run.report_times)]
     return rows, patients_frame(SimpleNamespace(parts=parts))
 
 
@@ -103,7 +104,8 @@ def psa_fingerprint(scenario: Scenario, draws: int, seed: int, n_patients: int, 
     return {"analysis": "psa", "carsim_version": __version__, "scenario": scenario.name,
             "scenario_sha256": scenario_hash(scenario), "engine": scenario.run.engine, "seed": int(seed), "items": int(draws),
             "patients": int(n_patients), "chunk_size": int(chunk_size), "policies": list(scenario.policy_names),
-            "parameters": [p.path for p in uncertain_parameters(scenario)], "keep_patients": bool(keep_patients)}
+            "parameters": [p.path for p in uncertain_parameters(scenario)], "keep_patients": bool(keep_patients),
+            "report_times": list(scenario.run.report_times)}
 
 
 def psa_economics(scenario: Scenario, rows: pd.DataFrame, policies: list[str], table: pd.DataFrame) -> dict:
