@@ -62,13 +62,14 @@ def summarise(result, n_boot: int = 200):
     """(summary, comparison) DataFrames for an :class:`ExperimentResult`."""
     horizon_days = result.scenario.run.horizon_years * 365.25
     phenotypes = result.scenario.relapse_phenotypes
+    times = result.scenario.run.report_times
     policies = result.policies
     reference = policies[0]
     summary_rows, comparison_rows = [], []
     if result.replications > 1:
         # per (policy) -> list over replications of metric rows
         per_policy = {
-            pol: [compute_metrics(result.group(pol, r), horizon_days, phenotypes=phenotypes)
+            pol: [compute_metrics(result.group(pol, r), horizon_days, phenotypes=phenotypes, times_months=times)
                   for r in range(result.replications)]
             for pol in policies
         }
@@ -96,8 +97,9 @@ def summarise(result, n_boot: int = 200):
         boot, point = {}, {}
         for pol in policies:
             group = result.group(pol, 0)
-            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes)
-            boot[pol] = compute_metrics(group, horizon_days, weights=weights, phenotypes=phenotypes)
+            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes, times_months=times)
+            boot[pol] = compute_metrics(group, horizon_days, weights=weights, phenotypes=phenotypes,
+                                        times_months=times)
         # metrics x resamples, per policy
         samples = {pol: np.array([row[3] for row in boot[pol]], dtype=float) for pol in policies}
         for pol in policies:
