@@ -7,6 +7,7 @@ exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -30,6 +31,17 @@ def _whole_number(minimum: int, allow_minus_one: bool = False, what: str = "", m
         return value
 
     return parse
+
+
+def _months(text: str) -> float:
+    """An argparse type: a number of months (a finite number)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of months, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of months, got {text!r}")
+    return value
 
 
 _positive_int = _whole_number(1)
@@ -66,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=("auto", "vectorised", "simpy"),
                      help="simulation engine: auto (the array engine; default), "
                           "vectorised, or simpy (the reference)")
+    run.add_argument("--time", type=_months, action="append", metavar="MONTHS",
+                     help="also report survival and incidence at this many months (repeatable; any time within "
+                          "follow-up; default run.report_times: 6, 12, 24, 36, 60)")
     run.add_argument("--quiet", action="store_true", help="print only the results folder")
 
     cal = commands.add_parser("calibrate", help="fit free parameters to published targets",
@@ -125,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="one policy's outcome, or POLICY minus REFERENCE (default: second minus first policy)")
     for sub in (psa, dsa, gsa):
         sub.add_argument("--outcome", default="os", help="metric (default os)")
-        sub.add_argument("--time", type=float, default=24, help="months, for survival metrics (default 24)")
+        sub.add_argument("--time", type=_months, default=24, help="months, for survival metrics (default 24)")
         sub.add_argument("--origin", choices=("infusion", "enrollment"), help="time zero (default infusion)")
         sub.add_argument("--patients", type=_patients, help="patients per run (default: cohort.size)")
     for sub, kind in ((psa, "psa"), (dsa, "dsa"), (trial, "trial_<name>"), (gsa, "gsa")):
@@ -179,6 +194,11 @@ def command_run(args) -> int:
     if args.engine is not None:
         overrides["run.engine"] = args.engine
     scenario = load_scenario(args.scenario, overrides)
+    if args.time:
+        from .experiment.outcomes import report_times_with
+
+        overrides["run.report_times"] = report_times_with(scenario, args.time)
+        scenario = load_scenario(args.scenario, overrides)
     out_dir = check_output_folder(args.out or default_output_dir(scenario.name))
     result = run_experiment(scenario, progress=None if args.quiet else "simulating")
     economics = {}

@@ -32,6 +32,23 @@ def scenario_error(directory: Path, overrides: dict, extends=BASELINE) -> str:
     return message
 
 
+@pytest.fixture(scope="session")
+def baseline_run(tmp_path_factory):
+    """``carsim run`` of the baseline (400 patients, also reported at 18
+    months): (exit status, printed text, results folder), shared by the tests
+    that read a results folder."""
+    import contextlib
+    import io
+
+    from carsim.cli import main
+
+    folder = tmp_path_factory.mktemp("run") / "results"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["run", str(BASELINE), "--patients", "400", "--time", "18", "--out", str(folder)])
+    return status, printed.getvalue(), folder
+
+
 @pytest.fixture
 def derived_scenario(tmp_path):
     """``derived_scenario({...})`` -> validated Scenario extending the baseline."""
