@@ -211,7 +211,7 @@ def command_run(args) -> int:
         economics.update(tables(result))
         return economics
 
-    summary, _comparison, summary_seconds = write_results(out_dir, result, _summarise, _plot_survival,
+    summary, _comparison, summary_seconds = write_results(out_dir, result, _summarise, _plot,
                                                           command=sys.argv, tables=economics_tables)
     if not args.quiet:
         from .analysis.report import policy_table
@@ -242,11 +242,11 @@ def _summarise(result):
     return summarise(result)
 
 
-def _plot_survival(result, path):
-    # Imported in the process that draws the figure (see write_results).
-    from .analysis.plots import plot_survival
+def _plot(result, name, path):
+    # Imported in the process that draws the figures (see write_results).
+    from .analysis import plots
 
-    plot_survival(result, path)
+    {"survival.png": plots.plot_survival, "relapse_incidence.png": plots.plot_relapse_incidence}[name](result, path)
 
 
 # command -> (module, function), imported only when the command runs (start-up stays fast)

@@ -43,6 +43,7 @@ from ..scenario.schema import Scenario
 from .evaluate import evaluate_policies
 from .outcomes import Outcome, load_with_outcome
 from .parallel import backend_context, parallel_map
+from .readable import shown_indices
 
 METHODS = ("sobol", "morris")
 MORRIS_LEVELS = 4
@@ -230,7 +231,7 @@ def plot_indices(result: GsaResult, path, title: str = "") -> None:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    t = result.indices
+    t = shown_indices(result.indices) if result.method == "sobol" else result.indices
     k = len(t)
     figure = Figure(figsize=(8, 1.2 + 0.5 * k), dpi=110)
     ax = figure.subplots()
@@ -281,7 +282,8 @@ def command_gsa(args) -> int:
         result = run_gsa(parameters, evaluate, args.method, samples, seed, n_jobs=n_jobs,
                          progress=None if args.quiet else "evaluating")
     clear(out_dir)
-    write_table(result.indices, out_dir, "gsa_indices")
+    shown = shown_indices(result.indices) if args.method == "sobol" else result.indices
+    write_table(result.indices, out_dir, "gsa_indices", shown=shown)
     atomic_write(out_dir / "gsa_samples.csv", lambda p: result.samples_frame().to_csv(p, index=False))
     atomic_write(out_dir / "gsa.png", lambda p: plot_indices(result, p, f"{scenario.name}: {evaluate.label}"))
     patients = args.patients or scenario.cohort.size
@@ -304,7 +306,7 @@ def command_gsa(args) -> int:
         print(f"{len(parameters)} parameters, {result.outputs.size} evaluations of {patients} patients "
               f"(replication 0, seed {seed}); output mean {result.outputs.mean():.4g}, "
               f"sd {result.outputs.std(ddof=1):.3g}\n")
-        print(to_markdown(result.indices).rstrip())
+        print(to_markdown(shown).rstrip())
         print(f"\nevaluated in {result.timings['evaluate_seconds']:.1f} s")
     print(f"results: {out_dir}")
     return 0

@@ -16,10 +16,11 @@ import numpy as np
 from .._io import atomic_write
 from . import manifest as _manifest
 from .parallel import run_beside
+from .readable import write_readable
 from .tables import write_table
 
-RESULT_FILES = ("summary.csv", "comparison.csv", "patients.parquet", "events.parquet", "survival.png",
-                "manifest.json")
+RESULT_FILES = ("summary.csv", "summary.md", "summary.tex", "comparison.csv", "comparison.md", "comparison.tex",
+                "patients.parquet", "events.parquet", "survival.png", "relapse_incidence.png", "manifest.json")
 
 
 def default_output_dir(scenario_name: str, root: Path = Path("results")) -> Path:
@@ -111,29 +112,32 @@ def manifest(result, summary_seconds: float, command: list[str] | None) -> _mani
                "reference_policy": result.policies[0]})
 
 
-def write_figure(out_dir: Path, result, plot) -> None:
-    atomic_write(out_dir / "survival.png", lambda p: plot(result, p))
+def write_figures(out_dir: Path, result, plot) -> None:
+    """``plot(result, name, path)`` draws each of the run's figures (survival.png, relapse_incidence.png)."""
+    for name in ("survival.png", "relapse_incidence.png"):
+        atomic_write(out_dir / name, lambda p, name=name: plot(result, name, p))
 
 
 def write_results(out_dir: Path, result, summarise, plot, command=None, tables=None):
     """Summarise ``result`` and write its results folder; return
     ``(summary, comparison, summary_seconds)``.  ``summarise(result)`` gives
-    the summary and comparison tables, ``plot(result, path)`` draws
-    ``survival.png``.
+    the summary and comparison tables, ``plot(result, name, path)`` draws
+    the figure ``name`` (``survival.png``, ``relapse_incidence.png``).
 
-    The figure needs matplotlib, whose import costs about as much as the
-    drawing: a second process draws it while this one summarises and writes
+    The figures need matplotlib, whose import costs about as much as the
+    drawing: a second process draws them while this one summarises and writes
     the tables.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _manifest.clear(out_dir)  # an old manifest would mark a half-written folder done
-    figure = run_beside(write_figure, out_dir, result, plot)
+    figure = run_beside(write_figures, out_dir, result, plot)
     started = time.perf_counter()
     summary, comparison = summarise(result)
     summary_seconds = time.perf_counter() - started
     atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index=False))
     atomic_write(out_dir / "comparison.csv", lambda p: comparison.to_csv(p, index=False))
+    write_readable(summary, comparison, result.policies, out_dir)
     atomic_write(out_dir / "patients.parquet", lambda p: write_parquet(patients_columns(result), p))
     atomic_write(out_dir / "events.parquet", lambda p: write_parquet(events_columns(result), p))
     for stem, frame in (tables(result) if tables is not None else {}).items():

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 
 
-def _figure(size):
+def new_figure(size):
+    """A matplotlib figure for a file (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -16,13 +17,18 @@ def _figure(size):
     return Figure(figsize=size, dpi=110)
 
 
+def policy_colour(policies, policy: str) -> str:
+    """A policy's colour: by its place in the study's policies, the same in every figure of a study."""
+    return f"C{list(policies).index(policy) % 10}"
+
+
 def plot_psa_scatter(x_values: pd.DataFrame, y_values: pd.DataFrame, policies: list[str], x_label: str,
                      y_label: str, direction: int, title: str, path) -> None:
     """One point per draw and policy: incremental ``y`` against incremental
     ``x`` (each policy minus the reference, the first policy), with the mean
     of each policy as a large marker.  ``*_values``: one row per draw, one
     column per policy.  With a single policy the draws' values are shown."""
-    figure = _figure((7.5, 6))
+    figure = new_figure((7.5, 6))
     ax = figure.subplots()
     reference = policies[0]
     colours = [f"C{i}" for i in range(10)]
@@ -57,7 +63,7 @@ def plot_tornado(tornado: pd.DataFrame, outcome_label: str, base: float, path) -
     """Bars from the base-case outcome to the outcome at each parameter's low
     and high value, largest swing on top."""
     rows = tornado.iloc[::-1]  # matplotlib draws the first bar at the bottom
-    figure = _figure((8.5, 1.2 + 0.45 * max(1, len(rows))))
+    figure = new_figure((8.5, 1.2 + 0.45 * max(1, len(rows))))
     ax = figure.subplots()
     y = np.arange(len(rows))
     low = rows["outcome_low"].to_numpy(dtype=float) - base
@@ -81,7 +87,7 @@ def plot_ce_plane(cost: pd.DataFrame, qaly: pd.DataFrame, comparator: str, thres
     """Cost-effectiveness plane: each draw's incremental QALYs (x) and costs
     (y) of every policy against ``comparator``, means as large markers, and a
     line per willingness-to-pay threshold."""
-    figure = _figure((7.5, 6))
+    figure = new_figure((7.5, 6))
     ax = figure.subplots()
     others = [p for p in cost.columns if p != comparator]
     for policy in others:
@@ -108,7 +114,7 @@ def plot_ce_plane(cost: pd.DataFrame, qaly: pd.DataFrame, comparator: str, thres
 def plot_ceac(ceac: pd.DataFrame, thresholds, currency: str, title: str, path) -> None:
     """Acceptability curve per policy and the acceptability frontier (the
     policy with the highest expected net benefit, drawn thick)."""
-    figure = _figure((7.5, 5))
+    figure = new_figure((7.5, 5))
     ax = figure.subplots()
     for i, (policy, rows) in enumerate(ceac.groupby("policy", sort=False)):
         colour = f"C{i % 10}"

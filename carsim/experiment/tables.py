@@ -3,7 +3,9 @@ reading) and LaTeX (for papers).
 
 ``write_table(frame, folder, stem)`` writes ``stem.csv``, ``stem.md`` and
 ``stem.tex``, each atomically.  CSV keeps full precision; Markdown and LaTeX
-show numbers to four significant digits and missing values as empty cells.
+show numbers to four significant digits (large numbers in whole units with
+thousands separators, values within 1e-9 of zero as 0: float noise) and
+missing values as empty cells.
 The LaTeX is a plain ``tabular`` with ``booktabs`` rules (no jinja2 or
 tabulate needed).
 """
@@ -19,6 +21,7 @@ import pandas as pd
 
 from .._io import atomic_write
 
+TINY = 1e-9  # shown as 0
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -35,8 +38,12 @@ def format_cell(value, digits: int = 4) -> str:
         x = float(value)
         if math.isnan(x):
             return ""
+        if abs(x) < TINY:
+            return "0"  # float noise of a difference that is zero
         if x.is_integer() and abs(x) < 1e15:
             return str(int(x))
+        if 10 ** digits <= abs(x) < 1e15:
+            return f"{x:,.0f}"  # whole units, not 6.243e+05
         return f"{x:.{digits}g}"
     return str(value)
 
@@ -80,11 +87,15 @@ def to_latex(frame: pd.DataFrame, digits: int = 4) -> str:
     ]) + "\n"
 
 
-def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4) -> list[Path]:
-    """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` in ``folder``; returns the paths."""
+def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4, shown: pd.DataFrame | None = None
+                ) -> list[Path]:
+    """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` in ``folder``; returns
+    the paths.  ``shown``: the table as Markdown and LaTeX show it (e.g.
+    clipped to its possible range), when it differs from the CSV's."""
     folder = Path(folder)
+    shown = frame if shown is None else shown
     paths = [folder / f"{stem}.csv", folder / f"{stem}.md", folder / f"{stem}.tex"]
     atomic_write(paths[0], lambda p: frame.to_csv(p, index=False))
-    atomic_write(paths[1], lambda p: p.write_text(to_markdown(frame, digits), encoding="utf-8"))
-    atomic_write(paths[2], lambda p: p.write_text(to_latex(frame, digits), encoding="utf-8"))
+    atomic_write(paths[1], lambda p: p.write_text(to_markdown(shown, digits), encoding="utf-8"))
+    atomic_write(paths[2], lambda p: p.write_text(to_latex(shown, digits), encoding="utf-8"))
     return paths

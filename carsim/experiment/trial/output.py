@@ -11,6 +11,7 @@ import numpy as np
 
 from ..._io import atomic_write
 from ..manifest import Manifest, clear
+from ..sensitivity_plots import new_figure, policy_colour
 from ..tables import write_table
 from .design import H0, H1
 from .simulate import TrialResult
@@ -39,36 +40,46 @@ def write_trial_results(out_dir, loaded, result: TrialResult, command=None) -> P
 
 
 def plot_power(result: TrialResult, path) -> None:
-    """Rejection rate against sample size, one line per grid combination and comparison."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 4.5), dpi=110)
-    ax = figure.subplots()
+    """Rejection rate against sample size with 95% Monte Carlo intervals, one
+    panel per grid combination: power (H1, solid) and type I error (H0,
+    dashed) of each comparison, coloured by its experimental arm's policy."""
     power = result.power
-    for hypothesis, style in ((H1, "-o"), (H0, "--s")):
-        part = power[power.hypothesis == hypothesis]
-        keys = [c for c in part.columns if c in (result.grid[0] if result.grid else {})]
-        keys += ["comparison"] if power.comparison.nunique() > 1 or not keys else []
-        for values, g in part.groupby(keys, sort=False):
-            values = values if isinstance(values, tuple) else (values,)
-            label = ", ".join(f"{_short(k)}={v:g}" if not isinstance(v, str) else v for k, v in zip(keys, values))
-            rate = g.rejection_rate.to_numpy(dtype=float)  # arrays: matplotlib reads a one-row Series badly
-            ax.errorbar(g.n_total.to_numpy(dtype=float), rate,
-                        yerr=np.array([rate - g.rate_lower.to_numpy(dtype=float),
-                                       g.rate_upper.to_numpy(dtype=float) - rate]),
-                        fmt=style, capsize=3, label=f"{label} ({hypothesis})")
-    ax.axhline(result.design.alpha, color="grey", lw=0.8, ls=":")
-    ax.axhline(0.8, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("patients randomised")
-    ax.set_ylabel("power / type I error")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(f"{result.design.endpoint.upper()} from {result.design.origin}, {result.design.test}: "
-                 f"{result.design.trials} simulated trials per point (95% Monte Carlo intervals)", fontsize=9)
+    keys = [c for c in (result.grid[0] if result.grid else {}) if c in power.columns]
+    combinations = list(power.groupby(keys, sort=False)) if keys else [((), power)]
+    columns = min(len(combinations), 3)
+    rows = -(-len(combinations) // columns)
+    figure = new_figure((4.6 * columns + 2.4, 3.6 * rows + 1.0))
+    axes = figure.subplots(rows, columns, sharex=True, sharey=True, squeeze=False).ravel()
+    arms = list(result.design.arms)
+    for ax, (values, part) in zip(axes, combinations, strict=False):
+        values = values if isinstance(values, tuple) else (values,)
+        for comparison, by_comparison in part.groupby("comparison", sort=False):
+            arm = next((a for a in arms[1:] if str(comparison).startswith(a)), arms[-1])
+            for hypothesis, style in ((H1, "-o"), (H0, "--s")):
+                g = by_comparison[by_comparison.hypothesis == hypothesis]
+                if g.empty:
+                    continue
+                rate = g.rejection_rate.to_numpy(dtype=float)  # arrays: matplotlib reads a one-row Series badly
+                what = "power" if hypothesis == H1 else "type I error"
+                ax.errorbar(g.n_total.to_numpy(dtype=float), rate,
+                            yerr=np.array([rate - g.rate_lower.to_numpy(dtype=float),
+                                           g.rate_upper.to_numpy(dtype=float) - rate]),
+                            fmt=style, capsize=3, color=policy_colour(arms, arm), label=f"{comparison}: {what}")
+        ax.axhline(result.design.alpha, color="grey", lw=0.8, ls=":")
+        ax.axhline(0.8, color="grey", lw=0.8, ls=":")
+        ax.set_title(", ".join(f"{_short(k)} = {v:g}" if not isinstance(v, str) else str(v)
+                               for k, v in zip(keys, values, strict=True)) or "design as given", fontsize=8.5)
+        ax.set_xlabel("patients randomised (total)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False, loc="center right")
+    for ax in axes[len(combinations):]:
+        ax.set_visible(False)
+    for ax in axes[::columns]:
+        ax.set_ylabel("rejection rate (probability)")
+    figure.suptitle(f"{result.design.endpoint.upper()} from {result.design.origin}, {result.design.test}: "
+                    f"{result.design.trials} simulated trials per point (95% Monte Carlo intervals; dotted: "
+                    f"alpha and 80%)", fontsize=9.5)
     figure.tight_layout()
     figure.savefig(path, format="png")
 
