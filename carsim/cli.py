@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "follow-up; default run.report_times: 6, 12, 24, 36, 60)")
     run.add_argument("--quiet", action="store_true", help="print only the results folder")
 
+    report = commands.add_parser("report", help="(re)build report.html for a results folder",
+                                 description="Build report.html (one self-contained page: settings, key tables, "
+                                             "figures, warnings and provenance) for a finished results folder of "
+                                             "any study, from its files and manifest.json.")
+    report.add_argument("folder", type=Path, help="results folder (with its manifest.json)")
+
     cal = commands.add_parser("calibrate", help="fit free parameters to published targets",
                               description="Fit the free parameters named in a calibration file to the published "
                                           "targets it maps, write the fitted parameter file and a report "
@@ -234,6 +240,13 @@ def command_run(args) -> int:
     return 0
 
 
+def command_report(args) -> int:
+    from .experiment.manifest import rebuild_report
+
+    print(f"report: {rebuild_report(args.folder)}")
+    return 0
+
+
 def _summarise(result):
     # Imported only once the figure is being drawn beside the summary: the
     # summary's imports (pandas) then overlap with the drawing.
@@ -252,6 +265,7 @@ def _plot(result, name, path):
 # command -> (module, function), imported only when the command runs (start-up stays fast)
 COMMANDS = {
     "run": (__name__, "command_run"),
+    "report": (__name__, "command_report"),
     "calibrate": (__name__, "command_calibrate"),
     "psa": ("carsim.experiment.psa.command", "command_psa"),
     "dsa": ("carsim.experiment.dsa", "command_dsa"),

@@ -117,10 +117,34 @@ def test_every_study_writes_the_common_keys(study, tmp_path):
     resolved = manifest["resolved_scenario"]
     assert manifest["scenario"] == resolved["name"]
     assert manifest["scenario_sha256"] == scenario_hash(Scenario.model_validate(resolved))
-    # Every file listed exists, and the manifest is the last of them.
-    assert manifest["files"][-1] == "manifest.json"
+    # Every file listed exists, and the manifest is the last of them, after the report.
+    assert manifest["files"][-2:] == ["report.html", "manifest.json"]
     for name in manifest["files"]:
         assert (folder / name.rstrip("/")).exists(), f"{study}: {name} listed but not written"
+    _check_report(study, folder, manifest)
+
+
+# The table every study's report.html shows (its section id)
+KEY_SECTIONS = {"run": "comparison", "psa": "psa_summary", "dsa": "tornado", "gsa": "gsa_indices",
+                "trial": "power", "calibrate": "report"}
+
+
+def _check_report(study: str, folder: Path, manifest: dict) -> None:
+    """report.html: self-contained, with the settings, the study's key table,
+    every figure inline and the provenance; ``carsim report`` rebuilds it the same."""
+    page = (folder / "report.html").read_text()
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert f"<td>{manifest['seed']}</td>" in page
+    key_section = f'<section id="{KEY_SECTIONS[study]}">'
+    assert key_section in page and "<tbody><tr>" in page.split(key_section)[1].split("</section>")[0]
+    figures = [f for f in manifest["files"] if f.endswith(".png")]
+    assert figures and page.count('src="data:image/png;base64,') == len(figures)
+    provenance = page.split('<section id="provenance">')[1]
+    assert manifest["scenario_sha256"] in provenance and manifest["versions"]["numpy"] in provenance
+    written = page
+    (folder / "report.html").unlink()
+    assert _quiet_main("report", folder) == 0
+    assert (folder / "report.html").read_text() == written
 
 
 def test_warnings_are_recorded_once_and_study_keys_cannot_replace_common_ones(tmp_path):

@@ -40,6 +40,7 @@ from .. import __version__
 from .._io import write_json
 
 MANIFEST = "manifest.json"
+REPORT = "report.html"  # the folder's page (html_report), written just before the manifest
 STUDIES = ("run", "psa", "dsa", "gsa", "trial", "calibrate")
 COMMON_KEYS = ("study", "created", "carsim_version", "carsim_commit", "command", "scenario", "scenario_sha256",
                "seed", "settings", "files", "warnings", "timings", "versions", "platform", "resolved_scenario")
@@ -136,7 +137,7 @@ class Manifest:
         if clash:
             raise ValueError(f"study keys {sorted(clash)} would replace common manifest keys")
         info.update(self.extra)
-        files = list(dict.fromkeys([*self.files, MANIFEST]))
+        files = list(dict.fromkeys([*self.files, REPORT, MANIFEST]))
         files.append(files.pop(files.index(MANIFEST)))  # written last
         info.update({
             "files": files,
@@ -150,10 +151,41 @@ class Manifest:
         return info
 
     def write(self, folder) -> Path:
-        """Write ``folder/manifest.json`` (the folder's mark of completion)."""
+        """Write ``folder/report.html`` (the page of the folder) and then
+        ``folder/manifest.json`` (the folder's mark of completion)."""
+        from .html_report import write_report
+
+        info = self.to_dict()
+        write_report(folder, info)
         path = Path(folder) / MANIFEST
-        write_json(path, self.to_dict())
+        write_json(path, info)
         return path
+
+
+def read(folder) -> dict:
+    """The manifest of a finished results folder; a one-line error otherwise."""
+    from ..errors import CarsimError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CarsimError(f"{folder}: expected a results folder, but there is no such folder")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise CarsimError(f"{folder}: not a finished results folder (no {MANIFEST}; a study writes it last)")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CarsimError(f"{path}: expected a carsim manifest (JSON), could not read it ({exc})") from None
+    if not isinstance(info, dict) or info.get("study") not in STUDIES:
+        raise CarsimError(f"{path}: expected a carsim manifest, with 'study' one of {', '.join(STUDIES)}")
+    return info
+
+
+def rebuild_report(folder) -> Path:
+    """``carsim report DIR``: build ``report.html`` again from a finished folder's files and manifest."""
+    from .html_report import write_report
+
+    return write_report(folder, read(folder))
 
 
 def clear(folder) -> None:
