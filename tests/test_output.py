@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
+import sys
 
 import numpy as np
 import pandas as pd
@@ -81,3 +84,25 @@ def test_parquet_columns_read_back_as_pandas_would_write_them(tmp_path):
     got = pd.read_parquet(tmp_path / "t.parquet")
     expected = pd.DataFrame(columns).astype({"cause": str, "detail": str})  # a non-text value: its str()
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_on_a_terminal_leaves_one_line_and_is_quiet_elsewhere(monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    assert parallel.parallel_map(abs, [-1, -2, -3], n_jobs=1, progress="work") == [1, 2, 3]
+    last = terminal.getvalue().rstrip("\n").split("\n")[-1].split("\r")[-1]
+    assert re.fullmatch(r"work: 3 tasks in \d+\.\d s", last), terminal.getvalue()
+    counter = parallel.progress_bar(None, "calibrating", unit="simulated cohorts")
+    for _ in range(5):
+        counter.update()
+    counter.close()
+    assert re.search(r"\rcalibrating: 5 simulated cohorts in \d+\.\d s\n$", terminal.getvalue())
+    elsewhere = io.StringIO()  # not a terminal: nothing at all
+    monkeypatch.setattr(sys, "stderr", elsewhere)
+    assert parallel.parallel_map(abs, [-1, -2], n_jobs=1, progress="work") == [1, 2]
+    assert parallel.progress_bar(None, "calibrating") is None and elsewhere.getvalue() == ""

@@ -91,6 +91,7 @@ class Calibrator:
         self._check_paths()
         self.phenotypes = self.scenario({}).relapse_phenotypes  # outputs by phenotype follow the scenario's
         self.evaluations = 0
+        self.progress = None  # a progress bar (experiment.parallel.progress_bar) counting evaluations
         self._parallel = None
 
     def __enter__(self):
@@ -163,6 +164,8 @@ class Calibrator:
                  for _, model, a, b in tasks]
         parts = self._parallel(calls) if self._parallel is not None else [f(*a, **k) for f, a, k in calls]
         self.evaluations += 1
+        if self.progress is not None:
+            self.progress.update(1)
         out = {}
         for (group, *_), part in zip(tasks, parts, strict=True):
             out.setdefault(group, []).append(part)

@@ -13,6 +13,7 @@ import yaml
 from .._io import atomic_write
 from ..errors import display_path
 from ..experiment.manifest import Manifest, clear
+from ..experiment.parallel import progress_bar
 from ..scenario.paths import label_of, locate, parent_of, set_value_at, value_at
 from .fit import Calibrator, fit, match_interval
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
@@ -88,6 +89,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     report_dir = (path.parent / spec.report) if out is None else Path(out)
     clear(report_dir)  # the report is unfinished until its manifest is written
     with Calibrator(spec, targets, path, n_jobs=n_jobs) as calibrator:
+        calibrator.progress = progress_bar(None, "calibrating", unit="simulated cohorts")
         priors = calibrator.prior_values(calibrator.parameters)
         values, stages = fit(calibrator, log=log, published=published)
         intervals = {}
@@ -104,6 +106,8 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
                      if spec.uncertainty is not None else None)
         fit_seconds = time.perf_counter() - started
         final = calibrator.evaluate(values, list(targets))
+        if calibrator.progress is not None:
+            calibrator.progress.close()  # leaves one line: how many cohorts, how long
     contributions = {}
     for stage in stages:
         contributions.update(stage.contributions)

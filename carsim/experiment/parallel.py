@@ -13,6 +13,7 @@ import gc
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 
 from ..errors import CarsimError
@@ -131,13 +132,32 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     return results
 
 
-def progress_bar(total: int, label: str | None):
-    """A tqdm bar on a terminal (None otherwise, or with no label)."""
-    if label is None or total <= 1 or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
+class Progress:
+    """A tqdm bar on stderr that, when closed, leaves one line: what was done and in how long."""
 
-    return tqdm(total=total, desc=label, file=sys.stderr, leave=False)
+    def __init__(self, total: int | None, label: str, unit: str):
+        from tqdm import tqdm
+
+        self.label, self.unit = label, unit
+        self.started = time.perf_counter()
+        self.bar = tqdm(total=total, desc=label, file=sys.stderr, leave=False, unit=f" {unit}",
+                        dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        done = self.bar.n
+        self.bar.close()
+        print(f"{self.label}: {done:,} {self.unit} in {time.perf_counter() - self.started:.1f} s", file=sys.stderr)
+
+
+def progress_bar(total: int | None, label: str | None, unit: str = "tasks") -> Progress | None:
+    """A progress bar on a terminal (None when stderr is not a terminal, or
+    with no label, or for a single task); ``total`` None: a counter."""
+    if label is None or (total is not None and total <= 1) or not sys.stderr.isatty():
+        return None
+    return Progress(total, label, unit)
 
 
 # Forking is safe and cheap on Linux; elsewhere (macOS system libraries,
