@@ -261,6 +261,7 @@ def plot(table: pd.DataFrame, path: Path, title: str) -> None:
                 fmt="o", color="tab:red", label="model (95% MC)", capsize=2)
     ax.set_yticks(y, rows.id)
     ax.set_xlim(0, 1)
+    ax.set_xlabel("share of patients or survival probability")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title(title)

@@ -155,7 +155,8 @@ def write_dsa(out, result: DsaResult, scenario: Scenario, command=None) -> Path:
     clear(out)
     atomic_write(out / "dsa_runs.csv", lambda p: result.runs.to_csv(p, index=False))
     write_table(result.tornado, out, "tornado")
-    atomic_write(out / "tornado.png", lambda p: plot_tornado(result.tornado, result.label, result.base, p))
+    atomic_write(out / "tornado.png", lambda p: plot_tornado(result.tornado, f"{result.label} ({result.outcome.unit})",
+                                                                  result.base, p))
     t = result.timings
     outcome = {"metric": result.outcome.metric, "origin": result.outcome.origin,
                "time_months": result.outcome.time_months, "label": result.label}

@@ -224,7 +224,7 @@ def _error_bars(value, lower, upper) -> np.ndarray:
     return np.array([value - np.asarray(lower, dtype=float), np.asarray(upper, dtype=float) - value])
 
 
-def plot_indices(result: GsaResult, path, title: str = "") -> None:
+def plot_indices(result: GsaResult, path, title: str = "", unit: str = "outcome units") -> None:
     """Horizontal bars: S1 and ST (Sobol') or mu* (Morris), with their intervals."""
     import matplotlib
 
@@ -246,7 +246,7 @@ def plot_indices(result: GsaResult, path, title: str = "") -> None:
     else:
         ax.barh(y, t.mu_star.to_numpy(dtype=float), height=0.6,
                 xerr=_error_bars(t.mu_star, t.mu_star_lower, t.mu_star_upper), capsize=3, label="mu*")
-        ax.set_xlabel("Morris mu* (mean |elementary effect|)")
+        ax.set_xlabel(f"Morris mu* (mean |elementary effect|, {unit})")
     ax.set_yticks(y, labels, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="grey", lw=0.8)
@@ -285,7 +285,8 @@ def command_gsa(args) -> int:
     shown = shown_indices(result.indices) if args.method == "sobol" else result.indices
     write_table(result.indices, out_dir, "gsa_indices", shown=shown)
     atomic_write(out_dir / "gsa_samples.csv", lambda p: result.samples_frame().to_csv(p, index=False))
-    atomic_write(out_dir / "gsa.png", lambda p: plot_indices(result, p, f"{scenario.name}: {evaluate.label}"))
+    atomic_write(out_dir / "gsa.png", lambda p: plot_indices(result, p, f"{scenario.name}: {evaluate.label}",
+                                                                 outcome.unit))
     patients = args.patients or scenario.cohort.size
     described = {"metric": outcome.metric, "origin": outcome.origin, "time_months": outcome.time_months,
                  "compare": list(compare), "label": evaluate.label}

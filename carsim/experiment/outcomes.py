@@ -37,6 +37,18 @@ class Outcome:
         where = f" from {self.origin}" if len(self.origins) > 1 else ""
         return f"{name}{at}{where}"
 
+    @property
+    def unit(self) -> str:
+        """What the outcome's numbers are in (for axis labels)."""
+        if self.metric.endswith("_days"):
+            return "days"
+        return {"rmst_os": "months", "cost": "cost per patient", "nmb": "net benefit per patient",
+                "qaly": "QALYs per patient", "life_years": "life-years per patient"}.get(self.metric, "probability")
+
+    @property
+    def axis_label(self) -> str:
+        return f"{self.label} ({self.unit})"
+
     def rows(self, frame: pd.DataFrame) -> pd.DataFrame:
         mask = (frame["metric"] == self.metric) & (frame["origin"] == self.origin)
         if self.time_months is not None:

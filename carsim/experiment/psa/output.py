@@ -38,7 +38,7 @@ def write_psa(result, scenario: Scenario, fingerprint: dict, inputs: pd.DataFram
     x = scatter_axes(y, scatter_time)
     atomic_write(out / "psa_scatter.png",
                  lambda p: plot_psa_scatter(x.by_policy(result.draws), y.by_policy(result.draws), result.policies,
-                                            x.label, y.label, DIRECTIONS.get(y.metric, 0),
+                                            x.axis_label, y.axis_label, DIRECTIONS.get(y.metric, 0),
                                             f"{scenario.name}: PSA, {fingerprint['items']} draws x "
                                             f"{fingerprint['patients']} patients", p))
     economic_files = []
