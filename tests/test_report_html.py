@@ -74,3 +74,11 @@ def test_numbers_at_risk_count_patients_still_followed():
     durations = np.array([0.5, 6.0, 10.0, 40.0]) * DAYS_PER_MONTH  # an event or censoring at each
     assert numbers_at_risk(durations, np.array([0, 6, 12, 24, 48])).tolist() == [4, 3, 1, 1, 0]
     assert risk_ticks(60).tolist() == [0, 12, 24, 36, 48, 60] and risk_ticks(24).tolist() == [0, 6, 12, 18, 24]
+
+
+def test_shares_in_the_study_tables_are_percentages(baseline_run):
+    _, _, folder = baseline_run
+    section = (folder / "report.html").read_text().split('<section id="costs_by_category">')[1].split("</section>")[0]
+    costs = pd.read_csv(folder / "costs_by_category.csv")
+    for row in costs.head(3).itertuples():
+        assert f'<td class="num">{100 * row.share:.1f}%</td>' in section

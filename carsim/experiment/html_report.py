@@ -50,6 +50,9 @@ FIGURE_CAPTIONS = {
     "report.png": "Model values against the published targets.",
 }
 LONG_TABLE = 30  # rows; a longer table with a metric column is split by outcome
+# Columns that are shares or probabilities: shown as percentages
+SHARE_COLUMNS = ("share", "probability", "probability_cost_effective", "prob_better", "rejection_rate",
+                 "rate_lower", "rate_upper")
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;margin:2rem auto;
@@ -83,11 +86,24 @@ def html_table(frame, table_id: str | None = None) -> str:
     head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
     rows = []
     for row in frame.itertuples(index=False, name=None):
-        cells = "".join(f'<td class="num">{_e(format_cell(v))}</td>' if _is_number(v)
+        cells = "".join(f'<td class="num">{_e(format_cell(v))}</td>' if _is_number(v) or str(v).endswith("%")
                         else f"<td>{_e(format_cell(v))}</td>" for v in row)
         rows.append(f"<tr>{cells}</tr>")
     ident = f' id="{_e(table_id)}"' if table_id else ""
     return f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
+
+
+def _percentages(frame):
+    """Share and probability columns as percentages (text), other columns as they are."""
+    columns = [c for c in frame.columns if c in SHARE_COLUMNS]
+    if not columns:
+        return frame
+    from .readable import format_value
+
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = [format_value(v, "share") for v in frame[column]]
+    return frame
 
 
 def _split_by_outcome(frame) -> list[tuple[str, object]]:
@@ -142,7 +158,7 @@ def _key_tables(folder: Path, manifest: dict) -> list[str]:
         if stem == "gsa_indices" and "S1" in frame.columns:
             frame = shown_indices(frame)
         out.append(f'<section id="{_e(stem)}"><h2>{_e(TITLES.get(stem, stem))}</h2>'
-                   + _sections_html(_split_by_outcome(frame), stem) + "</section>")
+                   + _sections_html(_split_by_outcome(_percentages(frame)), stem) + "</section>")
     return out
 
 
