@@ -121,6 +121,9 @@ def test_every_study_writes_the_common_keys(study, tmp_path):
     assert manifest["files"][-2:] == ["report.html", "manifest.json"]
     for name in manifest["files"]:
         assert (folder / name.rstrip("/")).exists(), f"{study}: {name} listed but not written"
+    if study == "run":  # and every file written is listed (the economics tables too)
+        assert {p.name for p in folder.iterdir()} <= set(manifest["files"])
+        assert "economics.csv" in manifest["files"]
     _check_report(study, folder, manifest)
 
 

@@ -96,15 +96,15 @@ def _text_array(values: np.ndarray):
     return pa.array(_text(values), type=pa.string())
 
 
-def manifest(result, summary_seconds: float, command: list[str] | None) -> _manifest.Manifest:
-    """The manifest of a ``carsim run`` results folder."""
+def manifest(result, summary_seconds: float, command: list[str] | None, more_files=()) -> _manifest.Manifest:
+    """The manifest of a ``carsim run`` results folder (``more_files``: the tables beside the standard ones)."""
     run = result.scenario.run
     return _manifest.Manifest(
         "run", result.scenario, result.seed,
         settings={"patients": result.n_patients, "replications": result.replications, "policies": result.policies,
                   "engine": run.engine, "n_jobs": run.n_jobs, "horizon_years": run.horizon_years,
                   "write_events": run.write_events},
-        files=list(RESULT_FILES),
+        files=[*RESULT_FILES[:-1], *more_files, RESULT_FILES[-1]],
         timings={**result.timings, "summary_seconds": round(summary_seconds, 3)},
         command=command,
         warnings=result.warnings,
@@ -140,8 +140,8 @@ def write_results(out_dir: Path, result, summarise, plot, command=None, tables=N
     write_readable(summary, comparison, result.policies, out_dir)
     atomic_write(out_dir / "patients.parquet", lambda p: write_parquet(patients_columns(result), p))
     atomic_write(out_dir / "events.parquet", lambda p: write_parquet(events_columns(result), p))
-    for stem, frame in (tables(result) if tables is not None else {}).items():
-        write_table(frame, out_dir, stem)
+    extra = tables(result) if tables is not None else {}
+    written = [path.name for stem, frame in extra.items() for path in write_table(frame, out_dir, stem)]
     figure.wait()
-    manifest(result, summary_seconds, command).write(out_dir)
+    manifest(result, summary_seconds, command, written).write(out_dir)
     return summary, comparison, summary_seconds
