@@ -243,3 +243,16 @@ def test_qaly_is_an_outcome_only_of_a_priced_scenario():
     assert resolve_outcome("qaly", phenotypes=(), priced=True).origin == "enrollment"
     with pytest.raises(OutcomeError, match="need an economics block"):
         resolve_outcome("qaly", phenotypes=())
+
+
+def test_without_its_reference_policy_a_run_compares_with_the_first_policy_run(tmp_path):
+    from conftest import write_scenario
+
+    from carsim.scenario import load_scenario
+
+    scenario = load_scenario(write_scenario(tmp_path, {"run": {"policies": ["hsct_all", "reinfuse"]}}))
+    assert scenario.economics.reference == "observe" and scenario.economic_comparator == "hsct_all"
+    result = run_experiment(scenario.model_copy(update={"cohort": scenario.cohort.model_copy(update={"size": 300})}))
+    table = economics_tables(result)["economics"]
+    increments = dict(zip(table["policy"], table["incremental_cost"], strict=True))
+    assert increments["hsct_all"] == 0 and increments["reinfuse"] != 0  # increments against hsct_all

@@ -84,7 +84,7 @@ class Match(Strict):
     HSCT among responders is Xu 2021's."""
 
     id: str  # the published input in the targets file
-    analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "prior_lines_os", "burden_os"]
+    analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "prior_lines_os"]
     parameter: Parameter
     note: str = ""
 

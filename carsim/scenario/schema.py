@@ -760,10 +760,13 @@ class Scenario(Strict):
 
     @property
     def economic_comparator(self) -> str | None:
-        """The policy incremental costs and QALYs are given against: ``economics.reference``, else the first."""
+        """The policy incremental costs and QALYs are given against:
+        ``economics.reference`` when it is run, else the first policy run (a
+        run of a few policies need not include the reference)."""
         if self.economics is None:
             return None
-        return self.economics.reference or self.policy_names[0]
+        reference = self.economics.reference
+        return reference if reference in self.policy_names else self.policy_names[0]
 
     @property
     def policy_names(self) -> list[str]:
