@@ -106,3 +106,20 @@ def test_progress_on_a_terminal_leaves_one_line_and_is_quiet_elsewhere(monkeypat
     monkeypatch.setattr(sys, "stderr", elsewhere)
     assert parallel.parallel_map(abs, [-1, -2], n_jobs=1, progress="work") == [1, 2]
     assert parallel.progress_bar(None, "calibrating") is None and elsewhere.getvalue() == ""
+
+
+def test_a_long_table_is_split_by_outcome_in_markdown_and_latex_and_whole_in_csv(tmp_path):
+    import pandas as pd
+
+    from carsim.experiment.tables import write_table
+
+    frame = pd.DataFrame({"policy": ["a", "b", "a", "b"], "metric": ["os", "os", "efs", "efs"],
+                          "mean": [0.5, 0.6, 0.4, 2.776e-18]})
+    csv, md, tex = write_table(frame, tmp_path, "t", split_by="metric")
+    assert pd.read_csv(csv).equals(frame)
+    text = md.read_text()
+    assert text.index("### metric = os") < text.index("### metric = efs")  # in the table's order
+    assert text.count("| policy | mean |") == 2 and "| metric |" not in text
+    assert "| b | 0 |" in text  # float noise shown as 0
+    latex = tex.read_text()
+    assert latex.count("\\begin{tabular}") == 2 and "\\paragraph{metric = efs}" in latex

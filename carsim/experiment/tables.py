@@ -87,15 +87,31 @@ def to_latex(frame: pd.DataFrame, digits: int = 4) -> str:
     ]) + "\n"
 
 
-def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4, shown: pd.DataFrame | None = None
-                ) -> list[Path]:
+def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4, shown: pd.DataFrame | None = None,
+                split_by: str | None = None) -> list[Path]:
     """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` in ``folder``; returns
     the paths.  ``shown``: the table as Markdown and LaTeX show it (e.g.
-    clipped to its possible range), when it differs from the CSV's."""
+    clipped to its possible range), when it differs from the CSV's.
+    ``split_by``: a column whose values split the Markdown and LaTeX into one
+    headed table each (a long table read by outcome); the CSV stays whole."""
     folder = Path(folder)
     shown = frame if shown is None else shown
     paths = [folder / f"{stem}.csv", folder / f"{stem}.md", folder / f"{stem}.tex"]
     atomic_write(paths[0], lambda p: frame.to_csv(p, index=False))
-    atomic_write(paths[1], lambda p: p.write_text(to_markdown(shown, digits), encoding="utf-8"))
-    atomic_write(paths[2], lambda p: p.write_text(to_latex(shown, digits), encoding="utf-8"))
+    atomic_write(paths[1], lambda p: p.write_text(_sections(shown, split_by, digits, to_markdown, "### {} = {}\n\n"),
+                                                  encoding="utf-8"))
+    atomic_write(paths[2], lambda p: p.write_text(_sections(shown, split_by, digits, to_latex,
+                                                            "\\paragraph{{{} = {}}}\n"), encoding="utf-8"))
     return paths
+
+
+def _sections(frame: pd.DataFrame, split_by: str | None, digits: int, render, heading: str) -> str:
+    if split_by is None or split_by not in frame.columns or frame.empty:
+        return render(frame, digits)
+    parts = []
+    for value, part in frame.groupby(split_by, sort=False):
+        title = heading.format(split_by, value)
+        if render is to_latex:
+            title = heading.format(latex_escape(split_by), latex_escape(str(value)))
+        parts.append(title + render(part.drop(columns=split_by), digits))
+    return "\n".join(parts)

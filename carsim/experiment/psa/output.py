@@ -31,9 +31,9 @@ def write_psa(result, scenario: Scenario, fingerprint: dict, inputs: pd.DataFram
     atomic_write(out / "psa_parameters.csv", lambda p: result.parameters.to_csv(p, index=False))
     atomic_write(out / "psa_draws.csv", lambda p: result.draws.to_csv(p, index=False))
     write_table(inputs, out, "psa_parameter_summary")
-    write_table(result.summary, out, "psa_summary")
-    write_table(result.best, out, "psa_probability_best")
-    write_table(result.incremental, out, "psa_incremental")
+    write_table(result.summary, out, "psa_summary", split_by="metric")
+    write_table(result.best, out, "psa_probability_best", split_by="metric")
+    write_table(result.incremental, out, "psa_incremental", split_by="metric")
     y = result.outcome
     x = scatter_axes(y, scatter_time)
     atomic_write(out / "psa_scatter.png",
