@@ -78,7 +78,10 @@ def test_tables_exist_with_expected_columns(psa, scenario):
     assert set(incremental["policy"]) == set(scenario.policy_names[1:])
     assert (incremental["reference"] == scenario.policy_names[0]).all()
     markdown = (out / "psa_summary.md").read_text()
-    assert markdown.count("\n") == len(summary) + 2
+    # one table per metric: a heading, a blank line, header and rule, its rows; a blank line between tables
+    metrics = summary["metric"].nunique()
+    assert markdown.count("### metric = ") == metrics
+    assert markdown.count("\n") == len(summary) + 4 * metrics + (metrics - 1)
     assert "\\toprule" in (out / "psa_summary.tex").read_text()
 
 
