@@ -136,6 +136,15 @@ def trial(path, *, out=None, **options) -> StudyResults:
     return read_results(_call("trial", path, out, options))
 
 
+def calibrate(path, *, write: bool = False, out=None, **options) -> StudyResults:
+    """``carsim calibrate``: fit a calibration file (options as the command
+    line's: ``patients``, ``max_evaluations``, ``n_jobs``).  ``write=True``
+    writes the tracked fitted file and report (as ``--write``); otherwise they
+    go to ``out`` (default ``results/calibrate/<name>/<timestamp>/``).
+    ``.report`` is the table of targets and recovered inputs."""
+    return read_results(_call("calibrate", path, out, {"write": write, **options}))
+
+
 def read_results(folder) -> StudyResults:
     """A finished results folder of any study, read back: a :class:`Results`
     for ``carsim run``, a :class:`StudyResults` otherwise."""

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--out", type=Path,
                        help="results folder for the fitted file and report (default "
                             "results/calibrate/<name>/<timestamp>/; the tracked files are left alone)")
+    cal.add_argument("--quiet", action="store_true", help="no progress lines, only the closing summary")
 
     psa = commands.add_parser("psa", help="probabilistic sensitivity analysis over the scenario's distributions",
                               description="Draw every value with a 'distribution:', simulate every policy per draw "
@@ -170,13 +171,17 @@ def command_calibrate(args) -> int:
         out = check_output_folder(args.out or default_output_dir(args.calibration.stem,
                                                                  root=Path("results") / "calibrate"))
     result = run_calibration(args.calibration, patients=args.patients, n_jobs=args.n_jobs,
-                             max_evaluations=args.max_evaluations, command=sys.argv, out=out)
+                             max_evaluations=args.max_evaluations, command=sys.argv, out=out,
+                             log=(lambda *_: None) if args.quiet else print)
     table = result["table"]
     fitted = table[(table.kind == "target") & table.fitted]
     print(f"{int(fitted.inside.sum())} of {len(fitted)} fitted targets inside their interval; "
           f"{int(table[table.kind == 'input recovered'].inside.sum())} of "
           f"{int((table.kind == 'input recovered').sum())} recovered inputs inside; "
           f"{result['seconds'] / 60:.1f} min")
+    from .errors import display_path
+
+    print(f"results: {display_path(result['folder'])}")
     return 0
 
 

@@ -64,6 +64,25 @@ def test_gsa_returns_its_tables(tmp_path):
     assert (tmp_path / "gsa" / "report.html").exists() and result.figures == [tmp_path / "gsa" / "gsa.png"]
 
 
+def test_calibrate_returns_its_report_and_leaves_tracked_files_alone(tmp_path):
+    import yaml
+    from conftest import ROOT
+
+    (tmp_path / "targets.yaml").write_text(yaml.safe_dump({"synthetic": [
+        {"id": "cr", "what": "CR", "value": 0.8, "ci": [0.7, 0.9], "kind": "target", "source": "test"}]}))
+    spec = tmp_path / "calibration.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "synthetic", "scenario": str(ROOT / "scenarios" / "model.yaml"), "writes": "fitted.yaml",
+        "report": "report", "patients": 200, "seed": 5, "n_jobs": 1, "targets": [{"id": "cr", "output": "cr"}],
+        "stages": [{"name": "one", "max_evaluations": 4, "targets": ["cr"], "parameters": [
+            {"path": "pathway.response.complete_remission.value", "bounds": [0.5, 0.999]}]}]}))
+    result = carsim.calibrate(spec, out=tmp_path / "look")
+    assert result.study == "calibrate" and result.folder == tmp_path / "look"
+    assert list(result.report["id"]) == ["cr"]
+    assert (tmp_path / "look" / "fitted.yaml").exists()
+    assert not (tmp_path / "fitted.yaml").exists()  # nothing tracked written without write=True
+
+
 @pytest.mark.parametrize("call, expected", [
     (lambda tmp: carsim.run(tmp / "missing.yaml", out=tmp / "r"), "missing.yaml"),
     (lambda tmp: carsim.run(BASELINE, time=999, out=tmp / "r"), "--time 999: beyond the follow-up of 60 months"),

@@ -145,7 +145,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     manifest.write(report_dir)
     log(f"fitted parameters: {display_path(fitted_path)}")
     log(f"report: {display_path(report_dir / 'report.md')}")
-    return {"table": table, "values": values, "stages": stages, "seconds": seconds}
+    return {"table": table, "values": values, "stages": stages, "seconds": seconds, "folder": report_dir}
 
 
 def calibration_manifest(calibrator: Calibrator, spec, spec_path: Path, fitted_path: Path, values: dict, stages,
