@@ -5,8 +5,15 @@ Intervals are 95% Monte Carlo intervals for the model's expected value:
 * with several replications, mean +- t(0.975, R-1) * sd / sqrt(R) across
   replications (differences: the same on the per-replication paired
   differences, which common random numbers make small);
-* with one replication, a patient bootstrap; differences use the same
-  resampled patients under both policies (the CRN pairing).
+* with one replication of fewer than :data:`ANALYTIC_FROM` patients, a
+  patient bootstrap; differences use the same resampled patients under both
+  policies (the CRN pairing);
+* with one replication of more, the delta method: estimate +- z(0.975) * se,
+  the standard error from each metric's influence function (Greenwood's
+  variance for Kaplan-Meier curves), and for differences from the
+  difference of the two policies' influence functions on the same patients
+  (the same pairing).  A bootstrap of a large cohort costs more than
+  simulating it, and there the two agree.
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ..experiment.metrics import compute_metrics
+from ..experiment.metrics import compute_metrics, metric_influences
 from ..experiment.survival import bootstrap_weights
 
 SUMMARY_COLUMNS = ["policy", "metric", "origin", "time_months", "estimate", "lower", "upper", "n"]
 COMPARISON_COLUMNS = ["policy", "reference", "metric", "origin", "time_months", "difference", "lower",
                       "upper", "n"]
+# From this many patients a single replication's intervals come from the
+# delta method rather than the bootstrap.
+ANALYTIC_FROM = 20_000
+_Z = special.ndtri(0.975)
 
 
 def _t_interval(values: np.ndarray):
@@ -58,6 +69,11 @@ def _percentile_intervals(samples: np.ndarray) -> np.ndarray:
     return intervals
 
 
+def _half_widths(influence: np.ndarray) -> np.ndarray:
+    """Half-widths of 95% delta-method intervals from influence rows (metrics x patients)."""
+    return _Z * np.sqrt(np.einsum("ij,ij->i", influence, influence)) / influence.shape[1]
+
+
 def summarise(result, n_boot: int = 200):
     """(summary, comparison) DataFrames for an :class:`ExperimentResult`."""
     horizon_days = result.scenario.run.horizon_years * 365.25
@@ -87,6 +103,24 @@ def summarise(result, n_boot: int = 200):
             for name, estimate in _utilisation(result, pol):
                 est, lo, hi = _t_interval(np.array(estimate))
                 summary_rows.append((pol, name, "enrollment", np.nan, est, lo, hi, result.replications))
+    elif result.n_patients >= ANALYTIC_FROM:
+        point, influence = {}, {}
+        for pol in policies:
+            group = result.group(pol, 0)
+            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes)
+            influence[pol] = metric_influences(group, horizon_days, phenotypes=phenotypes)
+        for pol in policies:
+            half = _half_widths(influence[pol])
+            if pol != reference:
+                difference_half = _half_widths(influence[pol] - influence[reference])
+            for i, (metric, origin, t, est, n) in enumerate(point[pol]):
+                summary_rows.append((pol, metric, origin, t, est, est - half[i], est + half[i], n))
+                if pol != reference:
+                    diff = est - point[reference][i][3]
+                    comparison_rows.append((pol, reference, metric, origin, t, diff, diff - difference_half[i],
+                                            diff + difference_half[i], n))
+            for name, estimate in _utilisation(result, pol):
+                summary_rows.append((pol, name, "enrollment", np.nan, estimate[0], np.nan, np.nan, 1))
     else:
         seed_seq = np.random.SeedSequence(result.seed, spawn_key=(2**31 - 1,))
         # float once: BLAS products and weighted tallies then need no casting per metric.

@@ -31,7 +31,12 @@ from __future__ import annotations
 import numpy as np
 
 from .._units import DAYS_PER_MONTH
-from .survival import competing_risks_curves, kaplan_meier_curve
+from .survival import (
+    competing_risks_curves,
+    competing_risks_influence,
+    kaplan_meier_curve,
+    kaplan_meier_influence,
+)
 
 TIMES_MONTHS = (6, 12, 24, 36, 60)  # the default report times (``run.report_times``)
 CURVE_METRICS = ("efs", "rfs", "os", "cir")  # and cir_<phenotype>: read at the report times
@@ -290,3 +295,78 @@ def _survival_or_nan(curve, durations, times_days, weights):
     beyond = times_days > durations.max() + 1e-9
     values[..., beyond] = np.nan
     return values
+
+
+def metric_influences(p: dict, horizon_days: float, *, phenotypes) -> np.ndarray:
+    """Each metric's empirical influence function: one row per row of
+    :func:`compute_metrics` (in its order), one column per patient, so that
+    a metric's standard error is ``sqrt(sum(row**2)) / n`` and that of the
+    difference between two policies on the same patients is that of the
+    difference of their rows (the delta method; see
+    :mod:`carsim.experiment.survival`).  Medians use the order-statistic
+    estimate of the density at the median."""
+    phenotypes = tuple(phenotypes)
+    n_all = len(p["end_day"])
+    everyone = np.ones(n_all, dtype=bool)
+    infused = p["infused"].astype(bool)
+    relapsed = ~np.isnan(p["relapse_day"])
+    rows = [_share_influence(flag, among) for flag, among in (
+        (infused, everyone), (p["manufacturing_failure"], everyone), (p["death_cause"] == "pre_infusion", everyone),
+        (p["cr"], infused), (p["hsct_count"] > 0, infused), (p["hsct_death"], infused),
+        (p["reinfusions"] > 0, infused), *((p["relapse_phenotype"] == name, relapsed) for name in phenotypes))]
+    rows += [_median_influence(p["wait_manufacturing_days"], p["manufacturing_attempts"] > 0),
+             _median_influence(p["vein_to_vein_days"], infused),
+             _median_influence(p["hsct_bed_wait_days"], p["hsct_count"] > 0)]
+    times_days = np.asarray(TIMES_MONTHS, dtype=float) * DAYS_PER_MONTH
+    none = np.zeros((len(times_days), n_all))
+    for origin in ("infusion", "enrollment"):
+        cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin, phenotypes=phenotypes)
+        rfs, incidence = (competing_risks_influence(cr_durations, codes, death_in_remission_code(phenotypes),
+                                                    times_days, n_all, cr_mask) if cr_durations.size
+                          else (none, np.zeros((len(phenotypes) + 1, *none.shape))))
+        efs_mask, efs_durations, efs_events = endpoint_arrays(p, "efs", origin)
+        efs = kaplan_meier_influence(efs_durations, efs_events, times_days, n_all, efs_mask) if efs_durations.size \
+            else none
+        os_mask, os_durations, os_events = endpoint_arrays(p, "os", origin)
+        if os_durations.size:
+            tau = horizon_days if origin == "enrollment" else min(horizon_days, float(os_durations.max()))
+            os, rmst = kaplan_meier_influence(os_durations, os_events, times_days, n_all, os_mask, tau=tau)
+            rmst = rmst / DAYS_PER_MONTH
+        else:
+            os, rmst = none, np.zeros(n_all)
+        rows += [*efs, *rfs, *os, *incidence[:len(phenotypes)].sum(axis=0)]
+        for code in cause_codes(phenotypes).values():
+            rows += list(incidence[code - 1])
+        rows.append(rmst)
+    if "cost" in p:
+        for metric in ECONOMIC_METRICS:
+            values = np.asarray(p[metric], dtype=float)
+            rows.append(values - values.mean())
+    return np.array(rows)
+
+
+def _share_influence(flag, among) -> np.ndarray:
+    """Influence on the share of ``flag`` among ``among`` (a ratio of two means)."""
+    among = np.asarray(among, dtype=bool)
+    count = among.sum()
+    if count == 0:
+        return np.zeros(among.size)
+    flag = np.asarray(flag, dtype=float)
+    share = flag[among].mean()
+    return np.where(among, flag - share, 0.0) * (among.size / count)
+
+
+def _median_influence(values, among) -> np.ndarray:
+    """Influence on the median of ``values`` among ``among``: (1/2 - 1{x <= median}) / f(median),
+    1 / f estimated from the order statistics about the median that bound its 95% interval."""
+    among = np.asarray(among, dtype=bool)
+    count = int(among.sum())
+    if count < 2:
+        return np.zeros(among.size)
+    sorted_values = np.sort(values[among])
+    half_width = max(1, int(np.ceil(1.96 * np.sqrt(count) / 2)))
+    low, high = max(0, count // 2 - half_width), min(count - 1, count // 2 + half_width)
+    sparsity = (sorted_values[high] - sorted_values[low]) * count / max(1, high - low)
+    median = sorted_values[(count - 1) // 2]
+    below = (values <= median) & among
+    return np.where(among, below.sum() / count - below, 0.0) * sparsity * (among.size / count)

@@ -441,3 +441,140 @@ def bootstrap_weights(rng: np.random.Generator, n: int, n_boot: int) -> np.ndarr
     # Offset each row's draws so that one bincount tallies every row.
     flat = (draws + n * np.arange(n_boot)[:, None]).ravel()
     return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n)
+
+
+# ---------------------------------------------------------------- influence functions
+# For large cohorts the summary's intervals come from the delta method: each
+# estimator's empirical influence function (one value per subject of the
+# cohort, 0 for those outside the subgroup) gives its variance as
+# sum(IF**2) / N**2, and the difference of two estimators on the same
+# subjects (common random numbers) as sum((IF_a - IF_b)**2) / N**2.  For the
+# Kaplan-Meier curve this is Greenwood's variance; for the Aalen-Johansen
+# incidence, the delta-method (Aalen) variance.  No resampling: O(N) a curve.
+
+
+class _Steps(NamedTuple):
+    """A subgroup's unweighted risk table as the influence functions read it,
+    and where each subject's time falls among its knots."""
+
+    knots: np.ndarray  # distinct event times up to the horizon
+    deaths: np.ndarray  # events of any kind at each knot
+    scale: np.ndarray  # N / n: the inverse share of the cohort at risk
+    weight: np.ndarray  # N / (n (1 - h)), h = d / n: Greenwood's weight (0 where all at risk die)
+    survival: np.ndarray  # S from each knot on, after a leading 1 (so survival[j] is S just before knot j)
+    cumulative: np.ndarray  # running sum of h * weight, after a leading 0
+    count: np.ndarray  # per subject: the knots at or before its time
+    own: np.ndarray  # per subject: the knot equal to its event time, or len(knots) (censored, beyond the horizon)
+
+
+def _steps(durations, events, n_cohort: int, horizon: float) -> _Steps:
+    table = _risk_table(durations, events.astype(np.intp), 1, np.ones(durations.size),
+                        np.arange(durations.size), horizon)
+    knots = table.event_times
+    hazard = table.deaths / table.at_risk
+    remaining = 1.0 - hazard
+    safe = np.where(remaining > 0, remaining, 1.0)
+    weight = np.where(remaining > 0, n_cohort / (table.at_risk * safe), 0.0)
+    count = np.searchsorted(knots, durations, side="right")
+    own = np.full(durations.size, knots.size)
+    hit = events & (count > 0)
+    hit[hit] = knots[count[hit] - 1] == durations[hit]
+    own[hit] = count[hit] - 1
+    return _Steps(knots, table.deaths, n_cohort / table.at_risk, weight, np.concatenate([[1.0], np.cumprod(remaining)]),
+                  np.concatenate([[0.0], np.cumsum(hazard * weight)]), count, own)
+
+
+def _at_own(steps: _Steps, values: np.ndarray) -> np.ndarray:
+    """``values`` (per knot) at each subject's own event time; 0 if none."""
+    return np.concatenate([values, [0.0]])[steps.own]
+
+
+def _rows(subjects, n: int) -> np.ndarray:
+    rows = np.arange(n) if subjects is None else np.asarray(subjects)
+    return np.flatnonzero(rows) if rows.dtype == bool else rows
+
+
+def _survival_influence(steps: _Steps, durations, times, n_cohort: int, rows) -> np.ndarray:
+    """Influence on S(t) at ``times``: -S(t) (w(T_i) 1{event, T_i <= t} - sum of h w over knots <= min(T_i, t))."""
+    own = _at_own(steps, steps.weight)
+    out = np.zeros((times.size, n_cohort))
+    for k, at_t in enumerate(np.searchsorted(steps.knots, times, side="right")):
+        count = np.minimum(steps.count, at_t)
+        out[k, rows] = -steps.survival[at_t] * (np.where(steps.own < at_t, own, 0.0) - steps.cumulative[count])
+    return out
+
+
+def kaplan_meier_influence(durations, events, times, n_cohort: int | None = None,
+                           subjects=None, tau: float | None = None):
+    """Influence of each subject on the Kaplan-Meier S(t) at ``times``,
+    shape ``(len(times), N)`` (and, with ``tau``, on the restricted mean
+    up to ``tau``: a second array of shape ``(N,)``).
+
+    ``subjects``: the cohort rows of the durations (indices or a mask over
+    the N = ``n_cohort`` subjects; others have influence 0).  The variance
+    of S(t) is ``sum(IF**2) / N**2``: Greenwood's formula."""
+    durations, events = _as_durations(durations, events)
+    n_cohort = durations.size if n_cohort is None else int(n_cohort)
+    rows = _rows(subjects, durations.size)
+    times = np.atleast_1d(np.asarray(times, dtype=float))
+    steps = _steps(durations, events.astype(bool), n_cohort, max(_horizon(times), -np.inf if tau is None else tau))
+    out = _survival_influence(steps, durations, times, n_cohort, rows)
+    if tau is None:
+        return out
+    return out, _restricted_mean_influence(steps, durations, tau, n_cohort, rows)
+
+
+def _restricted_mean_influence(steps: _Steps, durations, tau: float, n_cohort: int, rows) -> np.ndarray:
+    """The integral over [0, tau] of the influence on S(t)."""
+    m = int(np.searchsorted(steps.knots, tau, side="right"))
+    edges = np.concatenate([[0.0], steps.knots[:m], [tau]])
+    widths = np.diff(edges)
+    survival, cumulative = steps.survival[:m + 1], steps.cumulative[:m + 1]  # on [edges[j], edges[j + 1])
+    area = np.concatenate([[0.0], np.cumsum(survival * widths)])
+    weighted_area = np.concatenate([[0.0], np.cumsum(survival * cumulative * widths)])
+    count = np.minimum(steps.count, m)
+    x = np.minimum(durations, tau)
+    into = x - edges[count]
+    tail = area[-1] - (area[count] + survival[count] * into)  # the integral of S from x to tau
+    out = np.zeros(n_cohort)
+    out[rows] = (-np.where(steps.own < m, _at_own(steps, steps.weight), 0.0) * tail
+                 + weighted_area[count] + survival[count] * cumulative[count] * into + cumulative[count] * tail)
+    return out
+
+
+def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort: int | None = None,
+                              subjects=None):
+    """Influence of each subject on the survival from any cause and on the
+    Aalen-Johansen incidence of each cause ``1..n_causes`` at ``times``:
+    shapes ``(len(times), N)`` and ``(n_causes, len(times), N)`` (subjects
+    as in :func:`kaplan_meier_influence`)."""
+    durations, causes = _as_durations(durations, causes)
+    causes = np.asarray(causes, dtype=np.intp)
+    n_cohort = durations.size if n_cohort is None else int(n_cohort)
+    rows = _rows(subjects, durations.size)
+    times = np.atleast_1d(np.asarray(times, dtype=float))
+    steps = _steps(durations, causes > 0, n_cohort, _horizon(times))
+    survival = _survival_influence(steps, durations, times, n_cohort, rows)
+    # F_k(t) = sum over knots <= t of S(t-) d_k / n; its influence (the delta
+    # method through S(t-) and the cause's hazard):
+    #   S(T-) N / n(T) 1{cause k at T <= t} - sum_{knots <= min(T, t)} S(t-) (N / n) h_k
+    #   + sum_{knots <= min(T, t)} dF_k Q(t-) - (w(T) 1{event} - Q(T)) (F_k(t) - F_k(T)) 1{T < t},
+    # Q the running sum of h w (as in the survival's influence).
+    own = np.where(steps.own < steps.knots.size, _at_own(steps, steps.weight), 0.0) - steps.cumulative[steps.count]
+    before = steps.survival[:-1]
+    at_times = np.searchsorted(steps.knots, times, side="right")
+    incidence = np.zeros((n_causes, times.size, n_cohort))
+    for cause in range(1, n_causes + 1):
+        mine = causes == cause
+        deaths = np.bincount(steps.own[mine], minlength=steps.knots.size + 1)[:-1]
+        increments = before * deaths * steps.scale / n_cohort
+        running = np.concatenate([[0.0], np.cumsum(increments)])
+        drift = np.concatenate([[0.0], np.cumsum(increments * steps.scale)])
+        carried = np.concatenate([[0.0], np.cumsum(increments * steps.cumulative[:-1])])
+        own_cause = np.where(mine, _at_own(steps, before * steps.scale), 0.0)
+        for k, at_t in enumerate(at_times):
+            count = np.minimum(steps.count, at_t)
+            later = np.where(durations < times[k], running[at_t] - running[steps.count], 0.0)
+            incidence[cause - 1, k, rows] = (np.where(steps.own < at_t, own_cause, 0.0) - drift[count]
+                                             + carried[count] - own * later)
+    return survival, incidence
