@@ -77,15 +77,17 @@ class EventIndex:
     def __init__(self, events: dict, patient_ids: np.ndarray, end_day: np.ndarray):
         rows = np.searchsorted(patient_ids, events["patient"])
         time_days = np.asarray(events["time_days"], float)
-        order = np.lexsort((time_days, rows))
-        self.rows, self.time_days = rows[order], time_days[order]
-        event = np.asarray(events["event"], object)[order]
-        detail = np.asarray(events["detail"], object)[order]
+        event = np.asarray(events["event"], object)
+        detail = np.asarray(events["detail"], object)
+        if not _in_order(rows, time_days):  # the engines give each patient's events in time order
+            order = np.lexsort((time_days, rows))
+            rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
+        self.rows, self.time_days = rows, time_days
         self.event_codes, self.event_names = pd.factorize(event)
         detail_codes, detail_names = pd.factorize(detail)
         # an ``event/detail`` key per distinct pair, from integer codes (no string per row)
         width = max(1, len(detail_names))
-        pairs, self.pair_codes = np.unique(self.event_codes * width + detail_codes, return_inverse=True)
+        pairs, self.pair_codes = _compact(self.event_codes * width + detail_codes, len(self.event_names) * width)
         self.pair_names = [f"{self.event_names[p // width]}/{detail_names[p % width]}" for p in pairs]
         keep = self.time_days <= end_day[self.rows] + 1e-9
         self.rows, self.time_days = self.rows[keep], self.time_days[keep]
@@ -99,6 +101,21 @@ class EventIndex:
         pair = by_pair[self.pair_codes] if len(self.pair_codes) else np.zeros(0, np.int64)
         event = by_event[self.event_codes] if len(self.event_codes) else np.zeros(0, np.int64)
         return np.where(pair != default, pair, event)
+
+
+def _in_order(rows: np.ndarray, times: np.ndarray) -> bool:
+    """Are the events sorted by row, then time (what a stable sort by both would leave unchanged)?"""
+    if len(rows) < 2:
+        return True
+    step = np.diff(rows)
+    return bool((step >= 0).all() and (times[1:][step == 0] >= times[:-1][step == 0]).all())
+
+
+def _compact(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(codes, return_inverse=True)`` for non-negative codes below ``size``, by counting."""
+    present = np.bincount(codes, minlength=size) > 0
+    position = np.cumsum(present) - 1
+    return np.flatnonzero(present), position[codes]
 
 
 def _next_in_patient(rows: np.ndarray, times: np.ndarray, end: np.ndarray) -> np.ndarray:
