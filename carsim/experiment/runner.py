@@ -1,10 +1,14 @@
 """Run a scenario: replications x policies (x patient chunks), in parallel.
 
-Work is split into tasks that never share a finite resource: one task is a
-whole cohort under one policy in one replication.  Only when a scenario has
-no capacity limit at all are a cohort's patients also split into chunks
-(patients then do not interact, and each patient's random numbers are fixed
-by its index, so chunking cannot change results).  Results are assembled in
+Work is split into tasks: whole replications, or groups of policies, or
+chunks of a cohort's patients.  Patients do not interact after infusion
+(except through transplant beds), and each patient's random numbers are
+fixed by its index, so chunking cannot change results.  Without capacity
+limits a chunk simulates its patients alone; with them (the array engine),
+every chunk simulates the cohort's shared access queues whole and advances
+only its own patients after infusion, and the transplant-bed check is made
+on all the chunks' stays together (a cohort whose beds were over-subscribed
+is simulated again whole, with the bed queue).  Results are assembled in
 task order, so they are identical for any number of workers.
 """
 
@@ -28,6 +32,7 @@ class Task:
     policies: tuple
     start: int
     stop: int
+    whole_queue: bool = False  # a chunk of a cohort that shares finite resources (array engine)
 
 
 @dataclass
@@ -80,7 +85,12 @@ def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_pati
     as many replications as workers a task takes whole replications (every
     policy); otherwise policies are grouped (as many groups as workers can
     use) and, without finite resources, cohorts are cut into chunks of
-    patients.  The SimPy engine takes one policy of one replication per task."""
+    patients.  The SimPy engine takes one policy of one replication per task.
+
+    The array engine shares the access pathway and the rounds between
+    policies, so it splits a cohort by patients first (chunks of at least
+    500; with finite resources each chunk repeats the shared queues, which
+    cost a small part of the whole), then by policies."""
     jobs = effective_jobs(n_jobs)
     if engine != "simpy" and replications >= jobs and replications > 1:
         # Enough tasks for every worker, each of at most a batch of trajectories.
@@ -88,24 +98,61 @@ def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_pati
         n_tasks = max(jobs, -(-replications * per_replication // BATCH_TRAJECTORIES))
         return [Task(tuple(int(r) for r in group), tuple(policies), 0, n_patients)
                 for group in np.array_split(np.arange(replications), min(n_tasks, replications))]
+    per_replication = max(1, jobs // max(1, replications))
+    whole_queue = engine != "simpy" and model.has_finite_resources
     if engine == "simpy":
+        chunks = 1 if model.has_finite_resources else max(1, min(per_replication // len(policies),
+                                                                 n_patients // 500))
         groups = [(p,) for p in policies]
     else:
-        k = max(1, min(len(policies), jobs // max(1, replications)))
+        chunks = max(1, min(per_replication, n_patients // 500))
+        k = max(1, min(len(policies), per_replication // chunks))
         groups = [tuple(g) for g in np.array_split(np.array(policies, dtype=object), k) if len(g)]
-    chunks = 1
-    if not model.has_finite_resources:
-        per_task = max(1, jobs // max(1, len(groups) * replications))
-        chunks = max(1, min(per_task, n_patients // 500))
     bounds = np.linspace(0, n_patients, chunks + 1).round().astype(int)
-    return [Task((r,), group, int(a), int(b)) for r in range(replications) for group in groups
-            for a, b in itertools.pairwise(bounds)]
+    return [Task((r,), group, int(a), int(b), whole_queue and chunks > 1) for r in range(replications)
+            for group in groups for a, b in itertools.pairwise(bounds)]
 
 
 def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, record_events: bool,
               engine: str) -> list[CohortResult]:
     return simulate_replications(model, task.policies, task.replications, n_patients, seed, start=task.start,
-                                 stop=task.stop, record_events=record_events, engine=engine)
+                                 stop=task.stop, record_events=record_events, engine=engine,
+                                 whole_queue=task.whole_queue)
+
+
+def _stacked(pieces: list[CohortResult], name: str) -> dict:
+    """The columns ``name`` (outcomes, covariates or events) of consecutive chunks, joined."""
+    return {k: np.concatenate([getattr(p, name)[k] for p in pieces]) for k in getattr(pieces[0], name)}
+
+
+def _joined(model: ModelDefinition, parts: list[CohortResult], n_patients: int, seed: int, record_events: bool,
+            engine: str) -> list[CohortResult]:
+    """The chunks of a cohort simulated with its whole queue (``Task.whole_queue``),
+    joined into one result per (replication, policy) after the bed check on
+    all their stays; a cohort whose beds did not suffice under a policy is
+    simulated again whole under that policy, with the bed queue."""
+    from ..model.array_engine import beds_checked
+
+    chunks: dict[tuple, list[CohortResult]] = {}
+    for part in parts:
+        chunks.setdefault((part.replication, part.policy), []).append(part)
+    joined: dict[tuple, CohortResult] = {}
+    redo: dict[int, list] = {}
+    for (replication, policy), pieces in chunks.items():
+        use, suffice = beds_checked(model, pieces[0].resource_use, [p.bed_stays for p in pieces])
+        if not suffice:
+            redo.setdefault(replication, []).append(policy)
+            continue
+        joined[replication, policy] = CohortResult(
+            replication=replication, policy=policy, outcomes=_stacked(pieces, "outcomes"),
+            covariates=_stacked(pieces, "covariates"), events=_stacked(pieces, "events"), resource_use=use,
+            engine=pieces[0].engine, warnings=[])
+    # A policy's results do not depend on the policies simulated beside it (common random numbers).
+    for replication, policies in redo.items():
+        for result in simulate_replications(model, policies, [replication], n_patients, seed,
+                                            record_events=record_events, engine=engine):
+            joined[replication, result.policy] = result
+    return [joined[key] for key in chunks]
 
 
 # Below this many patient-policy trajectories, starting worker processes
@@ -144,6 +191,8 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress: str 
             bar.update(1)
     if bar is not None:
         bar.close()
+    if any(t.whole_queue for t in tasks):
+        parts = _joined(model, parts, n_patients, run.seed, run.write_events, engine)
     elapsed = time.perf_counter() - started
     engines = sorted({p.engine for p in parts})
     return ExperimentResult(scenario, policies, run.replications, n_patients, run.seed, parts,

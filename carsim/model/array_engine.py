@@ -196,24 +196,34 @@ def _advance_queued(pathway: Pathway, queue: GroupQueues) -> Pathway:
 SLAB_ROWS = 40_000
 
 
-def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True) -> list[dict]:
+def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True,
+                     advanced: tuple[int, int] | None = None) -> list[dict]:
     """Simulate cohorts of the same model under each policy, in shared rounds.
 
     ``cohorts``: (streams, covariates, arrivals, start, stop) per cohort, the
     patients ``start .. stop-1`` of its streams.  Returns per cohort
-    ``{policy: (outcome columns, event columns, resource use, warnings)}``."""
+    ``{policy: (outcome columns, event columns, resource use, warnings,
+    bed stays)}``, bed stays as (start, end) arrays.
+
+    ``advanced``: (first, last): the access pathway (its shared queues) is
+    simulated for every patient of a cohort, but only patients ``first ..
+    last-1`` are advanced after infusion and returned: a part of a cohort
+    whose queue is the whole cohort's.  The transplant-bed check needs every
+    part's stays, so it is then the caller's (see :func:`beds_checked`)."""
     policies = list(policies)
     prepared = []
     for streams, covariates, arrivals, start, stop in cohorts:
         access = AccessPathway(model, streams, covariates, arrivals, start, stop, record_events)
         use = run_access(access, model.capacities)
-        prepared.append((access, streams, use))
+        prepared.append((access, streams, use, (0, access.n) if advanced is None else
+                         (advanced[0] - start, advanced[1] - start)))
     slabs, slab, rows = [], [], 0
-    for c, (access, streams, _use) in enumerate(prepared):
-        pieces = -(-access.n * len(policies) // SLAB_ROWS)
-        bounds = np.linspace(0, access.n, pieces + 1).round().astype(int)
+    for c, (access, streams, _use, (offset, end)) in enumerate(prepared):
+        pieces = -(-(end - offset) * len(policies) // SLAB_ROWS)
+        bounds = np.linspace(offset, end, pieces + 1).round().astype(int)
         for first, stop in pairwise(bounds):
-            piece = access if pieces == 1 else access.part(slice(int(first), int(stop)))
+            piece = (access if pieces == 1 and (offset, end) == (0, access.n)
+                     else access.part(slice(int(first), int(stop))))
             if slab and rows + piece.n * len(policies) > SLAB_ROWS:
                 slabs.append(slab)
                 slab, rows = [], 0
@@ -230,7 +240,7 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
                 located[c][k].append((pathway, group, events[group] if record_events else None))
     capacity = model.capacities["hsct_beds"]
     results = []
-    for c, (access, streams, use) in enumerate(prepared):
+    for c, (access, streams, use, _offset) in enumerate(prepared):
         stays = {}
         for k, policy in enumerate(policies):
             parts = [_bed_stays(pathway, group) for pathway, group, _ in located[c][k]]
@@ -241,7 +251,8 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
         # queue, together (one row group per policy, one queue per group).  Only
         # patients who asked for a bed need it: the others' stories never
         # touch the queue, so they are the same with or without it.
-        queued = [policy for policy in policies if not beds_suffice(capacity, *stays[policy])]
+        queued = [] if advanced is not None else [
+            policy for policy in policies if not beds_suffice(capacity, *stays[policy])]
         if queued:
             asked = np.nonzero(np.any([cohort[p][0]["hsct_count"] > 0 for p in queued], axis=0))[0]
             queues = GroupQueues(capacity, len(queued))
@@ -260,9 +271,20 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
                 stays[policy] = _bed_stays(pathway, group)
                 warnings[policy] = queue_growth("hsct_beds", capacity, queues.queues[group].requests(),
                                                 *stays[policy])
-        results.append({policy: (*cohort[policy], _resource_use(use, capacity, *stays[policy]), warnings[policy])
+        results.append({policy: (*cohort[policy], _resource_use(use, capacity, *stays[policy]), warnings[policy],
+                                 stays[policy])
                         for policy in policies})
     return results
+
+
+def beds_checked(model: ModelDefinition, use: dict, stays) -> tuple[dict, bool]:
+    """(resource use, whether the beds sufficed) of a whole cohort under one
+    policy whose parts were advanced apart (``simulate_cohorts`` with
+    ``advanced``): ``stays`` are all the parts' bed stays.  If the beds
+    did not suffice, the cohort must be simulated whole (with the queue)."""
+    capacity = model.capacities["hsct_beds"]
+    starts, ends = (np.concatenate(column) for column in zip(*stays, strict=True))
+    return _resource_use(use, capacity, starts, ends), beds_suffice(capacity, starts, ends)
 
 
 def _assemble(segments, record_events: bool):

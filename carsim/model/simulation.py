@@ -29,6 +29,7 @@ class CohortResult:
     resource_use: dict  # resource -> {"busy_days": float, "capacity": int|None, "span_days": float}
     engine: str = "simpy"
     warnings: list = field(default_factory=list)  # e.g. a transplant-bed queue that never settles
+    bed_stays: tuple | None = None  # (start, end) of each bed stay, for a part whose bed check is the caller's
 
 
 def simulate_policies(model: ModelDefinition, policies, replication: int, n_patients: int, seed: int,
@@ -57,12 +58,18 @@ def draw_cohort(model: ModelDefinition, seed: int, replication: int, stop: int):
 
 def simulate_replications(model: ModelDefinition, policies, replications, n_patients: int, seed: int,
                           start: int = 0, stop: int | None = None, record_events: bool = True,
-                          engine: str = "auto") -> list[CohortResult]:
+                          engine: str = "auto", whole_queue: bool = False) -> list[CohortResult]:
     """:func:`simulate_policies` for several replications (independent
     cohorts of the same model), in replication then policy order.  The array
     engine advances replications together, which makes many small cohorts
     (replications, simulated trials) about as cheap per patient as one large
-    cohort; each replication's results are the same as alone."""
+    cohort; each replication's results are the same as alone.
+
+    ``whole_queue`` (array engine): patients ``start .. stop-1`` are a part
+    of a cohort whose patients share finite resources: the access queues are
+    simulated with every patient before them, and the transplant-bed check is
+    left to the caller, who has every part (each result's ``bed_stays``;
+    :func:`~carsim.model.array_engine.beds_checked`)."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
     stop = n_patients if stop is None else stop
@@ -76,18 +83,22 @@ def simulate_replications(model: ModelDefinition, policies, replications, n_pati
     results = []
     for first in range(0, len(replications), per_batch):
         batch = replications[first:first + per_batch]
-        cohorts = [(*draw_cohort(model, seed, replication, stop), start, stop) for replication in batch]
-        simulated = simulate_cohorts(model, policies, cohorts, record_events or _priced(model))
+        queued_from, queued_to = (0, n_patients) if whole_queue else (start, stop)
+        cohorts = [(*draw_cohort(model, seed, replication, queued_to), queued_from, queued_to)
+                   for replication in batch]
+        simulated = simulate_cohorts(model, policies, cohorts, record_events or _priced(model),
+                                     advanced=(start, stop) if whole_queue else None)
         for replication, (_streams, covariates, *_), done in zip(batch, cohorts, simulated, strict=True):
             for policy in policies:
-                outcomes, events, use, warnings = done[policy]
+                outcomes, events, use, warnings, stays = done[policy]
                 mine = model.policy_covariates(policy, {n: covariates[n][start:stop] for n in covariates})
                 outcomes = _with_economics(model, {"patient": outcomes["patient"],
                                                    **{k: outcomes[k] for k in OUTCOME_FIELDS}}, events, mine)
                 results.append(CohortResult(
                     replication=replication, policy=policy, outcomes=outcomes, covariates=mine,
                     events=events if record_events else _no_events(),
-                    resource_use=use, engine="vectorised", warnings=warnings))
+                    resource_use=use, engine="vectorised", warnings=warnings,
+                    bed_stays=stays if whole_queue else None))
     return results
 
 

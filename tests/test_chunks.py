@@ -1,0 +1,42 @@
+"""A cohort whose patients share finite resources, split into chunks of
+patients (each simulating the shared queues whole and advancing its own
+patients): joined, the chunks give exactly the whole cohort's results,
+also when transplant beds were over-subscribed (the cohort is then
+simulated again with the bed queue under the policies concerned)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from carsim.experiment import runner
+from carsim.model.definition import ModelDefinition
+from carsim.model.simulation import simulate_replications
+from carsim.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+
+
+@pytest.mark.parametrize("file, n, queued", [("baseline.yaml", 1500, False), ("hsct_capacity.yaml", 1500, True)])
+def test_chunks_with_the_whole_queue_equal_the_whole_cohort(file, n, queued):
+    scenario = load_scenario(SCENARIOS / file, {"cohort.size": n})
+    model = ModelDefinition(scenario)
+    policies, seed = scenario.policy_names, scenario.run.seed
+    tasks = runner.plan_tasks(model, policies, 1, n, 3)
+    assert [(t.start, t.stop, t.whole_queue) for t in tasks] == [(0, n // 3, True), (n // 3, 2 * n // 3, True),
+                                                                 (2 * n // 3, n, True)]
+    assert all(t.policies == tuple(policies) for t in tasks)
+    parts = [part for t in tasks for part in runner._run_task(model, t, n, seed, True, "auto")]
+    joined = runner._joined(model, parts, n, seed, True, "auto")
+    whole = simulate_replications(model, policies, [0], n, seed)
+    assert bool(any(w.warnings for w in whole)) == queued  # the over-subscribed case is exercised
+    assert [(p.replication, p.policy) for p in joined] == [(w.replication, w.policy) for w in whole]
+    for a, b in zip(joined, whole, strict=True):
+        for name in ("outcomes", "covariates", "events"):
+            x, y = getattr(a, name), getattr(b, name)
+            assert list(x) == list(y)
+            for column in x:
+                np.testing.assert_array_equal(x[column], y[column], err_msg=f"{a.policy} {name} {column}")
+        assert a.resource_use == b.resource_use and a.warnings == b.warnings
