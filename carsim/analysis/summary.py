@@ -69,9 +69,15 @@ def _percentile_intervals(samples: np.ndarray) -> np.ndarray:
     return intervals
 
 
-def _half_widths(influence: np.ndarray) -> np.ndarray:
-    """Half-widths of 95% delta-method intervals from influence rows (metrics x patients)."""
-    return _Z * np.sqrt(np.einsum("ij,ij->i", influence, influence)) / influence.shape[1]
+def _half_widths(influence: list, reference: list | None = None) -> np.ndarray:
+    """Half-widths of 95% delta-method intervals from influence rows (one per
+    metric, one value per patient), or of the differences from ``reference``'s."""
+    squares = []
+    for i, row in enumerate(influence):
+        if reference is not None:
+            row = row - reference[i]
+        squares.append(np.einsum("i,i->", row, row))  # not BLAS: its threads cost more than this sum
+    return _Z * np.sqrt(squares) / len(influence[0])
 
 
 def summarise(result, n_boot: int = 200):
@@ -112,7 +118,7 @@ def summarise(result, n_boot: int = 200):
         for pol in policies:
             half = _half_widths(influence[pol])
             if pol != reference:
-                difference_half = _half_widths(influence[pol] - influence[reference])
+                difference_half = _half_widths(influence[pol], influence[reference])
             for i, (metric, origin, t, est, n) in enumerate(point[pol]):
                 summary_rows.append((pol, metric, origin, t, est, est - half[i], est + half[i], n))
                 if pol != reference:

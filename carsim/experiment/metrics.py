@@ -297,9 +297,9 @@ def _survival_or_nan(curve, durations, times_days, weights):
     return values
 
 
-def metric_influences(p: dict, horizon_days: float, *, phenotypes) -> np.ndarray:
-    """Each metric's empirical influence function: one row per row of
-    :func:`compute_metrics` (in its order), one column per patient, so that
+def metric_influences(p: dict, horizon_days: float, *, phenotypes) -> list[np.ndarray]:
+    """Each metric's empirical influence function: one array per row of
+    :func:`compute_metrics` (in its order), one value per patient, so that
     a metric's standard error is ``sqrt(sum(row**2)) / n`` and that of the
     difference between two policies on the same patients is that of the
     difference of their rows (the delta method; see
@@ -342,7 +342,7 @@ def metric_influences(p: dict, horizon_days: float, *, phenotypes) -> np.ndarray
         for metric in ECONOMIC_METRICS:
             values = np.asarray(p[metric], dtype=float)
             rows.append(values - values.mean())
-    return np.array(rows)
+    return rows
 
 
 def _share_influence(flag, among) -> np.ndarray:

@@ -468,19 +468,21 @@ class _Steps(NamedTuple):
 
 
 def _steps(durations, events, n_cohort: int, horizon: float) -> _Steps:
-    table = _risk_table(durations, events.astype(np.intp), 1, np.ones(durations.size),
-                        np.arange(durations.size), horizon)
-    knots = table.event_times
-    hazard = table.deaths / table.at_risk
-    remaining = 1.0 - hazard
-    safe = np.where(remaining > 0, remaining, 1.0)
-    weight = np.where(remaining > 0, n_cohort / (table.at_risk * safe), 0.0)
+    """The counts of :func:`_risk_table` without weights, from one search of the knots."""
+    knots = np.unique(durations[events & (durations <= horizon)])
+    m = knots.size
     count = np.searchsorted(knots, durations, side="right")
-    own = np.full(durations.size, knots.size)
+    own = np.full(durations.size, m)
     hit = events & (count > 0)
     hit[hit] = knots[count[hit] - 1] == durations[hit]
     own[hit] = count[hit] - 1
-    return _Steps(knots, table.deaths, n_cohort / table.at_risk, weight, np.concatenate([[1.0], np.cumprod(remaining)]),
+    deaths = np.bincount(own, minlength=m + 1)[:m].astype(float)
+    at_risk = np.bincount(count, minlength=m + 1)[::-1].cumsum()[::-1][1:].astype(float)  # leaving at or after each knot
+    hazard = deaths / at_risk
+    remaining = 1.0 - hazard
+    safe = np.where(remaining > 0, remaining, 1.0)
+    weight = np.where(remaining > 0, n_cohort / (at_risk * safe), 0.0)
+    return _Steps(knots, deaths, n_cohort / at_risk, weight, np.concatenate([[1.0], np.cumprod(remaining)]),
                   np.concatenate([[0.0], np.cumsum(hazard * weight)]), count, own)
 
 
@@ -562,19 +564,20 @@ def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort:
     # Q the running sum of h w (as in the survival's influence).
     own = np.where(steps.own < steps.knots.size, _at_own(steps, steps.weight), 0.0) - steps.cumulative[steps.count]
     before = steps.survival[:-1]
-    at_times = np.searchsorted(steps.knots, times, side="right")
-    incidence = np.zeros((n_causes, times.size, n_cohort))
+    own_scale = _at_own(steps, before * steps.scale)
+    curves = []  # per cause: running sums of dF_k, S(t-) (N / n) h_k and dF_k Q(t-), after a leading 0
     for cause in range(1, n_causes + 1):
-        mine = causes == cause
-        deaths = np.bincount(steps.own[mine], minlength=steps.knots.size + 1)[:-1]
+        deaths = np.bincount(steps.own[causes == cause], minlength=steps.knots.size + 1)[:-1]
         increments = before * deaths * steps.scale / n_cohort
-        running = np.concatenate([[0.0], np.cumsum(increments)])
-        drift = np.concatenate([[0.0], np.cumsum(increments * steps.scale)])
-        carried = np.concatenate([[0.0], np.cumsum(increments * steps.cumulative[:-1])])
-        own_cause = np.where(mine, _at_own(steps, before * steps.scale), 0.0)
-        for k, at_t in enumerate(at_times):
-            count = np.minimum(steps.count, at_t)
-            later = np.where(durations < times[k], running[at_t] - running[steps.count], 0.0)
-            incidence[cause - 1, k, rows] = (np.where(steps.own < at_t, own_cause, 0.0) - drift[count]
+        curves.append([np.concatenate([[0.0], np.cumsum(values)]) for values in
+                       (increments, increments * steps.scale, increments * steps.cumulative[:-1])])
+    incidence = np.zeros((n_causes, times.size, n_cohort))
+    for k, at_t in enumerate(np.searchsorted(steps.knots, times, side="right")):
+        count = np.minimum(steps.count, at_t)
+        own_before = np.where(steps.own < at_t, own_scale, 0.0)
+        earlier = durations < times[k]
+        for cause, (running, drift, carried) in enumerate(curves, start=1):
+            later = np.where(earlier, running[at_t] - running[steps.count], 0.0)
+            incidence[cause - 1, k, rows] = (np.where(causes == cause, own_before, 0.0) - drift[count]
                                              + carried[count] - own * later)
     return survival, incidence
