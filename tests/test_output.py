@@ -123,3 +123,33 @@ def test_a_long_table_is_split_by_outcome_in_markdown_and_latex_and_whole_in_csv
     assert "| b | 0 |" in text  # float noise shown as 0
     latex = tex.read_text()
     assert latex.count("\\begin{tabular}") == 2 and "\\paragraph{metric = efs}" in latex
+
+
+def test_parquet_parts_read_back_as_one_table(tmp_path):
+    """Parts written one after the other (text as dictionaries, different in each part)
+    read back as the concatenated columns."""
+    from carsim.experiment.output import write_parquet_parts
+
+    parts = [{"policy": (np.zeros(2, np.int32), np.array(["a"], dtype=object)), "n": np.arange(2),
+              "event": np.array(["x", "y"], dtype=object)},
+             {"policy": (np.zeros(3, np.int32), np.array(["b"], dtype=object)), "n": np.arange(2, 5),
+              "event": np.array(["y", None, "z"], dtype=object)}]
+    write_parquet_parts(iter(parts), tmp_path / "t.parquet")
+    got = pd.read_parquet(tmp_path / "t.parquet")
+    expected = pd.DataFrame({"policy": ["a", "a", "b", "b", "b"], "n": np.arange(5),
+                             "event": ["x", "y", "y", "None", "z"]})
+    pd.testing.assert_frame_equal(got, expected, check_exact=True)
+
+
+def test_text_codes_number_texts_as_pandas_does():
+    from carsim.model.records import text_codes
+
+    text = "xy"
+    same_text = "".join(chr(c) for c in (120, 121))
+    assert same_text == text and same_text is not text  # another object with the same text
+    values = np.array([text, "b", text, None, 3, "b", "3", same_text], dtype=object)
+    codes, texts = text_codes(values)
+    expected_codes, expected_texts = pd.factorize(pd.Series(values).astype(str).to_numpy(object))
+    np.testing.assert_array_equal(codes, expected_codes)
+    assert list(texts) == list(expected_texts) == ["xy", "b", "None", "3"]
+    assert [len(x) for x in text_codes(np.zeros(0, object))] == [0, 0]

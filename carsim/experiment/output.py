@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write
+from ..model.records import text_codes
 from . import manifest as _manifest
 from .parallel import run_beside
 from .readable import write_readable
@@ -47,6 +48,25 @@ def _part_labels(part, n: int) -> dict:
             "policy": np.full(n, part.policy, dtype=object)}
 
 
+def _part_label_codes(part, n: int) -> dict:
+    """:func:`_part_labels` with the policy as (codes, texts), for :func:`write_parquet_parts`."""
+    return {"replication": np.full(n, part.replication, dtype=np.int64),
+            "policy": (np.zeros(n, np.int32), np.array([part.policy], dtype=object))}
+
+
+def patients_parts(result):
+    """:func:`patients_columns`, one column dict per result part."""
+    for part in result.parts:
+        yield {**_part_label_codes(part, len(part.outcomes["patient"])), "patient": part.outcomes["patient"],
+               **part.covariates, **{k: v for k, v in part.outcomes.items() if k != "patient"}}
+
+
+def events_parts(result):
+    """:func:`events_columns`, one column dict per result part."""
+    for part in result.parts:
+        yield {**_part_label_codes(part, len(part.events["patient"])), **part.events}
+
+
 def patients_columns(result) -> dict:
     """One row per (replication, policy, patient): covariates and outcomes."""
     return _stacked({**_part_labels(part, len(part.outcomes["patient"])), "patient": part.outcomes["patient"],
@@ -76,24 +96,47 @@ def patients_frame(result):
 def write_parquet(columns: dict, path: Path) -> None:
     """Columns to a Parquet file with pyarrow directly: building a pandas
     frame first would cost more than the write, and pandas reads it back alike."""
+    write_parquet_parts([columns], path)
+
+
+def write_parquet_parts(parts, path: Path) -> None:
+    """Column dicts of the same columns, one after the other, to one Parquet
+    file (a row group each; nothing is concatenated).  Text columns go as
+    dictionaries (codes and their few distinct texts), as Parquet stores
+    them; numbers are stored plain (a dictionary of mostly distinct numbers
+    costs time and saves nothing).  The file records no Arrow schema, so
+    text reads back as text."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({name: _text_array(v) if v.dtype == object else v for name, v in columns.items()})
-    pq.write_table(table, path)
+    writer = None
+    try:
+        for columns in parts:
+            table = _arrow_table(columns)
+            if writer is None:
+                text = [field.name for field in table.schema if pa.types.is_dictionary(field.type)]
+                writer = pq.ParquetWriter(path, table.schema, store_schema=False, use_dictionary=text or False)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
-def _text_array(values: np.ndarray):
-    """An object column as Arrow text; a value that is not a string is written as its str()."""
+def _arrow_table(columns: dict):
     import pyarrow as pa
 
-    try:
-        array = pa.array(values, type=pa.string())
-        if array.null_count == 0:
-            return array
-    except (pa.ArrowTypeError, pa.ArrowInvalid):
-        pass
-    return pa.array(_text(values), type=pa.string())
+    return pa.table({name: _text_array(v) if isinstance(v, tuple) or v.dtype == object else v
+                     for name, v in columns.items()})
+
+
+def _text_array(values):
+    """An object column (or (codes, texts)) as an Arrow dictionary of text;
+    a value that is not a string is written as its str()."""
+    import pyarrow as pa
+
+    codes, texts = values if isinstance(values, tuple) else text_codes(values)
+    return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, dtype=np.int32)),
+                                          pa.array(texts, type=pa.string()))
 
 
 def manifest(result, summary_seconds: float, command: list[str] | None, more_files=()) -> _manifest.Manifest:
@@ -138,8 +181,8 @@ def write_results(out_dir: Path, result, summarise, plot, command=None, tables=N
     atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index=False))
     atomic_write(out_dir / "comparison.csv", lambda p: comparison.to_csv(p, index=False))
     write_readable(summary, comparison, result.policies, out_dir)
-    atomic_write(out_dir / "patients.parquet", lambda p: write_parquet(patients_columns(result), p))
-    atomic_write(out_dir / "events.parquet", lambda p: write_parquet(events_columns(result), p))
+    atomic_write(out_dir / "patients.parquet", lambda p: write_parquet_parts(patients_parts(result), p))
+    atomic_write(out_dir / "events.parquet", lambda p: write_parquet_parts(events_parts(result), p))
     extra = tables(result) if tables is not None else {}
     written = [path.name for stem, frame in extra.items() for path in write_table(frame, out_dir, stem)]
     figure.wait()

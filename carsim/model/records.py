@@ -6,6 +6,7 @@ the pathway runs); events are tuples turned into columns once, at the end.
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import numpy as np
@@ -77,3 +78,28 @@ def event_columns(events: list[tuple]) -> dict[str, np.ndarray]:
         "event": np.asarray(event, dtype=object)[order],
         "detail": np.asarray(detail, dtype=object)[order],
     }
+
+
+def text_codes(values) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, categories) of a text column: ``categories[codes]`` equals the
+    column (a value that is not a string as its str()), categories in order
+    of first appearance, as ``pandas.factorize`` gives them.
+
+    Columns the engines write repeat a few string objects millions of times,
+    so the objects are told apart by their addresses (integers, hashed
+    without touching the strings) and only the distinct objects are compared
+    as text."""
+    import pandas as pd
+
+    values = np.ascontiguousarray(values, dtype=object)
+    if values.size == 0:
+        return np.zeros(0, np.intp), np.zeros(0, object)
+    # The array's data are its elements' addresses: read them as integers.
+    addresses = np.ctypeslib.as_array((ctypes.c_size_t * values.size).from_address(values.ctypes.data))
+    codes, distinct = pd.factorize(addresses)
+    first = np.empty(len(distinct), np.intp)
+    first[codes] = np.arange(values.size)  # some position of each distinct object
+    # The objects are numbered in order of first appearance, so their texts are too.
+    objects = np.array([v if type(v) is str else str(v) for v in values[first]], dtype=object)
+    remap, categories = pd.factorize(objects)
+    return remap[codes], np.asarray(categories, dtype=object)
