@@ -10,17 +10,26 @@ events/s, microseconds per patient and peak memory, for one core
 together; then the middle size with 1, 2, ... policies) and for the
 experiment runner with all cores; the reference toy's patients/s and the
 ratio; and the wall time of the whole
-`carsim run scenarios/baseline.yaml`.  Not a test: machines are noisy,
-compare ratios.
+`carsim run scenarios/baseline.yaml`.  Then the targets (``--targets``
+alone runs only these): whole commands (start-up included) with their wall
+seconds and peak memory, ``carsim run`` at 100k patients with one and two
+workers (and the two-worker speed-up at several sizes), the simulation
+alone on every core at 100k patients, the summary of a 100k cohort, a PSA
+of 1,000 draws x 10,000 patients and ``carsim trial``; each time is also
+given in units of the reference toy's time for 100,000 patients measured in
+the same run (``toy_units``).  Not a test: machines are noisy, compare
+ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -91,6 +100,70 @@ def carsim_run_wall(repeats: int = 3) -> float:
     return round(best, 2)
 
 
+def whole_command(args: list[str], repeats: int = 1) -> dict:
+    """Wall seconds (the best of ``repeats``) and peak memory of ``python -m carsim ARGS``,
+    start-up included; peak memory is the largest of the process and its workers."""
+    best, peak = float("inf"), 0.0
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            child = subprocess.Popen([sys.executable, "-m", "carsim", *args, "--quiet", "--out", f"{folder}/out"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+            _, status, usage = os.wait4(child.pid, 0)
+            seconds = time.perf_counter() - started
+            if status != 0:
+                raise SystemExit(f"carsim {' '.join(args)} failed: {child.stderr.read().decode()}")
+            child.stderr.close()
+            best = min(best, seconds)
+            peak = max(peak, usage.ru_maxrss / 1024)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    return {"command": "carsim " + " ".join(args), "seconds": round(best, 2), "peak_memory_mib": round(peak),
+            "largest_process_so_far_mib": round(workers)}
+
+
+def summary_seconds(scenario, n: int, repeats: int) -> dict:
+    """The summary (intervals of every metric) of one simulated cohort of ``n``."""
+    from carsim.analysis.summary import summarise
+    from carsim.experiment.runner import run_experiment
+
+    scenario = scenario.model_copy(update={
+        "cohort": scenario.cohort.model_copy(update={"size": n}),
+        "run": scenario.run.model_copy(update={"n_jobs": -1, "write_events": False})})
+    result = run_experiment(scenario)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        summarise(result)
+        best = min(best, time.perf_counter() - started)
+    return {"patients": n, "seconds": round(best, 3)}
+
+
+def targets(scenario, toy: dict, args) -> None:
+    """The speed targets: each printed with the toy's seconds for 100,000
+    patients in the same run, and the ratio (``toy_units``)."""
+    toy_seconds = 100000 / toy["patients_per_s"]
+
+    def show(name: str, row: dict) -> None:
+        row["toy_units"] = round(row["seconds"] / toy_seconds, 2)
+        print(json.dumps({name: row}), flush=True)
+
+    baseline = "scenarios/baseline.yaml"
+    for n in args.target_sizes:
+        one = whole_command(["run", baseline, "--patients", str(n), "--n-jobs", "1"], args.repeats)
+        two = whole_command(["run", baseline, "--patients", str(n), "--n-jobs", "2"], args.repeats)
+        show("target_run_one_worker", one)
+        two["speedup_vs_one_worker"] = round(one["seconds"] / two["seconds"], 2)
+        show("target_run_two_workers", two)
+    row = all_cores(scenario, 100000, "auto", 1)
+    row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
+    show("target_simulation_all_cores", row)
+    show("target_summary", summary_seconds(scenario, 100000, args.repeats))
+    if not args.skip_psa:
+        show("target_psa", whole_command(["psa", baseline, "--draws", str(args.psa_draws), "--patients", "10000"]))
+    show("target_trial", whole_command(["trial", "scenarios/trial_surveillance_hsct.yaml"]))
+    print(json.dumps({"reference_toy_seconds_per_100k": round(toy_seconds, 3)}))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
@@ -100,6 +173,11 @@ def main():
     parser.add_argument("--engine", default="auto", choices=("auto", "vectorised", "simpy"))
     parser.add_argument("--toy-patients", type=int, default=100000)
     parser.add_argument("--skip-run", action="store_true", help="skip timing the whole carsim run")
+    parser.add_argument("--targets", action="store_true", help="only the targets (whole commands)")
+    parser.add_argument("--target-sizes", type=int, nargs="+", default=[5000, 20000, 100000],
+                        help="cohort sizes of `carsim run` with one and two workers (default 5000 20000 100000)")
+    parser.add_argument("--psa-draws", type=int, default=1000)
+    parser.add_argument("--skip-psa", action="store_true", help="skip the PSA target (minutes)")
     args = parser.parse_args()
 
     from reference_toy import run_toy
@@ -108,7 +186,11 @@ def main():
 
     scenario = load_scenario(ROOT / "scenarios" / "baseline.yaml")
     toy = run_toy(args.toy_patients)
-    print(json.dumps({"reference_toy": {k: round(v, 3) if isinstance(v, float) else v for k, v in toy.items()}}))
+    print(json.dumps({"reference_toy": {k: round(v, 3) if isinstance(v, float) else v for k, v in toy.items()}}),
+          flush=True)
+    if args.targets:
+        targets(scenario, toy, args)
+        return
     runs = [(n, 1) for n in args.sizes]
     if args.small_cohorts > 1:
         runs.insert(1, (min(args.sizes), args.small_cohorts))
@@ -131,6 +213,7 @@ def main():
         print(json.dumps({"all_cores": row}))
     if not args.skip_run:
         print(json.dumps({"carsim_run_baseline_wall_seconds": carsim_run_wall(args.repeats)}))
+    targets(scenario, toy, args)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .._units import DAYS_PER_MONTH
+from .records import text_codes
 
 DAYS_PER_YEAR = 365.25
 
@@ -83,8 +84,8 @@ class EventIndex:
             order = np.lexsort((time_days, rows))
             rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
         self.rows, self.time_days = rows, time_days
-        self.event_codes, self.event_names = pd.factorize(event)
-        detail_codes, detail_names = pd.factorize(detail)
+        self.event_codes, self.event_names = text_codes(event)
+        detail_codes, detail_names = text_codes(detail)
         # an ``event/detail`` key per distinct pair, from integer codes (no string per row)
         width = max(1, len(detail_names))
         pairs, self.pair_codes = _compact(self.event_codes * width + detail_codes, len(self.event_names) * width)
