@@ -230,22 +230,29 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
             slab.append((c, piece, streams))
             rows += piece.n * len(policies)
     slabs.append(slab)
-    located = [[[] for _ in policies] for _ in prepared]  # per cohort and policy: (pathway, group, events)
+    # Per cohort and policy, the slabs' (outcome columns, event columns, bed stays).  A slab's
+    # rows are copied out as soon as it has ended, so that one slab's arrays are alive at a time.
+    segments = [[[] for _ in policies] for _ in prepared]
     for slab in slabs:
         pathway = advance(Pathway(model, policies, [(piece, streams) for _, piece, streams in slab], record_events))
         events = pathway.event_columns() if record_events else None
         for position, (c, _piece, _streams) in enumerate(slab):
             for k in range(len(policies)):
                 group = position * len(policies) + k
-                located[c][k].append((pathway, group, events[group] if record_events else None))
+                rows = slice(pathway.group_start[group], pathway.group_start[group + 1])
+                out = {name: values[rows].copy() for name, values in pathway.out.items()}
+                out["patient"] = pathway.ids[rows].copy()
+                segments[c][k].append((out, events[group] if record_events else None, _bed_stays(pathway, group)))
+        del pathway, events
     capacity = model.capacities["hsct_beds"]
     results = []
     for c, (access, streams, use, _offset) in enumerate(prepared):
         stays = {}
         for k, policy in enumerate(policies):
-            parts = [_bed_stays(pathway, group) for pathway, group, _ in located[c][k]]
+            parts = [bed_stays for _, _, bed_stays in segments[c][k]]
             stays[policy] = (np.concatenate([s for s, _ in parts]), np.concatenate([e for _, e in parts]))
-        cohort = {policy: _assemble(located[c][k], record_events) for k, policy in enumerate(policies)}
+        cohort = {policy: _assemble(segments[c][k], record_events) for k, policy in enumerate(policies)}
+        segments[c] = None
         warnings = {policy: [] for policy in policies}
         # Policies whose beds were over-subscribed: simulate them again with the
         # queue, together (one row group per policy, one queue per group).  Only
@@ -290,12 +297,11 @@ def beds_checked(model: ModelDefinition, use: dict, stays) -> tuple[dict, bool]:
 def _assemble(segments, record_events: bool):
     """One cohort's (outcome columns, event columns) under one policy, from
     the slabs that advanced its patients."""
-    row_ranges = [(pathway, slice(pathway.group_start[group], pathway.group_start[group + 1]))
-                  for pathway, group, _ in segments]
-    out = {name: np.concatenate([pathway.out[name][rows] for pathway, rows in row_ranges])
-           for name in row_ranges[0][0].out}
-    out["patient"] = np.concatenate([pathway.ids[rows] for pathway, rows in row_ranges])
-    events = ({name: np.concatenate([e[name] for _, _, e in segments]) for name in segments[0][2]}
+    if len(segments) == 1:
+        out, events, _ = segments[0]
+        return out, events
+    out = {name: np.concatenate([o[name] for o, _, _ in segments]) for name in segments[0][0]}
+    events = ({name: np.concatenate([e[name] for _, e, _ in segments]) for name in segments[0][1]}
               if record_events else None)
     return out, events
 
