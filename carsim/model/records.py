@@ -69,14 +69,14 @@ def event_columns(events: list[tuple]) -> dict[str, np.ndarray]:
     if not events:
         return {"patient": np.zeros(0, np.int64), "time_days": np.zeros(0), "event": np.zeros(0, object),
                 "detail": np.zeros(0, object)}
-    patient, time_days, event, detail = zip(*events)
-    patient = np.asarray(patient, dtype=np.int64)
+    table = np.array(events, dtype=object)  # (n, 4), in one pass in C over the tuples
+    patient = table[:, 0].astype(np.int64)
     order = np.argsort(patient, kind="stable")  # events were appended in time order
     return {
         "patient": patient[order],
-        "time_days": np.asarray(time_days, dtype=float)[order],
-        "event": np.asarray(event, dtype=object)[order],
-        "detail": np.asarray(detail, dtype=object)[order],
+        "time_days": table[:, 1].astype(float)[order],
+        "event": table[:, 2][order],
+        "detail": table[:, 3][order],
     }
 
 
