@@ -40,3 +40,18 @@ def test_chunks_with_the_whole_queue_equal_the_whole_cohort(file, n, queued):
             for column in x:
                 np.testing.assert_array_equal(x[column], y[column], err_msg=f"{a.policy} {name} {column}")
         assert a.resource_use == b.resource_use and a.warnings == b.warnings
+
+
+def _square_or_fail(x):
+    if x == 5:
+        raise ValueError("five")
+    return x * x
+
+
+def test_fork_map_keeps_the_order_and_surfaces_errors_of_children():
+    from carsim.experiment.parallel import fork_map
+
+    assert fork_map(_square_or_fail, [0, 1, 2, 3, 4, 6, 7], 3) == [0, 1, 4, 9, 16, 36, 49]
+    assert fork_map(_square_or_fail, [1], 4) == [1]
+    with pytest.raises(ValueError, match="five"):
+        fork_map(_square_or_fail, [1, 2, 3, 5], 2)  # 5 fails in a child, then again here

@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import itertools
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -165,6 +167,11 @@ def progress_bar(total: int | None, label: str | None, unit: str = "tasks") -> P
 _CAN_FORK = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
 
 
+def can_fork() -> bool:
+    """Can work be forked safely here (Linux)?"""
+    return _CAN_FORK
+
+
 class _Done:
     def wait(self) -> None:
         return None
@@ -200,6 +207,67 @@ def _child(function: Callable, args: tuple, parent_pid: int) -> None:
         # Ctrl-C too ends here quietly, after the function's own clean-up
         # (a half-written file is removed).
         os._exit(1)
+
+
+def fork_map(function: Callable, items: Sequence, jobs: int) -> list:
+    """``[function(item) for item in items]`` on ``jobs`` processes, in order:
+    the items are cut into ``jobs`` consecutive groups, the first done here
+    and each other in a forked child (it starts with this process's memory:
+    nothing to import or send), whose results come back through a pipe.
+    Where forking is not safe, everything runs here.  An item that failed in
+    a child is done again here, so that its error surfaces as any other."""
+    groups = [list(group) for group in _groups(items, jobs) if len(group)]
+    if not _CAN_FORK or len(groups) <= 1:
+        return [function(item) for item in items]
+    import pickle
+
+    sys.stdout.flush()  # the children must not repeat buffered output
+    sys.stderr.flush()
+    children = []
+    try:
+        for group in groups[1:]:
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # the child: compute, send, leave without running the parent's clean-up
+                os.close(read)
+                gc.freeze()  # see _child
+                try:
+                    data = pickle.dumps([function(item) for item in group], protocol=pickle.HIGHEST_PROTOCOL)
+                except BaseException:  # noqa: BLE001 -- the parent redoes failed work and reports errors
+                    data = b""
+                with os.fdopen(write, "wb") as sink:
+                    sink.write(data)
+                os._exit(0)
+            os.close(write)
+            children.append((pid, read, group))
+        results = [function(item) for item in groups[0]]
+        while children:
+            pid, read, group = children[0]
+            with os.fdopen(read, "rb") as source:
+                data = source.read()
+            os.waitpid(pid, 0)
+            children.pop(0)
+            results += pickle.loads(data) if data else [function(item) for item in group]
+        return results
+    finally:
+        for pid, read, _ in children:  # interrupted or failed here: stop the children not yet collected
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+            with contextlib.suppress(OSError):
+                os.close(read)
+            with contextlib.suppress(OSError):
+                os.waitpid(pid, 0)
+
+
+def _groups(items: Sequence, jobs: int) -> list:
+    """``items`` cut into ``jobs`` consecutive groups of nearly equal length."""
+    bounds = [round(k * len(items) / jobs) for k in range(jobs + 1)]
+    return [items[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def active_backend() -> str:
+    """The backend parallel work goes to: "loky", or "dask" inside :func:`backend_context`."""
+    return _ACTIVE_BACKEND
 
 
 def run_beside(function: Callable, *args):

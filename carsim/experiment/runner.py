@@ -14,6 +14,7 @@ task order, so they are identical for any number of workers.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ import numpy as np
 from ..model.definition import ModelDefinition
 from ..model.simulation import BATCH_TRAJECTORIES, CohortResult, simulate_replications
 from ..scenario.schema import Scenario
-from .parallel import effective_jobs, progress_bar, workers
+from .parallel import active_backend, can_fork, effective_jobs, fork_map, progress_bar, workers
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ def plan_tasks(model: ModelDefinition, policies: list, replications: int, n_pati
 
 def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, record_events: bool,
               engine: str) -> list[CohortResult]:
+    """One task's results (what a worker does)."""
     return simulate_replications(model, task.policies, task.replications, n_patients, seed, start=task.start,
                                  stop=task.stop, record_events=record_events, engine=engine,
                                  whole_queue=task.whole_queue)
@@ -176,13 +178,18 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress: str 
         n_jobs = 1
     tasks = plan_tasks(model, policies, run.replications, n_patients, n_jobs, engine)
     jobs = min(effective_jobs(n_jobs), len(tasks))
+    task = functools.partial(_run_task, model, n_patients=n_patients, seed=run.seed, record_events=run.write_events,
+                             engine=engine)
     if jobs == 1:
-        iterator = (_run_task(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
+        iterator = (task(t) for t in tasks)
+    elif active_backend() == "loky" and can_fork():
+        # Forked workers start at once with the model in memory; loky's would
+        # start Python and import everything first (about a second each).
+        iterator = fork_map(task, tasks, jobs)
     else:
         from joblib import delayed  # imported only when workers are used: it costs start-up time
 
-        iterator = workers(jobs, return_as="generator")(
-            delayed(_run_task)(model, t, n_patients, run.seed, run.write_events, engine) for t in tasks)
+        iterator = workers(jobs, return_as="generator")(delayed(task)(t) for t in tasks)
     bar = progress_bar(len(tasks), progress)
     parts = []
     for results in iterator:
