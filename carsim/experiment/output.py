@@ -16,7 +16,7 @@ import numpy as np
 from .._io import atomic_write
 from ..model.records import text_codes
 from . import manifest as _manifest
-from .parallel import run_beside
+from .parallel import effective_jobs, run_beside
 from .readable import write_readable
 from .tables import write_table
 
@@ -155,6 +155,12 @@ def manifest(result, summary_seconds: float, command: list[str] | None, more_fil
                "reference_policy": result.policies[0]})
 
 
+def write_patient_tables(out_dir: Path, result) -> None:
+    """``patients.parquet`` and ``events.parquet``."""
+    atomic_write(out_dir / "patients.parquet", lambda p: write_parquet_parts(patients_parts(result), p))
+    atomic_write(out_dir / "events.parquet", lambda p: write_parquet_parts(events_parts(result), p))
+
+
 def write_figures(out_dir: Path, result, plot) -> None:
     """``plot(result, name, path)`` draws each of the run's figures (survival.png, relapse_incidence.png)."""
     for name in ("survival.png", "relapse_incidence.png"):
@@ -169,22 +175,27 @@ def write_results(out_dir: Path, result, summarise, plot, command=None, tables=N
 
     The figures need matplotlib, whose import costs about as much as the
     drawing: a second process draws them while this one summarises and writes
-    the tables.
+    the tables.  With more than one worker allowed (``run.n_jobs``), a third
+    writes the Parquet files meanwhile.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _manifest.clear(out_dir)  # an old manifest would mark a half-written folder done
     figure = run_beside(write_figures, out_dir, result, plot)
+    tables_written = (run_beside(write_patient_tables, out_dir, result)
+                      if effective_jobs(result.scenario.run.n_jobs) > 1 else None)
     started = time.perf_counter()
     summary, comparison = summarise(result)
     summary_seconds = time.perf_counter() - started
     atomic_write(out_dir / "summary.csv", lambda p: summary.to_csv(p, index=False))
     atomic_write(out_dir / "comparison.csv", lambda p: comparison.to_csv(p, index=False))
     write_readable(summary, comparison, result.policies, out_dir)
-    atomic_write(out_dir / "patients.parquet", lambda p: write_parquet_parts(patients_parts(result), p))
-    atomic_write(out_dir / "events.parquet", lambda p: write_parquet_parts(events_parts(result), p))
+    if tables_written is None:
+        write_patient_tables(out_dir, result)
     extra = tables(result) if tables is not None else {}
     written = [path.name for stem, frame in extra.items() for path in write_table(frame, out_dir, stem)]
+    if tables_written is not None:
+        tables_written.wait()
     figure.wait()
     manifest(result, summary_seconds, command, written).write(out_dir)
     return summary, comparison, summary_seconds
