@@ -13,7 +13,7 @@ import pytest
 
 from carsim.experiment import runner
 from carsim.model.definition import ModelDefinition
-from carsim.model.simulation import simulate_replications
+from carsim.model.simulation import queues_ahead, simulate_replications
 from carsim.scenario import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
@@ -29,8 +29,14 @@ def test_chunks_with_the_whole_queue_equal_the_whole_cohort(file, n, queued):
                                                                  (2 * n // 3, n, True)]
     assert all(t.policies == tuple(policies) for t in tasks)
     parts = [part for t in tasks for part in runner._run_task(model, t, n, seed, True, "auto")]
-    joined = runner._joined(model, parts, n, seed, True, "auto")
+    with queues_ahead(model, seed, [0], n, True):  # the queues simulated once, for every chunk
+        ahead = [part for t in tasks for part in runner._run_task(model, t, n, seed, True, "auto")]
     whole = simulate_replications(model, policies, [0], n, seed)
+    for chunks in (parts, ahead):
+        _assert_joined_equal_whole(runner._joined(model, chunks, n, seed, True, "auto"), whole, queued)
+
+
+def _assert_joined_equal_whole(joined, whole, queued):
     assert bool(any(w.warnings for w in whole)) == queued  # the over-subscribed case is exercised
     assert [(p.replication, p.policy) for p in joined] == [(w.replication, w.policy) for w in whole]
     for a, b in zip(joined, whole, strict=True):

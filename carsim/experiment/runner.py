@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..model.definition import ModelDefinition
-from ..model.simulation import BATCH_TRAJECTORIES, CohortResult, simulate_replications
+from ..model.simulation import BATCH_TRAJECTORIES, CohortResult, queues_ahead, simulate_replications
 from ..scenario.schema import Scenario
 from .parallel import active_backend, can_fork, effective_jobs, fork_map, progress_bar, workers
 
@@ -183,9 +183,12 @@ def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress: str 
     if jobs == 1:
         iterator = (task(t) for t in tasks)
     elif active_backend() == "loky" and can_fork():
-        # Forked workers start at once with the model in memory; loky's would
-        # start Python and import everything first (about a second each).
-        iterator = fork_map(task, tasks, jobs)
+        # Forked workers start at once with the model in memory (loky's would
+        # start Python and import everything first, about a second each), and
+        # with the shared queues of chunked cohorts simulated once, here.
+        chunked = sorted({r for t in tasks if t.whole_queue for r in t.replications})
+        with queues_ahead(model, run.seed, chunked, n_patients, run.write_events):
+            iterator = fork_map(task, tasks, jobs)
     else:
         from joblib import delayed  # imported only when workers are used: it costs start-up time
 

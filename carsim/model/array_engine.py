@@ -196,12 +196,21 @@ def _advance_queued(pathway: Pathway, queue: GroupQueues) -> Pathway:
 SLAB_ROWS = 40_000
 
 
+def simulate_access(model: ModelDefinition, streams, covariates, arrivals, start: int, stop: int,
+                    record_events: bool = True) -> tuple[AccessPathway, dict]:
+    """The access pathway of patients ``start .. stop-1``, simulated, and its resource use."""
+    access = AccessPathway(model, streams, covariates, arrivals, start, stop, record_events)
+    return access, run_access(access, model.capacities)
+
+
 def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True,
                      advanced: tuple[int, int] | None = None) -> list[dict]:
     """Simulate cohorts of the same model under each policy, in shared rounds.
 
     ``cohorts``: (streams, covariates, arrivals, start, stop) per cohort, the
-    patients ``start .. stop-1`` of its streams.  Returns per cohort
+    patients ``start .. stop-1`` of its streams, optionally followed by
+    (access pathway, resource use) when its access pathway was simulated
+    already (:func:`simulate_access`).  Returns per cohort
     ``{policy: (outcome columns, event columns, resource use, warnings,
     bed stays)}``, bed stays as (start, end) arrays.
 
@@ -212,9 +221,9 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     part's stays, so it is then the caller's (see :func:`beds_checked`)."""
     policies = list(policies)
     prepared = []
-    for streams, covariates, arrivals, start, stop in cohorts:
-        access = AccessPathway(model, streams, covariates, arrivals, start, stop, record_events)
-        use = run_access(access, model.capacities)
+    for streams, covariates, arrivals, start, stop, *simulated in cohorts:
+        access, use = simulated[0] if simulated else simulate_access(model, streams, covariates, arrivals, start,
+                                                                     stop, record_events)
         prepared.append((access, streams, use, (0, access.n) if advanced is None else
                          (advanced[0] - start, advanced[1] - start)))
     slabs, slab, rows = [], [], 0

@@ -7,6 +7,7 @@ patient).  With the same seed both give the same patients."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 from .cohort import arrival_days, sample_cohort
@@ -83,9 +84,11 @@ def simulate_replications(model: ModelDefinition, policies, replications, n_pati
     results = []
     for first in range(0, len(replications), per_batch):
         batch = replications[first:first + per_batch]
-        queued_from, queued_to = (0, n_patients) if whole_queue else (start, stop)
-        cohorts = [(*draw_cohort(model, seed, replication, queued_to), queued_from, queued_to)
-                   for replication in batch]
+        if whole_queue:
+            cohorts = [_whole_queue(model, seed, replication, n_patients, record_events or _priced(model))
+                       for replication in batch]
+        else:
+            cohorts = [(*draw_cohort(model, seed, replication, stop), start, stop) for replication in batch]
         simulated = simulate_cohorts(model, policies, cohorts, record_events or _priced(model),
                                      advanced=(start, stop) if whole_queue else None)
         for replication, (_streams, covariates, *_), done in zip(batch, cohorts, simulated, strict=True):
@@ -100,6 +103,43 @@ def simulate_replications(model: ModelDefinition, policies, replications, n_pati
                     resource_use=use, engine="vectorised", warnings=warnings,
                     bed_stays=stays if whole_queue else None))
     return results
+
+
+# Whole cohorts' access pathways simulated ahead (:func:`queues_ahead`), by
+# (model, seed, replication, patients, events recorded).
+_AHEAD: dict[tuple, tuple] = {}
+
+
+def _whole_queue(model: ModelDefinition, seed: int, replication: int, n_patients: int, record_events: bool):
+    """A whole cohort with its access pathway simulated (the cohort tuple of ``simulate_cohorts``)."""
+    found = _AHEAD.get((id(model), seed, replication, n_patients, record_events))
+    if found is not None:
+        return found
+    from .array_engine import simulate_access
+
+    streams, covariates, arrivals = draw_cohort(model, seed, replication, n_patients)
+    return (streams, covariates, arrivals, 0, n_patients,
+            simulate_access(model, streams, covariates, arrivals, 0, n_patients, record_events))
+
+
+@contextlib.contextmanager
+def queues_ahead(model: ModelDefinition, seed: int, replications, n_patients: int, record_events: bool):
+    """Simulate the whole cohorts' access pathways (their shared queues) once,
+    here, for the chunks of those cohorts simulated while this lasts
+    (``whole_queue``): in this process and in workers forked from it, which
+    inherit them instead of each simulating the queues again.  The same
+    numbers either way."""
+    record_events = record_events or _priced(model)
+    keys = []
+    try:
+        for replication in replications:
+            key = (id(model), seed, replication, n_patients, record_events)
+            _AHEAD[key] = _whole_queue(model, seed, replication, n_patients, record_events)
+            keys.append(key)
+        yield
+    finally:
+        for key in keys:
+            _AHEAD.pop(key, None)
 
 
 def simulate_cohort(model: ModelDefinition, policy: str, replication: int, n_patients: int,
