@@ -68,7 +68,8 @@ class ScenarioOutcomes:
         """:meth:`outcomes` of several trials, simulated together (much
         faster than one by one for small trials)."""
         run = self.scenario.run.model_copy(update={"horizon_years": horizon_days / 365.25})
-        model = ModelDefinition(self.scenario.model_copy(update={"run": run}))
+        # A trial's endpoints are clinical: no costs to account (nor events to record for them).
+        model = ModelDefinition(self.scenario.model_copy(update={"run": run, "economics": None}))
         parts = simulate_replications(model, list(policies), list(replications), n, self.seed,
                                       record_events=False, engine=run.engine)
         out = {replication: {} for replication in replications}
