@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model.array_engine import beds_checked, join_columns
 from ..model.definition import ModelDefinition
 from ..model.simulation import BATCH_TRAJECTORIES, CohortResult, queues_ahead, simulate_replications
 from ..scenario.schema import Scenario
@@ -123,8 +124,9 @@ def _run_task(model: ModelDefinition, task: Task, n_patients: int, seed: int, re
 
 
 def _stacked(pieces: list[CohortResult], name: str) -> dict:
-    """The columns ``name`` (outcomes, covariates or events) of consecutive chunks, joined."""
-    return {k: np.concatenate([getattr(p, name)[k] for p in pieces]) for k in getattr(pieces[0], name)}
+    """The columns ``name`` (outcomes, covariates or events) of consecutive
+    chunks, joined (and emptied in the chunks as they are joined)."""
+    return join_columns([getattr(p, name) for p in pieces])
 
 
 def _joined(model: ModelDefinition, parts: list[CohortResult], n_patients: int, seed: int, record_events: bool,
@@ -133,8 +135,6 @@ def _joined(model: ModelDefinition, parts: list[CohortResult], n_patients: int, 
     joined into one result per (replication, policy) after the bed check on
     all their stays; a cohort whose beds did not suffice under a policy is
     simulated again whole under that policy, with the bed queue."""
-    from ..model.array_engine import beds_checked
-
     chunks: dict[tuple, list[CohortResult]] = {}
     for part in parts:
         chunks.setdefault((part.replication, part.policy), []).append(part)

@@ -309,10 +309,17 @@ def _assemble(segments, record_events: bool):
     if len(segments) == 1:
         out, events, _ = segments[0]
         return out, events
-    out = {name: np.concatenate([o[name] for o, _, _ in segments]) for name in segments[0][0]}
-    events = ({name: np.concatenate([e[name] for _, e, _ in segments]) for name in segments[0][1]}
-              if record_events else None)
-    return out, events
+    return join_columns([o for o, _, _ in segments]), (join_columns([e for _, e, _ in segments])
+                                                          if record_events else None)
+
+
+def join_columns(pieces: list[dict]) -> dict:
+    """Column dicts joined column by column, each column's pieces dropped as
+    soon as it is joined (so the pieces and the whole are not all in memory)."""
+    joined = {}
+    for name in list(pieces[0]):
+        joined[name] = np.concatenate([piece.pop(name) for piece in pieces])
+    return joined
 
 
 def _replace_events(events: dict, replacement: dict, patients) -> dict:
