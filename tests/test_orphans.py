@@ -53,11 +53,16 @@ def test_killing_the_parent_leaves_no_process_behind(tmp_path, command):
     try:
         deadline = time.monotonic() + 60
         workers: set[int] = set()
-        while time.monotonic() < deadline and len(workers) < 2:
-            workers |= {pid for pid in _children(process.pid) if "loky" in _cmdline(pid) or "joblib" in _cmdline(pid)}
+        parent_command = ""
+        while time.monotonic() < deadline and not workers:
+            parent_command = parent_command or _cmdline(process.pid)
+            # loky workers, or workers forked from the command (the same command line)
+            workers = {pid for pid in _children(process.pid)
+                       if "loky" in _cmdline(pid) or _cmdline(pid) == parent_command}
             assert process.poll() is None, "the command ended before its workers could be seen"
             time.sleep(0.05)
-        assert len(workers) >= 2, f"expected two workers, saw {workers}"
+        assert workers, "expected a worker"
+        time.sleep(0.5)  # all of them started
         everything = _children(process.pid)
         os.kill(process.pid, signal.SIGKILL)
         process.wait()

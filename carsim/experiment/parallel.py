@@ -224,6 +224,7 @@ def fork_map(function: Callable, items: Sequence, jobs: int) -> list:
     sys.stdout.flush()  # the children must not repeat buffered output
     sys.stderr.flush()
     children = []
+    parent = os.getpid()
     try:
         for group in groups[1:]:
             read, write = os.pipe()
@@ -231,6 +232,7 @@ def fork_map(function: Callable, items: Sequence, jobs: int) -> list:
             if pid == 0:  # the child: compute, send, leave without running the parent's clean-up
                 os.close(read)
                 gc.freeze()  # see _child
+                end_with_parent(parent)
                 try:
                     data = pickle.dumps([function(item) for item in group], protocol=pickle.HIGHEST_PROTOCOL)
                 except BaseException:  # noqa: BLE001 -- the parent redoes failed work and reports errors
