@@ -70,7 +70,8 @@ class ExperimentResult:
         out = {}
         for key in keys:
             source = "outcomes" if key in parts[0].outcomes else "covariates"
-            out[key] = np.concatenate([getattr(p, source)[key] for p in parts])
+            columns = [getattr(p, source)[key] for p in parts]
+            out[key] = columns[0] if len(columns) == 1 else np.concatenate(columns)  # one part: not copied
         return out
 
     def resource_use(self, policy: str, replication: int) -> dict:
