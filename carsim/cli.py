@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from ._limits import MAX_PATIENTS
-from .errors import CarsimError
+from .errors import CarsimError, display_path
 
 
 def _whole_number(minimum: int, allow_minus_one: bool = False, what: str = "", maximum: int | None = None):
@@ -179,8 +179,6 @@ def command_calibrate(args) -> int:
           f"{int(table[table.kind == 'input recovered'].inside.sum())} of "
           f"{int((table.kind == 'input recovered').sum())} recovered inputs inside; "
           f"{result['seconds'] / 60:.1f} min")
-    from .errors import display_path
-
     print(f"results: {display_path(result['folder'])}")
     return 0
 

@@ -13,7 +13,7 @@ import pytest
 
 from carsim._io import atomic_write
 from carsim.experiment import parallel
-from carsim.experiment.output import write_parquet
+from carsim.experiment.output import write_parquet_parts
 from carsim.experiment.parallel import run_beside
 
 
@@ -80,7 +80,7 @@ def test_parquet_columns_read_back_as_pandas_would_write_them(tmp_path):
     columns = {"replication": np.zeros(3, np.int64), "policy": np.array(["a", "b", "a"], dtype=object),
                "day": np.array([1.5, np.nan, 3.0]), "flag": np.array([True, False, True]),
                "cause": np.array(["", None, "x"], dtype=object), "detail": np.array(["a", 3, "b"], dtype=object)}
-    write_parquet(columns, tmp_path / "t.parquet")
+    write_parquet_parts([columns], tmp_path / "t.parquet")
     got = pd.read_parquet(tmp_path / "t.parquet")
     expected = pd.DataFrame(columns).astype({"cause": str, "detail": str})  # a non-text value: its str()
     pd.testing.assert_frame_equal(got, expected, check_exact=True)

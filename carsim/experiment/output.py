@@ -54,29 +54,27 @@ def _part_label_codes(part, n: int) -> dict:
             "policy": (np.zeros(n, np.int32), np.array([part.policy], dtype=object))}
 
 
+def _patient_rows(part, labels) -> dict:
+    """One part's rows of the patient table: ``labels`` (replication, policy), covariates and outcomes."""
+    return {**labels(part, len(part.outcomes["patient"])), "patient": part.outcomes["patient"],
+            **part.covariates, **{k: v for k, v in part.outcomes.items() if k != "patient"}}
+
+
 def patients_parts(result):
-    """:func:`patients_columns`, one column dict per result part."""
+    """The patient table, one column dict per result part (one row per replication, policy and patient)."""
     for part in result.parts:
-        yield {**_part_label_codes(part, len(part.outcomes["patient"])), "patient": part.outcomes["patient"],
-               **part.covariates, **{k: v for k, v in part.outcomes.items() if k != "patient"}}
+        yield _patient_rows(part, _part_label_codes)
 
 
 def events_parts(result):
-    """:func:`events_columns`, one column dict per result part."""
+    """The event table (replication, policy, patient, time_days, event, detail), one column dict per result part."""
     for part in result.parts:
         yield {**_part_label_codes(part, len(part.events["patient"])), **part.events}
 
 
 def patients_columns(result) -> dict:
-    """One row per (replication, policy, patient): covariates and outcomes."""
-    return _stacked({**_part_labels(part, len(part.outcomes["patient"])), "patient": part.outcomes["patient"],
-                     **part.covariates, **{k: v for k, v in part.outcomes.items() if k != "patient"}}
-                    for part in result.parts)
-
-
-def events_columns(result) -> dict:
-    """One row per event: replication, policy, patient, time_days, event, detail."""
-    return _stacked({**_part_labels(part, len(part.events["patient"])), **part.events} for part in result.parts)
+    """The patient table as one column dict: covariates and outcomes."""
+    return _stacked(_patient_rows(part, _part_labels) for part in result.parts)
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -93,15 +91,10 @@ def patients_frame(result):
                          for name, v in patients_columns(result).items()})
 
 
-def write_parquet(columns: dict, path: Path) -> None:
-    """Columns to a Parquet file with pyarrow directly: building a pandas
-    frame first would cost more than the write, and pandas reads it back alike."""
-    write_parquet_parts([columns], path)
-
-
 def write_parquet_parts(parts, path: Path) -> None:
     """Column dicts of the same columns, one after the other, to one Parquet
-    file (a row group each; nothing is concatenated).  Text columns go as
+    file (a row group each; nothing is concatenated), with pyarrow directly
+    (building a pandas frame first would cost more than the write).  Text columns go as
     dictionaries (codes and their few distinct texts), as Parquet stores
     them; numbers are stored plain (a dictionary of mostly distinct numbers
     costs time and saves nothing).  The file records no Arrow schema, so

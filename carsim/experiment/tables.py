@@ -108,10 +108,6 @@ def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4, shown: 
 def _sections(frame: pd.DataFrame, split_by: str | None, digits: int, render, heading: str) -> str:
     if split_by is None or split_by not in frame.columns or frame.empty:
         return render(frame, digits)
-    parts = []
-    for value, part in frame.groupby(split_by, sort=False):
-        title = heading.format(split_by, value)
-        if render is to_latex:
-            title = heading.format(latex_escape(split_by), latex_escape(str(value)))
-        parts.append(title + render(part.drop(columns=split_by), digits))
-    return "\n".join(parts)
+    escape = latex_escape if render is to_latex else str
+    return "\n".join(heading.format(escape(split_by), escape(str(value))) + render(part.drop(columns=split_by), digits)
+                     for value, part in frame.groupby(split_by, sort=False))

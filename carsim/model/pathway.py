@@ -138,10 +138,9 @@ class Pathway:
 
         self.arrival = per_row([a.out["arrival_day"] for a in self.cohorts])
         self.out = {k: per_row([a.out[k] for a in self.cohorts]) for k in self.cohorts[0].out}
-        self.state = {k: per_row([a.covariates[k] for a in self.cohorts]) for k in self.cohorts[0].covariates}
-        for k, policy in enumerate(self.policies):
-            for name, value in model.scenario.policies[policy].assigns.items():
-                self.state[name][self.policy_of_row == k] = value
+        # each group's covariates as its policy has them (what the policy assigns, see policy_covariates)
+        chosen = [model.policy_covariates(policy, a.covariates) for a in self.cohorts for policy in self.policies]
+        self.state = {k: np.concatenate([c[k] for c in chosen]) for k in self.cohorts[0].covariates}
         self.state.update({name: np.full(n, value, dtype=column_dtype(value)) for name, value in INITIAL_STATE.items()})
         self.infusion = per_row([a.infusion_time for a in self.cohorts])
         self.u = _PerPatient([(a.patients, streams) for a, (_a, streams) in zip(self.cohorts, cohorts)],
