@@ -66,3 +66,27 @@ def test_sensitivity_outcome_at_30_months_is_evaluated():
                                                                            values="value")
     at = at.reindex(cir.index)
     assert ((cir[24.0] <= at) & (at <= cir[36.0])).all()
+
+
+def test_large_cohorts_delta_method_intervals_are_at_the_report_times_too(monkeypatch):
+    """The delta-method branch (one replication of ANALYTIC_FROM patients or
+    more) reads the same report times as the bootstrap branch."""
+    import numpy as np
+
+    from carsim.analysis import summary as summary_module
+    from carsim.experiment.runner import run_experiment
+    from carsim.scenario import load_scenario
+
+    scenario = load_scenario(BASELINE, {"cohort.size": 400, "run.report_times": [6, 18], "run.policies": ["observe"]})
+    result = run_experiment(scenario, n_jobs=1)
+    bootstrap, _ = summary_module.summarise(result)
+    monkeypatch.setattr(summary_module, "ANALYTIC_FROM", 100)
+    analytic, _ = summary_module.summarise(result)
+    key = ["policy", "metric", "origin", "time_months"]
+    assert set(analytic["time_months"].dropna()) == set(bootstrap["time_months"].dropna())
+    assert 18.0 in set(analytic["time_months"]) and 12.0 not in set(analytic["time_months"])
+    both = bootstrap.merge(analytic, on=key, suffixes=("_b", "_a"))
+    assert len(both) == len(bootstrap) == len(analytic)
+    np.testing.assert_allclose(both["estimate_a"], both["estimate_b"], equal_nan=True)
+    at18 = analytic[(analytic["metric"] == "os") & (analytic["time_months"] == 18)]
+    assert len(at18) == 2 and (at18["lower"] < at18["estimate"]).all() and (at18["estimate"] < at18["upper"]).all()

@@ -113,8 +113,8 @@ def summarise(result, n_boot: int = 200):
         point, influence = {}, {}
         for pol in policies:
             group = result.group(pol, 0)
-            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes)
-            influence[pol] = metric_influences(group, horizon_days, phenotypes=phenotypes)
+            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes, times_months=times)
+            influence[pol] = metric_influences(group, horizon_days, phenotypes=phenotypes, times_months=times)
         for pol in policies:
             half = _half_widths(influence[pol])
             if pol != reference:

@@ -297,7 +297,7 @@ def _survival_or_nan(curve, durations, times_days, weights):
     return values
 
 
-def metric_influences(p: dict, horizon_days: float, *, phenotypes) -> list[np.ndarray]:
+def metric_influences(p: dict, horizon_days: float, *, phenotypes, times_months=TIMES_MONTHS) -> list[np.ndarray]:
     """Each metric's empirical influence function: one array per row of
     :func:`compute_metrics` (in its order), one value per patient, so that
     a metric's standard error is ``sqrt(sum(row**2)) / n`` and that of the
@@ -317,7 +317,7 @@ def metric_influences(p: dict, horizon_days: float, *, phenotypes) -> list[np.nd
     rows += [_median_influence(p["wait_manufacturing_days"], p["manufacturing_attempts"] > 0),
              _median_influence(p["vein_to_vein_days"], infused),
              _median_influence(p["hsct_bed_wait_days"], p["hsct_count"] > 0)]
-    times_days = np.asarray(TIMES_MONTHS, dtype=float) * DAYS_PER_MONTH
+    times_days = np.asarray(times_months, dtype=float) * DAYS_PER_MONTH
     none = np.zeros((len(times_days), n_all))
     for origin in ("infusion", "enrollment"):
         cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin, phenotypes=phenotypes)
