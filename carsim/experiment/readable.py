@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from .._io import atomic_write
-from .tables import to_latex, to_markdown
+from .tables import latex_parts, markdown_parts
 
 ECONOMIC = {"cost": "cost per patient", "qaly": "QALYs per patient", "life_years": "life-years per patient",
             "nmb": "net monetary benefit per patient"}
@@ -111,17 +111,11 @@ def sections(frame: pd.DataFrame, policies, value: str = "estimate") -> list[tup
 
 
 def markdown_sections(title: str, parts) -> str:
-    blocks = [f"# {title}\n"]
-    for heading, table in parts:
-        blocks.append(f"## {heading}\n\n{to_markdown(table)}")
-    return "\n".join(blocks)
+    return "\n".join([f"# {title}\n", *([markdown_parts(parts, level=2)] if parts else [])])
 
 
 def latex_sections(title: str, parts) -> str:
-    blocks = [f"% {title}"]
-    for heading, table in parts:
-        blocks.append(f"\\paragraph{{{heading}}}\n\n{to_latex(table)}")
-    return "\n".join(blocks)
+    return "\n".join([f"% {title}", *([latex_parts(parts)] if parts else [])])
 
 
 SUMMARY_TITLE = "Summary: estimate (95% Monte Carlo interval) per policy"

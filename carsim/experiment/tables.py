@@ -87,6 +87,16 @@ def to_latex(frame: pd.DataFrame, digits: int = 4) -> str:
     ]) + "\n"
 
 
+def markdown_parts(parts, digits: int = 4, level: int = 3) -> str:
+    """(heading, table) pairs as headed Markdown tables (``level``: the heading's #s)."""
+    return "\n".join(f"{'#' * level} {heading}\n\n{to_markdown(table, digits)}" for heading, table in parts)
+
+
+def latex_parts(parts, digits: int = 4) -> str:
+    """(heading, table) pairs as LaTeX tables, each under a ``\\paragraph``."""
+    return "\n".join(f"\\paragraph{{{latex_escape(heading)}}}\n\n{to_latex(table, digits)}" for heading, table in parts)
+
+
 def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4, shown: pd.DataFrame | None = None,
                 split_by: str | None = None) -> list[Path]:
     """Write ``stem.csv``, ``stem.md`` and ``stem.tex`` in ``folder``; returns
@@ -98,16 +108,12 @@ def write_table(frame: pd.DataFrame, folder, stem: str, digits: int = 4, shown: 
     shown = frame if shown is None else shown
     paths = [folder / f"{stem}.csv", folder / f"{stem}.md", folder / f"{stem}.tex"]
     atomic_write(paths[0], lambda p: frame.to_csv(p, index=False))
-    atomic_write(paths[1], lambda p: p.write_text(_sections(shown, split_by, digits, to_markdown, "### {} = {}\n\n"),
-                                                  encoding="utf-8"))
-    atomic_write(paths[2], lambda p: p.write_text(_sections(shown, split_by, digits, to_latex,
-                                                            "\\paragraph{{{} = {}}}\n"), encoding="utf-8"))
+    if split_by is None or split_by not in shown.columns or shown.empty:
+        markdown, latex = to_markdown(shown, digits), to_latex(shown, digits)
+    else:
+        parts = [(f"{split_by} = {value}", part.drop(columns=split_by))
+                 for value, part in shown.groupby(split_by, sort=False)]
+        markdown, latex = markdown_parts(parts, digits), latex_parts(parts, digits)
+    atomic_write(paths[1], lambda p: p.write_text(markdown, encoding="utf-8"))
+    atomic_write(paths[2], lambda p: p.write_text(latex, encoding="utf-8"))
     return paths
-
-
-def _sections(frame: pd.DataFrame, split_by: str | None, digits: int, render, heading: str) -> str:
-    if split_by is None or split_by not in frame.columns or frame.empty:
-        return render(frame, digits)
-    escape = latex_escape if render is to_latex else str
-    return "\n".join(heading.format(escape(split_by), escape(str(value))) + render(part.drop(columns=split_by), digits)
-                     for value, part in frame.groupby(split_by, sort=False))
