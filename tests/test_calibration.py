@@ -79,6 +79,12 @@ def _spec(scenario: Path, **changes) -> dict:
     ({"recover": [{"id": "cr", "analysis": "burden_os", "subgroup": "infants"}]}, "recover[0].subgroup",
      "unknown subgroup 'infants'"),
     ({"targets_of": []}, "targets_of", "unknown key 'targets_of' (did you mean 'targets'?)"),
+    ({"targets": [{"id": "cr", "output": "cr", "among": "marrow_blast >= 5"}]}, "targets[0].among",
+     "unknown variable 'marrow_blast'"),
+    ({"recover": [{"id": "cr", "analysis": "burden_os", "high_burden": "blasts >= 5"}]}, "recover[0].high_burden",
+     "unknown variable 'blasts'"),
+    ({"recover": [{"id": "cr", "analysis": "fludarabine_relapse", "high_burden": "extramedullary"}]},
+     "recover[0].high_burden", "only the burden analyses"),
 ])
 def test_mapping_typos_are_one_line_errors(tmp_path, capsys, change, key, expected):
     path = _write(tmp_path, _spec(MODEL, **change))
@@ -299,6 +305,44 @@ def test_a_median_with_its_n_is_not_read_as_a_count(tmp_path):
 def test_high_burden_share_is_among_infused():
     p = {"marrow_blasts_infusion": np.array([2.0, 50.0, 5.0, 80.0]), "infused": np.array([True, True, True, False])}
     assert compute_output(p, "high_burden_share", phenotypes=()) == pytest.approx(2 / 3)
+
+
+def test_a_target_among_part_of_the_cohort_is_read_off_those_patients_only(tmp_path):
+    """``among:`` selects the rows a published figure was reported among: the
+    CR among >= 5% blasts is the share of those patients alone, computed by
+    hand on the same simulated table."""
+    path = _write(tmp_path, _spec(MODEL, targets=[
+        {"id": "cr", "output": "cr"}, {"id": "cr_high", "output": "cr", "among": "marrow_blasts_infusion >= 5"}]),
+        {"synthetic": [{"id": "cr", "what": "CR", "value": 0.8, "ci": [0.78, 0.82], "source": "t"},
+                       {"id": "cr_high", "what": "CR, high burden", "value": 0.7, "ci": [0.6, 0.8], "source": "t"}]})
+    spec, targets = load_calibration(path)
+    calibrator = Calibrator(spec, targets, path, patients=600, n_jobs=1)
+    patients = calibrator.simulate({})
+    outputs = calibrator.outputs(patients, ["cr", "cr_high"])
+    p = patients["cohort"] if "cohort" in patients else next(iter(patients.values()))
+    high = p["infused"] & (p["marrow_blasts_infusion"] >= 5)
+    assert 0 < high.sum() < p["infused"].sum()
+    assert outputs["cr_high"] == pytest.approx(p["cr"][high].mean())
+    assert outputs["cr"] == pytest.approx(p["cr"][p["infused"]].mean())
+    assert outputs["cr_high"] != pytest.approx(outputs["cr"])
+
+
+def test_a_burden_recovery_takes_the_papers_high_burden_definition(derived_scenario):
+    """Relapse x2.5 with extramedullary disease only (marrow blasts act on no
+    relapse hazard): with high burden defined as extramedullary disease the
+    relapse hazard ratio comes back as 2.5; by marrow blasts alone as 1."""
+    from carsim.calibration.recovery import recover
+
+    relapse = {name: {"law": {"family": "exponential", "rate": rate, "unit": "years", "assumption": "test"},
+                      "multipliers": {"replace": [{"if": "extramedullary", "value": 2.5, "assumption": "test"}]}}
+               for name, rate in (("cd19pos", 0.4), ("cd19neg", 0.3), ("lineage_switch", 0.02))}
+    scenario = derived_scenario({"pathway": {"relapse": relapse}})
+    (result,) = simulate_policies_observe(scenario, 8000, 4)
+    by_emd = recover(result, "burden_relapse", "extramedullary")
+    by_marrow = recover(result, "burden_relapse")
+    assert by_emd["lower"] < 2.5 < by_emd["upper"], by_emd
+    assert "high burden (extramedullary) vs not" in by_emd["method"]
+    assert by_marrow["lower"] < 1.0 < by_marrow["upper"], by_marrow
 
 
 def test_calibrate_writes_tracked_files_only_with_write(tmp_path, capsys):

@@ -176,7 +176,7 @@ class Calibrator:
         for target_id in target_ids:
             target = self.targets[target_id]
             m = target.mapping
-            group = patients[m.subgroup or MAIN]
+            group = target.patients(patients[m.subgroup or MAIN])
             values[target_id] = compute_output(group, m.output, m.origin, target.time_months,
                                                m.censor_at_hsct, phenotypes=self.phenotypes)
         return values
@@ -186,16 +186,18 @@ class Calibrator:
         patients = self.simulate(values, groups)
         return Evaluation(dict(values), self.outputs(patients, target_ids), patients)
 
-    def recover(self, values: dict, analysis: str, patients: dict | None = None, subgroup: str | None = None) -> dict:
+    def recover(self, values: dict, analysis: str, patients: dict | None = None, subgroup: str | None = None,
+                high_burden: str | None = None) -> dict:
         """A published input's hazard ratio re-estimated on the cohort (or
         ``subgroup``) simulated with ``values`` (``patients``: those cohorts,
-        when already simulated)."""
+        when already simulated); ``high_burden``: the burden analyses' group
+        as the paper defined it (a condition on baseline covariates)."""
         if analysis in ("consolidative_hsct", "consolidative_hsct_lfs"):  # the cohort under two policies
             return hsct_recovery(ModelDefinition(self.scenario(values, subgroup)), self.patients, self.spec.seed,
                                  "relapse" if analysis == "consolidative_hsct" else "lfs")
         group = subgroup or MAIN
         cohort = patients[group] if patients is not None and group in patients else self.simulate(values, [group])[group]
-        return recover(cohort, analysis)
+        return recover(cohort, analysis, high_burden)
 
     def objective(self, evaluation: Evaluation, target_ids) -> float:
         return float(sum(self.targets[t].discrepancy(evaluation.outputs[t]) ** 2 for t in target_ids))

@@ -9,9 +9,12 @@ the published one.  lifelines is the reference implementation.
 from __future__ import annotations
 
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
+
+from ..scenario.conditions import parse_condition, vectorise_condition
 
 DAY28 = 28.0
 MONTH3 = 365.25 / 4
@@ -95,18 +98,25 @@ def _relapse_by(p: dict, covariate: str, flag, phenotype: str | None = None) -> 
     return _cox(frame, covariate)
 
 
-def recover(p: dict, analysis: str) -> dict:
-    """Hazard ratio, 95% CI, events and a one-line method for ``analysis``."""
+def recover(p: dict, analysis: str, high_burden_definition: str | None = None) -> dict:
+    """Hazard ratio, 95% CI, events and a one-line method for ``analysis``;
+    ``high_burden_definition``: the burden analyses' high-burden group, a
+    condition on baseline covariates (default ``marrow_blasts_infusion >= 5``)."""
     high_burden = p["marrow_blasts_infusion"] >= 5
+    contrast = ">= 5% vs < 5% marrow blasts"
+    if high_burden_definition is not None:
+        test = vectorise_condition(parse_condition(high_burden_definition))
+        high_burden = np.asarray(test(SimpleNamespace(**p)), dtype=bool)
+        contrast = f"high burden ({high_burden_definition}) vs not"
     if analysis in ("burden_efs", "burden_os"):
         endpoint = analysis.split("_")[1]
         hr, lo, hi, n = _survival_by(p, endpoint, "high_burden", high_burden)
-        method = f"Cox PH, {endpoint.upper()} from infusion, >= 5% vs < 5% marrow blasts, infused patients"
+        method = f"Cox PH, {endpoint.upper()} from infusion, {contrast}, infused patients"
     elif analysis in ("burden_relapse", "burden_cd19neg_relapse"):
         phenotype = "cd19neg" if analysis == "burden_cd19neg_relapse" else None
         hr, lo, hi, n = _relapse_by(p, "high_burden", high_burden, phenotype)
         what = "CD19-negative relapse (other relapses censor)" if phenotype else "any relapse"
-        method = f"Cox PH: {what} from infusion by >= 5% vs < 5% marrow blasts, responders; death and HSCT censor"
+        method = f"Cox PH: {what} from infusion by {contrast}, responders; death and HSCT censor"
     elif analysis == "prior_lines_os":
         hr, lo, hi, n = _prior_lines_os(p, high_burden)
         method = ("Cox PH, OS from infusion per additional prior line of therapy, adjusted for >= 5% marrow blasts "

@@ -22,7 +22,7 @@ REPORT_COLUMNS = ["id", "kind", "what", "cohort", "output", "published", "interv
 def monte_carlo_interval(calibrator: Calibrator, patients: dict, target, n_boot: int = 200, seed: int = 0):
     """95% patient-bootstrap interval of the model output."""
     m = target.mapping
-    group = patients[m.subgroup or MAIN]
+    group = target.patients(patients[m.subgroup or MAIN])
     n = len(group["end_day"])
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(11,)))
     values = []
@@ -94,6 +94,8 @@ def _describe_output(target, phenotypes) -> str:
         text += f" at {target.time_months:g} mo"
     if m.censor_at_hsct:
         text += ", censored at HSCT"
+    if m.among:
+        text += f", among {m.among}"
     return text
 
 

@@ -112,7 +112,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
     for stage in stages:
         contributions.update(stage.contributions)
     table = target_rows(calibrator, final.patients, final.outputs, contributions)
-    recovered = [(r, calibrator.recover(values, r.analysis, final.patients, r.subgroup)) for r in spec.recover]
+    recovered = [(r, calibrator.recover(values, r.analysis, final.patients, r.subgroup, r.high_burden)) for r in spec.recover]
     import pandas as pd
 
     if recovered:

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import ScenarioError
+from ..scenario.conditions import ConditionSyntaxError, parse_condition, vectorise_condition
 from ..scenario.loader import check_finite, load_scenario, read_yaml
 from ..scenario.schema import Strict
 from ..scenario.validation import describe_error, key_path
@@ -37,6 +40,10 @@ class TargetMapping(Strict):
     time_months: float | None = Field(None, gt=0)
     censor_at_hsct: bool = False
     subgroup: str | None = None
+    # The patients the figure was reported among, a condition on baseline
+    # covariates (e.g. "marrow_blasts_infusion >= 5"): a published figure for
+    # one part of a cohort, read off the same simulated cohort.
+    among: str | None = None
     tolerance: float | None = Field(None, gt=0)
     fit: bool = True  # false: reported, not fitted (e.g. a different cohort or era)
     note: str = ""
@@ -73,6 +80,9 @@ class Recovery(Strict):
                       "kmt2a_lineage_switch"]
     tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
     subgroup: str | None = None  # re-estimated in this subgroup (the population the paper studied)
+    # The burden analyses' high-burden group as the paper defined it, a
+    # condition on baseline covariates (default: >= 5% marrow blasts).
+    high_burden: str | None = None
     note: str = ""
 
 
@@ -156,7 +166,16 @@ class Target:
                 self.lower, self.upper = self.value - tol, self.value + tol
                 self.interval_kind = f"tolerance +-{tol:g}"
         self.time_months = mapping.time_months if mapping.time_months is not None else entry.get("time")
+        self._among = vectorise_condition(parse_condition(mapping.among)) if mapping.among else None
         self.standard_error = max((self.upper - self.lower) / 3.92, 1e-6)
+
+    def patients(self, group: dict) -> dict:
+        """The rows of the simulated patient table ``group`` the figure was
+        reported among (all of them without ``among:``)."""
+        if self._among is None:
+            return group
+        keep = np.asarray(self._among(SimpleNamespace(**group)), dtype=bool)
+        return {k: v[keep] for k, v in group.items()}
 
     def inside(self, model_value: float) -> bool:
         return self.lower - 1e-12 <= model_value <= self.upper + 1e-12
@@ -229,7 +248,9 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     if not targets_path.is_file():
         raise ScenarioError(path, "targets_file", f"expected an existing targets file, {targets_path} not found")
     published = load_targets_file(targets_path)
-    phenotypes = load_scenario(base / spec.scenario).relapse_phenotypes
+    scenario = load_scenario(base / spec.scenario)
+    phenotypes = scenario.relapse_phenotypes
+    baseline_columns = set(scenario.cohort.covariates) | {"marrow_blasts_infusion"}
     targets = {}
     for i, mapping in enumerate(spec.targets):
         where = f"targets[{i}]"
@@ -241,6 +262,11 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
             raise ScenarioError(path, f"{where}.output", f"target {mapping.id!r}: {exc}") from None
         if mapping.subgroup is not None and mapping.subgroup not in spec.subgroups:
             raise ScenarioError(path, f"{where}.subgroup", f"unknown subgroup {mapping.subgroup!r}")
+        if mapping.among is not None:
+            try:
+                parse_condition(mapping.among, baseline_columns)
+            except ConditionSyntaxError as exc:
+                raise ScenarioError(path, f"{where}.among", f"a condition on baseline covariates: {exc}") from None
         target = Target(mapping, published[mapping.id], spec.default_tolerance)
         if output.needs_time and target.time_months is None:
             raise ScenarioError(path, f"{where}.time_months", f"output {mapping.output!r} needs a time point")
@@ -252,6 +278,14 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
     for r, recovery in enumerate(spec.recover):
         if recovery.id not in published:
             raise ScenarioError(path, f"recover[{r}].id", f"unknown target id {recovery.id!r}")
+        if recovery.high_burden is not None:
+            if not recovery.analysis.startswith("burden_"):
+                raise ScenarioError(path, f"recover[{r}].high_burden", f"only the burden analyses take a high-burden "
+                                    f"definition, not {recovery.analysis!r}")
+            try:
+                parse_condition(recovery.high_burden, baseline_columns)
+            except ConditionSyntaxError as exc:
+                raise ScenarioError(path, f"recover[{r}].high_burden", f"a condition on baseline covariates: {exc}") from None
         if recovery.subgroup is not None and recovery.subgroup not in spec.subgroups:
             raise ScenarioError(path, f"recover[{r}].subgroup", f"unknown subgroup {recovery.subgroup!r}; "
                                 f"expected one of: {', '.join(spec.subgroups) or 'none (define subgroups:)'}")
