@@ -302,6 +302,25 @@ def test_a_median_with_its_n_is_not_read_as_a_count(tmp_path):
     assert targets["m"].value == 28.6 and (targets["m"].lower, targets["m"].upper) == (25.6, 31.6)
 
 
+def test_an_interval_derived_where_none_is_published_is_labelled_so(tmp_path):
+    from carsim.calibration.report import recovery_rows
+    from carsim.calibration.spec import Recovery, load_targets_file
+
+    path = tmp_path / "targets.yaml"
+    path.write_text(yaml.safe_dump({"inputs": [
+        {"id": "hr", "value": 5.1, "ci": [2.75, 9.45], "ci_derived": "from deaths by group", "source": "t"},
+        {"id": "hr2", "value": 2.0, "ci": [1.2, 3.2], "source": "t"}]}))
+    published = load_targets_file(path)
+    rows = recovery_rows(None, published, [
+        (Recovery(id="hr", analysis="burden_os"), {"hr": 3.0, "lower": 2.5, "upper": 3.5, "events": 10, "method": "m"}),
+        (Recovery(id="hr2", analysis="burden_os"), {"hr": 3.3, "lower": 3.0, "upper": 3.6, "events": 10, "method": "m"})])
+    assert list(rows["interval"]) == ["derived 95% CI (none published; see targets.yaml)", "published 95% CI"]
+    assert list(rows["inside"]) == [True, False]
+    path.write_text(yaml.safe_dump({"inputs": [{"id": "hr", "value": 5.1, "ci_derived": "how", "source": "t"}]}))
+    with pytest.raises(ScenarioError, match=r"inputs\[0\]\.ci_derived: expected a sentence"):
+        load_targets_file(path)
+
+
 def test_high_burden_share_is_among_infused():
     p = {"marrow_blasts_infusion": np.array([2.0, 50.0, 5.0, 80.0]), "infused": np.array([True, True, True, False])}
     assert compute_output(p, "high_burden_share", phenotypes=()) == pytest.approx(2 / 3)

@@ -13,6 +13,7 @@ import pandas as pd
 from .._io import atomic_write
 from .fit import MAIN, Calibrator
 from .outputs import compute_output, resolve_output
+from .spec import interval_kind
 
 REPORT_COLUMNS = ["id", "kind", "what", "cohort", "output", "published", "interval_lower", "interval_upper",
                   "interval", "model", "model_lower", "model_upper", "difference", "inside", "fitted",
@@ -66,7 +67,7 @@ def recovery_rows(spec, published: dict, recovered: list[tuple]) -> pd.DataFrame
         ci = entry.get("ci")
         value = float(entry["value"])
         if ci:
-            (lo, hi), kind = ci, "published 95% CI"
+            (lo, hi), kind = ci, interval_kind(entry)
         elif recovery.tolerance_ratio:
             r = recovery.tolerance_ratio
             (lo, hi), kind = (value / r, value * r), f"stated tolerance x/ {r:g} (no CI published)"

@@ -154,7 +154,7 @@ class Target:
             self.value = value / n if is_count else value
             if entry.get("ci"):
                 self.lower, self.upper = map(float, entry["ci"])
-                self.interval_kind = "published 95% CI"
+                self.interval_kind = interval_kind(entry)
             elif mapping.tolerance is not None:
                 self.lower, self.upper = self.value - mapping.tolerance, self.value + mapping.tolerance
                 self.interval_kind = f"tolerance +-{mapping.tolerance:g}"
@@ -188,6 +188,12 @@ class Target:
             gap = model_value - self.value if self.below else self.value - model_value
             return max(0.0, gap) / self.standard_error
         return (model_value - self.value) / self.standard_error
+
+
+def interval_kind(entry: dict) -> str:
+    """How a figure's ``ci`` was obtained: published, or derived where the
+    paper gives none (``ci_derived:`` says how, e.g. from events per group)."""
+    return "derived 95% CI (none published; see targets.yaml)" if entry.get("ci_derived") else "published 95% CI"
 
 
 def wilson_interval(p: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -227,6 +233,9 @@ def load_targets_file(path: Path) -> dict[str, dict]:
                     raise ScenarioError(path, f"{at}.ci", f"expected [lower, upper] with lower < upper, got {ci!r}")
                 if isinstance(value, (int, float)) and not ci[0] <= value <= ci[1] and entry.get("kind") != "input":
                     raise ScenarioError(path, f"{at}.ci", f"the interval {ci} does not contain the value {value}")
+            if "ci_derived" in entry and ("ci" not in entry or not isinstance(entry["ci_derived"], str)):
+                raise ScenarioError(path, f"{at}.ci_derived", "expected a sentence saying how the ci was derived, "
+                                    "beside a ci")
             if "n" in entry and (isinstance(entry["n"], bool) or not isinstance(entry["n"], int) or entry["n"] < 1):
                 raise ScenarioError(path, f"{at}.n", f"expected a whole number of patients >= 1, got {entry['n']!r}")
             published[entry["id"]] = {**entry, "group": group}
