@@ -40,6 +40,8 @@ _DEATH, _WITHDRAWAL, _CENSORED = range(3)  # why a patient leaves before infusio
 
 def _ignore(_event):
     pass
+# Death causes after leaving the pathway, one string each (not one per patient).
+_AFTER = {reason: "after_" + reason for reason in ("withdrawal", "manufacturing_failure")}
 INFUSED = "infused"  # the pathway's last step: the patient is infused
 LEFT = "left"  # died, withdrew, failed manufacturing or reached the end of follow-up
 
@@ -216,7 +218,7 @@ class AccessPathway:
             self.record(i, now, "withdrawal")
         dies = now + self.survival_after_exit[i]
         if dies < self.censor[i]:
-            self._end(i, dies, "death", "after_" + reason)
+            self._end(i, dies, "death", _AFTER[reason])
         else:
             self._end(i, self.censor[i], "censored")
 

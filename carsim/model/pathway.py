@@ -33,6 +33,7 @@ from itertools import pairwise
 
 import numpy as np
 
+from ..scenario.schema import ACTIONS
 from ..scenario.vocabulary import INITIAL_STATE
 from .access import exp1
 from .clocks import Clocks
@@ -54,6 +55,13 @@ def per_row(values, idx) -> np.ndarray:
     if values.__class__ is np.ndarray and values.shape == idx.shape:
         return values
     return np.broadcast_to(np.asarray(values, dtype=float), idx.shape)
+
+
+def _labels(flag, yes: str, no: str) -> np.ndarray:
+    """``yes`` where ``flag``, else ``no``, as an object array of those two
+    strings (not one string object per row, as np.where's text would become):
+    the event tables code text columns by object."""
+    return np.array([no, yes], dtype=object)[np.asarray(flag, dtype=np.intp)]
 
 
 class UnlimitedBeds:
@@ -374,7 +382,7 @@ class Pathway:
         st["cr"][idx] = cr
         out["cr"][idx] = cr
         out["response_day"][idx] = now - self.arrival[idx]
-        self.record(idx, now, "response", np.where(cr, "CR", "NR"))
+        self.record(idx, now, "response", _labels(cr, "CR", "NR"))
         nr, nr_now = idx[~cr], now[~cr]
         self.stop_clock("non_relapse_death", nr)
         self.stop_clock("bca_loss", nr)
@@ -519,9 +527,11 @@ class Pathway:
         if len(idx) == 0 or event not in self.decided_events:
             return  # nothing fires: everyone observes
         now = per_row(now, idx)
-        action = np.full(len(idx), DEFAULT_ACTIONS.get(event, "observe"), dtype=object)
-        details = np.full(len(idx), "", dtype=object)
-        fired = np.zeros(len(idx), bool)
+        # Actions as codes into ACTIONS and details as positions in ``texts``:
+        # object arrays of strings for every row would cost more than the rules.
+        action = np.full(len(idx), ACTIONS.index(DEFAULT_ACTIONS.get(event, "observe")), dtype=np.int8)
+        detail = np.full(len(idx), -1, dtype=np.int64)
+        texts = []
         policy_of = self.policy_of_row[idx]
         for k, rules in enumerate(self.rules):
             if not rules.get(event):
@@ -533,14 +543,16 @@ class Pathway:
             undecided = np.ones(len(members), bool)
             for rule in rules[event]:
                 hit = undecided & as_mask(rule.test(view), len(members))
-                action[members[hit]] = rule.action
-                details[members[hit]] = f"{event}: rule {rule.index} -> {rule.action}"
+                action[members[hit]] = ACTIONS.index(rule.action)
+                detail[members[hit]] = len(texts)
+                texts.append(f"{event}: rule {rule.index} -> {rule.action}")
                 undecided &= ~hit
-            fired[members] = ~undecided
-        self.record(idx[fired], now[fired], "decision", details[fired])
+        fired = detail >= 0
+        if fired.any():
+            self.record(idx[fired], now[fired], "decision", np.array(texts, dtype=object)[detail[fired]])
         for act, handler in (("hsct", self.request_hsct), ("reinfuse", self.request_reinfusion),
                              ("salvage", self.salvage)):
-            pick = action == act
+            pick = action == ACTIONS.index(act)
             if pick.any():
                 handler(idx[pick], now[pick])
 
@@ -560,7 +572,7 @@ class Pathway:
         consolidative = ~st["relapsed"][idx]
         self.hsct_consolidative[idx] = consolidative
         k = st["hsct_after_car"][idx]
-        self.record(idx, now, "hsct_planned", np.where(consolidative, "consolidative", "salvage"))
+        self.record(idx, now, "hsct_planned", _labels(consolidative, "consolidative", "salvage"))
         self.set_time("donor_found", idx, now + m.donor_search.from_uniform(
             self.u.occurrence("hsct.{}.donor_search", k, idx)))
 
@@ -584,7 +596,7 @@ class Pathway:
         self.first_day("first_hsct_day", idx, now)
         consolidative = self.hsct_consolidative[idx]
         out["consolidative_hsct"][idx[consolidative]] = True
-        self.record(idx, now, "hsct", np.where(consolidative, "consolidative", "salvage"))
+        self.record(idx, now, "hsct", _labels(consolidative, "consolidative", "salvage"))
         law = m.survival_after_salvage_hsct
         if law is not None:  # a salvage transplant replaces the course drawn at relapse
             s, s_now = idx[~consolidative], now[~consolidative]
@@ -638,5 +650,5 @@ class Pathway:
         self.stop_clock("bca_loss", r)
         self.start_clock("bca_loss", r, r_now, r_now, self.u.occurrence("bca.loss.{}", k[regained] + 1, r))
         self.update_clocks(r, r_now, ("bca_lost", "bca_loss_detected", "bca_regained", "reinfusions"))
-        self.record(idx, now, "reinfusion_result", np.where(regained, "bca_regained", "no_bca"))
+        self.record(idx, now, "reinfusion_result", _labels(regained, "bca_regained", "no_bca"))
         self.decide("reinfusion_result", idx, now)
