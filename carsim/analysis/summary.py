@@ -112,9 +112,11 @@ def summarise(result, n_boot: int = 200):
     elif result.n_patients >= ANALYTIC_FROM:
         point, influence = {}, {}
         for pol in policies:
-            group = result.group(pol, 0)
-            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes, times_months=times)
-            influence[pol] = metric_influences(group, horizon_days, phenotypes=phenotypes, times_months=times)
+            group, endpoints = result.group(pol, 0), {}
+            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes, times_months=times,
+                                         endpoints=endpoints)
+            influence[pol] = metric_influences(group, horizon_days, phenotypes=phenotypes, times_months=times,
+                                               endpoints=endpoints)
         for pol in policies:
             half = _half_widths(influence[pol])
             if pol != reference:
