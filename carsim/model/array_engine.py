@@ -204,7 +204,7 @@ def simulate_access(model: ModelDefinition, streams, covariates, arrivals, start
 
 
 def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True,
-                     advanced: tuple[int, int] | None = None) -> list[dict]:
+                     advanced: tuple[int, int] | None = None, coded: bool = False) -> list[dict]:
     """Simulate cohorts of the same model under each policy, in shared rounds.
 
     ``cohorts``: (streams, covariates, arrivals, start, stop) per cohort, the
@@ -218,7 +218,10 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     simulated for every patient of a cohort, but only patients ``first ..
     last-1`` are advanced after infusion and returned: a part of a cohort
     whose queue is the whole cohort's.  The transplant-bed check needs every
-    part's stays, so it is then the caller's (see :func:`beds_checked`)."""
+    part's stays, so it is then the caller's (see :func:`beds_checked`).
+
+    ``coded``: the event columns hold codes (``Pathway.event_columns``), for
+    the accounting of a run that keeps no event table."""
     policies = list(policies)
     prepared = []
     for streams, covariates, arrivals, start, stop, *simulated in cohorts:
@@ -247,7 +250,7 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     for slab in slabs:
         pathway = advance(Pathway(model, policies, [(piece, streams) for _, piece, streams, _ in slab],
                                   record_events))
-        events = pathway.event_columns() if record_events else None
+        events = pathway.event_columns(coded) if record_events else None
         for position, (c, piece, _streams, at) in enumerate(slab):
             _access, _streams, _use, (offset, end) = prepared[c]
             for k in range(len(policies)):
@@ -285,7 +288,7 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
             queues = GroupQueues(capacity, len(queued))
             pathway = advance(Pathway(model, queued, [(access.part(asked), streams)], record_events, beds=queues),
                               queues)
-            events = pathway.event_columns() if record_events else [None] * len(queued)
+            events = pathway.event_columns(coded) if record_events else [None] * len(queued)
             for group, policy in enumerate(queued):
                 rows = slice(pathway.group_start[group], pathway.group_start[group + 1])
                 out, all_events = cohort[policy]

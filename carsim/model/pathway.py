@@ -38,7 +38,7 @@ from ..scenario.vocabulary import INITIAL_STATE
 from .access import exp1
 from .clocks import Clocks
 from .definition import ModelDefinition, StateView, as_mask, product
-from .records import column_dtype
+from .records import code_of, codes_of, column_dtype, vocabulary
 
 INF = np.inf
 _DAY28, _MONTH3 = 28.0, 365.25 / 4
@@ -188,13 +188,18 @@ class Pathway:
             return
         self.chunks.append((idx, per_row(now - self.arrival[idx], idx), event, detail))
 
-    def event_columns(self) -> list[dict]:
+    def event_columns(self, coded: bool = False) -> list[dict]:
         """Per group (cohort, policy): the cohort's access-pathway events and
-        the group's own chunks as columns, each patient's events in time order."""
+        the group's own chunks as columns, each patient's events in time order.
+        ``coded``: event and detail as codes (``event_code``, ``detail_code``;
+        :func:`~carsim.model.records.vocabulary`), for the accounting alone.
+
+        The texts are handled as codes throughout (sorting and splitting
+        integers, not object arrays) and looked up once at the end."""
         n_policies = len(self.policies)
         rows, time_days, event, detail = [], [], [], []
         for c, access in enumerate(self.cohorts):
-            patient, days, names, details = access.event_arrays()
+            patient, days, names, details = access.event_arrays(coded=True)
             starts = self.group_start[c * n_policies:(c + 1) * n_policies]
             local = np.searchsorted(access.patient_ids, patient)
             rows.append(np.concatenate([local + start for start in starts]))
@@ -202,30 +207,29 @@ class Pathway:
             event.append(np.tile(names, n_policies))
             detail.append(np.tile(details, n_policies))
         if self.chunks:
-            # A chunk's event name (and usually its detail) is one string: they
-            # are expanded once, for all chunks, rather than chunk by chunk.
+            # A chunk's event name (and usually its detail) is one string: coded
+            # once per chunk; the details given per row are coded together.
             sizes = [len(chunk[0]) for chunk in self.chunks]
-            vocabulary: dict[str, int] = {}
-            name_codes = [vocabulary.setdefault(chunk[2], len(vocabulary)) for chunk in self.chunks]
-            detail_codes = [vocabulary.setdefault(chunk[3], len(vocabulary)) if isinstance(chunk[3], str) else 0
-                            for chunk in self.chunks]
-            text = np.array(list(vocabulary), dtype=object)
-            chunk_details = text[np.repeat(detail_codes, sizes)]
-            offset = 0
-            for (_rows, _rel, _event, values), size in zip(self.chunks, sizes):
-                if not isinstance(values, str):
-                    chunk_details[offset:offset + size] = values
-                offset += size
+            event.append(np.repeat([code_of(chunk[2]) for chunk in self.chunks], sizes))
+            chunk_details = np.repeat([code_of(chunk[3]) if isinstance(chunk[3], str) else -1
+                                       for chunk in self.chunks], sizes)
+            per_row = [chunk[3] for chunk in self.chunks if not isinstance(chunk[3], str)]
+            if per_row:
+                chunk_details[chunk_details < 0] = codes_of(np.concatenate(
+                    [np.asarray(values, dtype=object) for values in per_row]))
             rows.append(np.concatenate([chunk[0] for chunk in self.chunks]))
             time_days.append(np.concatenate([np.asarray(chunk[1], dtype=float) for chunk in self.chunks]))
-            event.append(text[np.repeat(name_codes, sizes)])
             detail.append(chunk_details)
         rows, time_days, event, detail = (np.concatenate(x) for x in (rows, time_days, event, detail))
         order = np.argsort(rows, kind="stable")  # a row's events keep the order they happened in
         rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
         bounds = np.searchsorted(rows, self.group_start)
-        return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event": event[a:b],
-                 "detail": detail[a:b]} for a, b in pairwise(bounds)]
+        if coded:
+            return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event_code": event[a:b],
+                     "detail_code": detail[a:b]} for a, b in pairwise(bounds)]
+        texts = vocabulary()
+        return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event": texts[event[a:b]],
+                 "detail": texts[detail[a:b]]} for a, b in pairwise(bounds)]
 
     def first_day(self, column, idx, now):
         """Set outcome ``column`` (days since enrolment) where it is not yet set."""
