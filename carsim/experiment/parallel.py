@@ -251,7 +251,7 @@ def fork_map(function: Callable, items: Sequence, jobs: int, on_done: Callable |
                 gc.freeze()  # see _child
                 end_with_parent(parent)
                 try:
-                    data = pickle.dumps([function(item) for item in group], protocol=pickle.HIGHEST_PROTOCOL)
+                    data = _dumps([function(item) for item in group])
                 except BaseException:  # noqa: BLE001 -- the parent redoes failed work and reports errors
                     data = b""
                 with os.fdopen(write, "wb") as sink:
@@ -282,6 +282,54 @@ def fork_map(function: Callable, items: Sequence, jobs: int, on_done: Callable |
                 os.close(read)
             with contextlib.suppress(OSError):
                 os.waitpid(pid, 0)
+
+
+def _dumps(results) -> bytes:
+    """``results`` pickled, text columns (object arrays of a few distinct
+    strings repeated, as the engines write them) as codes and their distinct
+    strings: pickling millions of object references one by one costs more
+    than the simulation of a large chunk saves by being forked."""
+    import io
+    import pickle
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            if obj.__class__ is np.ndarray and obj.dtype == object and obj.size > 1000:
+                coded = _text_codes(obj)
+                if coded is not None:
+                    return _from_codes, coded
+            return NotImplemented
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(results)
+    return buffer.getvalue()
+
+
+def _text_codes(values):
+    """(codes, distinct strings, shape) of an object array whose elements are
+    all strings, told apart by object (see records.text_codes); else None."""
+    import ctypes
+
+    import numpy as np
+    import pandas as pd
+
+    flat = np.ascontiguousarray(values).reshape(-1)
+    addresses = np.ctypeslib.as_array((ctypes.c_size_t * flat.size).from_address(flat.ctypes.data))
+    codes, distinct = pd.factorize(addresses)
+    if len(distinct) > 1000:
+        return None
+    first = np.empty(len(distinct), np.intp)
+    first[codes] = np.arange(flat.size)
+    texts = flat[first]
+    if not all(type(t) is str for t in texts):
+        return None
+    return codes.astype(np.int32 if len(distinct) < 2**31 else np.int64), texts, values.shape
+
+
+def _from_codes(codes, texts, shape):
+    return texts[codes].reshape(shape)
 
 
 def _groups(items: Sequence, jobs: int) -> list:
