@@ -110,21 +110,30 @@ def summarise(result, n_boot: int = 200):
                 est, lo, hi = _t_interval(np.array(estimate))
                 summary_rows.append((pol, name, "enrollment", np.nan, est, lo, hi, result.replications))
     elif result.n_patients >= ANALYTIC_FROM:
-        point, influence = {}, {}
+        # Influence rows (one value per patient and metric) are reduced to
+        # half-widths policy by policy: only the reference's are kept for the
+        # differences, not every policy's at once (hundreds of MB at 100,000 patients).
+        point, half, difference_half = {}, {}, {}
+        for pol in policies:  # the reference first
+            group, endpoints = result.group(pol, 0), {}
+            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes, times_months=times,
+                                         endpoints=endpoints)
+            influence = metric_influences(group, horizon_days, phenotypes=phenotypes, times_months=times,
+                                          endpoints=endpoints)
+            half[pol] = _half_widths(influence)
+            if pol == reference:
+                reference_influence = influence
+            else:
+                difference_half[pol] = _half_widths(influence, reference_influence)
+            del influence
+        del reference_influence
         for pol in policies:
-            group = result.group(pol, 0)
-            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes, times_months=times)
-            influence[pol] = metric_influences(group, horizon_days, phenotypes=phenotypes, times_months=times)
-        for pol in policies:
-            half = _half_widths(influence[pol])
-            if pol != reference:
-                difference_half = _half_widths(influence[pol], influence[reference])
             for i, (metric, origin, t, est, n) in enumerate(point[pol]):
-                summary_rows.append((pol, metric, origin, t, est, est - half[i], est + half[i], n))
+                summary_rows.append((pol, metric, origin, t, est, est - half[pol][i], est + half[pol][i], n))
                 if pol != reference:
                     diff = est - point[reference][i][3]
-                    comparison_rows.append((pol, reference, metric, origin, t, diff, diff - difference_half[i],
-                                            diff + difference_half[i], n))
+                    comparison_rows.append((pol, reference, metric, origin, t, diff, diff - difference_half[pol][i],
+                                            diff + difference_half[pol][i], n))
             for name, estimate in _utilisation(result, pol):
                 summary_rows.append((pol, name, "enrollment", np.nan, estimate[0], np.nan, np.nan, 1))
     else:

@@ -139,6 +139,18 @@ def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None, phenot
     return mask, durations, codes[mask]
 
 
+def _endpoint(p: dict, endpoints: dict | None, endpoint: str, origin: str, phenotypes=None):
+    """:func:`endpoint_arrays`, kept in ``endpoints`` (if given) for the next
+    reader of the same patients: the summary reads each endpoint for the
+    estimates and again for their influence functions."""
+    if endpoints is None:
+        return endpoint_arrays(p, endpoint, origin, phenotypes=phenotypes)
+    key = (endpoint, origin)
+    if key not in endpoints:
+        endpoints[key] = endpoint_arrays(p, endpoint, origin, phenotypes=phenotypes)
+    return endpoints[key]
+
+
 def _shares(flags_among, weights):
     """Share of patients with ``flag`` among those in ``among``, for each
     (flag, among) pair: floats, or (B,) arrays for weights of shape (B, n)."""
@@ -175,7 +187,7 @@ def _median(values, mask, weights_by_patient):
 
 
 def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
-                    times_months=TIMES_MONTHS) -> list[tuple]:
+                    times_months=TIMES_MONTHS, endpoints: dict | None = None) -> list[tuple]:
     """All metrics of one (policy, replication): (metric, origin, time_months, value, n).
 
     Survival and incidence metrics are read at ``times_months`` (the
@@ -227,13 +239,13 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
     for origin in ("infusion", "enrollment"):
         # Responders' relapse-free survival and every cumulative incidence of
         # relapse come from one Aalen-Johansen risk table.
-        cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin, phenotypes=phenotypes)
+        cr_mask, cr_durations, codes = _endpoint(p, endpoints, "cir", origin, phenotypes)
         rfs, incidence = _competing_or_nan(cr_durations, codes, death_in_remission_code(phenotypes),
                                            times_days, weights_by_patient, cr_mask)
         n_cr = int(cr_mask.sum())
-        efs_mask, efs_durations, efs_events = endpoint_arrays(p, "efs", origin)
+        efs_mask, efs_durations, efs_events = _endpoint(p, endpoints, "efs", origin)
         efs_curve = _kaplan_meier_or_none(efs_durations, efs_events, times_days.max(), weights_by_patient, efs_mask)
-        os_mask, os_durations, os_events = endpoint_arrays(p, "os", origin)
+        os_mask, os_durations, os_events = _endpoint(p, endpoints, "os", origin)
         if os_durations.size:
             tau = horizon_days if origin == "enrollment" else min(horizon_days, float(os_durations.max()))
             # One Kaplan-Meier curve gives both OS at the time points and its RMST.
@@ -297,7 +309,8 @@ def _survival_or_nan(curve, durations, times_days, weights):
     return values
 
 
-def metric_influences(p: dict, horizon_days: float, *, phenotypes, times_months=TIMES_MONTHS) -> list[np.ndarray]:
+def metric_influences(p: dict, horizon_days: float, *, phenotypes, times_months=TIMES_MONTHS,
+                      endpoints: dict | None = None) -> list[np.ndarray]:
     """Each metric's empirical influence function: one array per row of
     :func:`compute_metrics` (in its order), one value per patient, so that
     a metric's standard error is ``sqrt(sum(row**2)) / n`` and that of the
@@ -320,14 +333,14 @@ def metric_influences(p: dict, horizon_days: float, *, phenotypes, times_months=
     times_days = np.asarray(times_months, dtype=float) * DAYS_PER_MONTH
     none = np.zeros((len(times_days), n_all))
     for origin in ("infusion", "enrollment"):
-        cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin, phenotypes=phenotypes)
+        cr_mask, cr_durations, codes = _endpoint(p, endpoints, "cir", origin, phenotypes)
         rfs, incidence = (competing_risks_influence(cr_durations, codes, death_in_remission_code(phenotypes),
                                                     times_days, n_all, cr_mask) if cr_durations.size
                           else (none, np.zeros((len(phenotypes) + 1, *none.shape))))
-        efs_mask, efs_durations, efs_events = endpoint_arrays(p, "efs", origin)
+        efs_mask, efs_durations, efs_events = _endpoint(p, endpoints, "efs", origin)
         efs = kaplan_meier_influence(efs_durations, efs_events, times_days, n_all, efs_mask) if efs_durations.size \
             else none
-        os_mask, os_durations, os_events = endpoint_arrays(p, "os", origin)
+        os_mask, os_durations, os_events = _endpoint(p, endpoints, "os", origin)
         if os_durations.size:
             tau = horizon_days if origin == "enrollment" else min(horizon_days, float(os_durations.max()))
             os, rmst = kaplan_meier_influence(os_durations, os_events, times_days, n_all, os_mask, tau=tau)

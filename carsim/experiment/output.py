@@ -16,7 +16,7 @@ import numpy as np
 from .._io import atomic_write
 from ..model.records import text_codes
 from . import manifest as _manifest
-from .parallel import effective_jobs, run_beside
+from .parallel import run_beside
 from .readable import write_readable
 from .tables import write_table
 
@@ -168,15 +168,15 @@ def write_results(out_dir: Path, result, summarise, plot, command=None, tables=N
 
     The figures need matplotlib, whose import costs about as much as the
     drawing: a second process draws them while this one summarises and writes
-    the tables.  With more than one worker allowed (``run.n_jobs``), a third
-    writes the Parquet files meanwhile.
+    the tables.  If the simulation used more than one worker (a large run), a
+    third writes the Parquet files meanwhile.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _manifest.clear(out_dir)  # an old manifest would mark a half-written folder done
     figure = run_beside(write_figures, out_dir, result, plot)
     tables_written = (run_beside(write_patient_tables, out_dir, result)
-                      if effective_jobs(result.scenario.run.n_jobs) > 1 else None)
+                      if result.timings.get("workers", 1) > 1 else None)
     started = time.perf_counter()
     summary, comparison = summarise(result)
     summary_seconds = time.perf_counter() - started

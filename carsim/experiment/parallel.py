@@ -112,9 +112,17 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
     jobs = effective_jobs(n_jobs)
     bar = progress_bar(len(items), progress)
     results = []
+    counted = False
     # On a dask cluster even one job goes to the cluster; locally one job runs in-process.
     if (jobs == 1 and _ACTIVE_BACKEND != "dask") or len(items) <= 1:
         iterator: Iterable = (function(item) for item in items)
+    elif on_result is None and _ACTIVE_BACKEND == "loky" and _CAN_FORK:
+        # Forked workers start at once with everything imported (loky's start
+        # Python and import carsim first, about a second each).  Their results
+        # come back at the end, so not where each must be handled as it comes
+        # (``on_result``: checkpoints).
+        iterator = fork_map(function, items, jobs, on_done=None if bar is None else bar.update)
+        counted = True  # the bar moved as each item was done
     else:
         from joblib import delayed
 
@@ -127,7 +135,7 @@ def parallel_map(function: Callable, items: Sequence, n_jobs: int = -1, progress
         results.append(result)
         if on_result is not None:
             on_result(index, result)
-        if bar is not None:
+        if bar is not None and not counted:
             bar.update(1)
     if bar is not None:
         bar.close()
@@ -209,16 +217,25 @@ def _child(function: Callable, args: tuple, parent_pid: int) -> None:
         os._exit(1)
 
 
-def fork_map(function: Callable, items: Sequence, jobs: int) -> list:
+def fork_map(function: Callable, items: Sequence, jobs: int, on_done: Callable | None = None) -> list:
     """``[function(item) for item in items]`` on ``jobs`` processes, in order:
     the items are cut into ``jobs`` consecutive groups, the first done here
     and each other in a forked child (it starts with this process's memory:
     nothing to import or send), whose results come back through a pipe.
     Where forking is not safe, everything runs here.  An item that failed in
-    a child is done again here, so that its error surfaces as any other."""
+    a child is done again here, so that its error surfaces as any other.
+    ``on_done()`` is called once per item done (a child's when its results
+    arrive), e.g. to move a progress bar."""
+
+    def here(item):  # an item done in this process
+        result = function(item)
+        if on_done is not None:
+            on_done()
+        return result
+
     groups = [list(group) for group in _groups(items, jobs) if len(group)]
     if not _CAN_FORK or len(groups) <= 1:
-        return [function(item) for item in items]
+        return [here(item) for item in items]
     import pickle
 
     sys.stdout.flush()  # the children must not repeat buffered output
@@ -234,7 +251,7 @@ def fork_map(function: Callable, items: Sequence, jobs: int) -> list:
                 gc.freeze()  # see _child
                 end_with_parent(parent)
                 try:
-                    data = pickle.dumps([function(item) for item in group], protocol=pickle.HIGHEST_PROTOCOL)
+                    data = _dumps([function(item) for item in group])
                 except BaseException:  # noqa: BLE001 -- the parent redoes failed work and reports errors
                     data = b""
                 with os.fdopen(write, "wb") as sink:
@@ -242,14 +259,20 @@ def fork_map(function: Callable, items: Sequence, jobs: int) -> list:
                 os._exit(0)
             os.close(write)
             children.append((pid, read, group))
-        results = [function(item) for item in groups[0]]
+        results = [here(item) for item in groups[0]]
         while children:
             pid, read, group = children[0]
             with os.fdopen(read, "rb") as source:
                 data = source.read()
             os.waitpid(pid, 0)
             children.pop(0)
-            results += pickle.loads(data) if data else [function(item) for item in group]
+            if data:
+                done = pickle.loads(data)
+                for _ in range(len(done) if on_done is not None else 0):
+                    on_done()
+                results += done
+            else:
+                results += [here(item) for item in group]
         return results
     finally:
         for pid, read, _ in children:  # interrupted or failed here: stop the children not yet collected
@@ -259,6 +282,54 @@ def fork_map(function: Callable, items: Sequence, jobs: int) -> list:
                 os.close(read)
             with contextlib.suppress(OSError):
                 os.waitpid(pid, 0)
+
+
+def _dumps(results) -> bytes:
+    """``results`` pickled, text columns (object arrays of a few distinct
+    strings repeated, as the engines write them) as codes and their distinct
+    strings: pickling millions of object references one by one costs more
+    than the simulation of a large chunk saves by being forked."""
+    import io
+    import pickle
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj):
+            if obj.__class__ is np.ndarray and obj.dtype == object and obj.size > 1000:
+                coded = _text_codes(obj)
+                if coded is not None:
+                    return _from_codes, coded
+            return NotImplemented
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(results)
+    return buffer.getvalue()
+
+
+def _text_codes(values):
+    """(codes, distinct strings, shape) of an object array whose elements are
+    all strings, told apart by object (see records.text_codes); else None."""
+    import ctypes
+
+    import numpy as np
+    import pandas as pd
+
+    flat = np.ascontiguousarray(values).reshape(-1)
+    addresses = np.ctypeslib.as_array((ctypes.c_size_t * flat.size).from_address(flat.ctypes.data))
+    codes, distinct = pd.factorize(addresses)
+    if len(distinct) > 1000:
+        return None
+    first = np.empty(len(distinct), np.intp)
+    first[codes] = np.arange(flat.size)
+    texts = flat[first]
+    if not all(type(t) is str for t in texts):
+        return None
+    return codes.astype(np.int32 if len(distinct) < 2**31 else np.int64), texts, values.shape
+
+
+def _from_codes(codes, texts, shape):
+    return texts[codes].reshape(shape)
 
 
 def _groups(items: Sequence, jobs: int) -> list:

@@ -158,9 +158,12 @@ def _joined(model: ModelDefinition, parts: list[CohortResult], n_patients: int, 
     return [joined[key] for key in chunks]
 
 
-# Below this many patient-policy trajectories, starting worker processes
-# costs more than it saves.
-IN_PROCESS_BELOW = 40_000
+# Below this many patient-policy trajectories, worker processes cost more
+# than they save, so any n_jobs runs in this process: the shared access
+# queues, the summary and the files are simulated or written by one process
+# whatever the workers, and two workers were measured slower than one at
+# 5,000 and 20,000 patients x 4 policies (even at 100,000).
+IN_PROCESS_BELOW = 400_000
 
 
 def run_experiment(scenario: Scenario, n_jobs: int | None = None, progress: str | None = None,

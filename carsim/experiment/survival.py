@@ -169,6 +169,18 @@ def _tally(categories, n_categories: int, weights_by_subject, subjects) -> np.nd
     return membership @ weights_by_subject
 
 
+def _searched(knots: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(knots, values, side="right")``, the values searched
+    in sorted order: the searches then walk through the knots in order
+    (cache friendly), several times faster for many values."""
+    if values.size < 4096:
+        return np.searchsorted(knots, values, side="right")
+    order = np.argsort(values)
+    out = np.empty(values.size, dtype=np.intp)
+    out[order] = np.searchsorted(knots, values[order], side="right")
+    return out
+
+
 def _risk_table(durations, kinds, n_kinds: int, weights_by_subject, subjects, horizon: float) -> _RiskTable:
     """Weighted at-risk totals and deaths at event times up to ``horizon``.
 
@@ -190,7 +202,7 @@ def _risk_table(durations, kinds, n_kinds: int, weights_by_subject, subjects, ho
     # block everyone from the last event time on, so at_risk(t_j) is the sum
     # of blocks >= j.  Deaths after the horizon count there as plain leavers;
     # subjects leaving before the first event time never count.
-    block = np.searchsorted(event_times, durations, side="right") - 1
+    block = _searched(event_times, durations) - 1
     counted = block >= 0
     dies = counted & is_event & (durations == event_times[block])
     leaves = counted & ~dies
@@ -471,7 +483,7 @@ def _steps(durations, events, n_cohort: int, horizon: float) -> _Steps:
     """The counts of :func:`_risk_table` without weights, from one search of the knots."""
     knots = np.unique(durations[events & (durations <= horizon)])
     m = knots.size
-    count = np.searchsorted(knots, durations, side="right")
+    count = _searched(knots, durations)
     own = np.full(durations.size, m)
     hit = events & (count > 0)
     hit[hit] = knots[count[hit] - 1] == durations[hit]
@@ -565,19 +577,22 @@ def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort:
     own = np.where(steps.own < steps.knots.size, _at_own(steps, steps.weight), 0.0) - steps.cumulative[steps.count]
     before = steps.survival[:-1]
     own_scale = _at_own(steps, before * steps.scale)
-    curves = []  # per cause: running sums of dF_k, S(t-) (N / n) h_k and dF_k Q(t-), after a leading 0
+    curves = []  # per cause: its subjects, running sums of dF_k, S(t-) (N / n) h_k and dF_k Q(t-) (after a
+    # leading 0), and the first of these at each subject's own time (the same at every t: read once)
     for cause in range(1, n_causes + 1):
-        deaths = np.bincount(steps.own[causes == cause], minlength=steps.knots.size + 1)[:-1]
+        mine = causes == cause
+        deaths = np.bincount(steps.own[mine], minlength=steps.knots.size + 1)[:-1]
         increments = before * deaths * steps.scale / n_cohort
-        curves.append([np.concatenate([[0.0], np.cumsum(values)]) for values in
-                       (increments, increments * steps.scale, increments * steps.cumulative[:-1])])
+        running, drift, carried = (np.concatenate([[0.0], np.cumsum(values)]) for values in
+                                   (increments, increments * steps.scale, increments * steps.cumulative[:-1]))
+        curves.append((mine, running, drift, carried, running[steps.count]))
     incidence = np.zeros((n_causes, times.size, n_cohort))
     for k, at_t in enumerate(np.searchsorted(steps.knots, times, side="right")):
         count = np.minimum(steps.count, at_t)
         own_before = np.where(steps.own < at_t, own_scale, 0.0)
         earlier = durations < times[k]
-        for cause, (running, drift, carried) in enumerate(curves, start=1):
-            later = np.where(earlier, running[at_t] - running[steps.count], 0.0)
-            incidence[cause - 1, k, rows] = (np.where(causes == cause, own_before, 0.0) - drift[count]
+        for cause, (mine, running, drift, carried, running_own) in enumerate(curves, start=1):
+            later = np.where(earlier, running[at_t] - running_own, 0.0)
+            incidence[cause - 1, k, rows] = (np.where(mine, own_before, 0.0) - drift[count]
                                              + carried[count] - own * later)
     return survival, incidence

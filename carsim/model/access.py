@@ -22,7 +22,7 @@ import numpy as np
 
 from .definition import ModelDefinition, StateView
 from .random import RandomStreams
-from .records import OUTCOME_FIELDS, column_dtype, event_columns
+from .records import OUTCOME_FIELDS, codes_of, column_dtype, event_columns
 
 INF = np.inf
 
@@ -40,6 +40,8 @@ _DEATH, _WITHDRAWAL, _CENSORED = range(3)  # why a patient leaves before infusio
 
 def _ignore(_event):
     pass
+# Death causes after leaving the pathway, one string each (not one per patient).
+_AFTER = {reason: "after_" + reason for reason in ("withdrawal", "manufacturing_failure")}
 INFUSED = "infused"  # the pathway's last step: the patient is infused
 LEFT = "left"  # died, withdrew, failed manufacturing or reached the end of follow-up
 
@@ -72,6 +74,7 @@ class AccessPathway:
         self.record_events = record_events
         self.events: list[tuple] = []
         self._event_arrays = None
+        self._event_codes = None
         self.covariates = {name: np.asarray(values[start:stop]) for name, values in covariates.items()}
         arrival = np.asarray(arrivals[start:stop], dtype=float)
 
@@ -124,11 +127,17 @@ class AccessPathway:
     def record(self, i: int, now: float, event: str, detail: str = ""):
         self.log((self.ids[i], now - self.arrival[i], event, detail))
 
-    def event_arrays(self) -> tuple:
-        """The recorded events as (patient, time_days, event, detail) arrays, by patient."""
+    def event_arrays(self, coded: bool = False) -> tuple:
+        """The recorded events as (patient, time_days, event, detail) arrays,
+        by patient; ``coded``: event and detail as codes (records.code_of)."""
         if self._event_arrays is None:
             self._event_arrays = tuple(event_columns(self.events).values())
-        return self._event_arrays
+        if not coded:
+            return self._event_arrays
+        if self._event_codes is None:
+            patient, days, names, details = self._event_arrays
+            self._event_codes = (patient, days, codes_of(names), codes_of(details))
+        return self._event_codes
 
     def part(self, rows) -> AccessPart:
         """Some patients alone: ``rows`` (a slice, or sorted positions) of this cohort."""
@@ -216,7 +225,7 @@ class AccessPathway:
             self.record(i, now, "withdrawal")
         dies = now + self.survival_after_exit[i]
         if dies < self.censor[i]:
-            self._end(i, dies, "death", "after_" + reason)
+            self._end(i, dies, "death", _AFTER[reason])
         else:
             self._end(i, self.censor[i], "censored")
 
@@ -236,13 +245,16 @@ class AccessPart:
         self.out = {k: v[rows] for k, v in access.out.items()}
         self.covariates = {k: v[rows] for k, v in access.covariates.items()}
         self.infusion_time = access.infusion_time[rows]
-        patient, *columns = access.event_arrays()
-        if isinstance(rows, slice):
-            first, last = np.searchsorted(patient, [self.patients.start, self.patients.stop])  # events are by patient
-            self._events = (patient[first:last], *(c[first:last] for c in columns))
-        else:
-            mine = np.isin(patient, self.patient_ids)
-            self._events = (patient[mine], *(c[mine] for c in columns))
+        self._access = access
+        self._events = {}
 
-    def event_arrays(self) -> tuple:
-        return self._events
+    def event_arrays(self, coded: bool = False) -> tuple:
+        if coded not in self._events:
+            patient, *columns = self._access.event_arrays(coded)
+            if isinstance(self.patients, slice):  # events are by patient
+                first, last = np.searchsorted(patient, [self.patients.start, self.patients.stop])
+                mine = slice(first, last)
+            else:
+                mine = np.isin(patient, self.patient_ids)
+            self._events[coded] = (patient[mine], *(c[mine] for c in columns))
+        return self._events[coded]

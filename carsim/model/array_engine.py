@@ -204,7 +204,7 @@ def simulate_access(model: ModelDefinition, streams, covariates, arrivals, start
 
 
 def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: bool = True,
-                     advanced: tuple[int, int] | None = None) -> list[dict]:
+                     advanced: tuple[int, int] | None = None, coded: bool = False) -> list[dict]:
     """Simulate cohorts of the same model under each policy, in shared rounds.
 
     ``cohorts``: (streams, covariates, arrivals, start, stop) per cohort, the
@@ -218,7 +218,10 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     simulated for every patient of a cohort, but only patients ``first ..
     last-1`` are advanced after infusion and returned: a part of a cohort
     whose queue is the whole cohort's.  The transplant-bed check needs every
-    part's stays, so it is then the caller's (see :func:`beds_checked`)."""
+    part's stays, so it is then the caller's (see :func:`beds_checked`).
+
+    ``coded``: the event columns hold codes (``Pathway.event_columns``), for
+    the accounting of a run that keeps no event table."""
     policies = list(policies)
     prepared = []
     for streams, covariates, arrivals, start, stop, *simulated in cohorts:
@@ -236,32 +239,43 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
             if slab and rows + piece.n * len(policies) > SLAB_ROWS:
                 slabs.append(slab)
                 slab, rows = [], 0
-            slab.append((c, piece, streams))
+            slab.append((c, piece, streams, int(first) - offset))
             rows += piece.n * len(policies)
     slabs.append(slab)
-    # Per cohort and policy, the slabs' (outcome columns, event columns, bed stays).  A slab's
-    # rows are copied out as soon as it has ended, so that one slab's arrays are alive at a time.
+    # Per cohort and policy, the slabs' (event columns, bed stays), and the outcome columns,
+    # into which each slab's rows are copied as soon as it has ended (once: no joining of
+    # slabs after), so that one slab's arrays are alive at a time.
     segments = [[[] for _ in policies] for _ in prepared]
+    outcomes = [[None] * len(policies) for _ in prepared]
     for slab in slabs:
-        pathway = advance(Pathway(model, policies, [(piece, streams) for _, piece, streams in slab], record_events))
-        events = pathway.event_columns() if record_events else None
-        for position, (c, _piece, _streams) in enumerate(slab):
+        pathway = advance(Pathway(model, policies, [(piece, streams) for _, piece, streams, _ in slab],
+                                  record_events))
+        events = pathway.event_columns(coded) if record_events else None
+        for position, (c, piece, _streams, at) in enumerate(slab):
+            _access, _streams, _use, (offset, end) = prepared[c]
             for k in range(len(policies)):
                 group = position * len(policies) + k
                 rows = slice(pathway.group_start[group], pathway.group_start[group + 1])
-                out = {name: values[rows].copy() for name, values in pathway.out.items()}
-                out["patient"] = pathway.ids[rows].copy()
-                segments[c][k].append((out, events[group] if record_events else None, _bed_stays(pathway, group)))
+                if outcomes[c][k] is None:
+                    outcomes[c][k] = {name: np.empty(end - offset, values.dtype)
+                                      for name, values in (*pathway.out.items(), ("patient", pathway.ids))}
+                out = outcomes[c][k]
+                mine = slice(at, at + piece.n)
+                for name, values in pathway.out.items():
+                    out[name][mine] = values[rows]
+                out["patient"][mine] = pathway.ids[rows]
+                segments[c][k].append((events[group] if record_events else None, _bed_stays(pathway, group)))
         del pathway, events
     capacity = model.capacities["hsct_beds"]
     results = []
     for c, (access, streams, use, _offset) in enumerate(prepared):
         stays = {}
         for k, policy in enumerate(policies):
-            parts = [bed_stays for _, _, bed_stays in segments[c][k]]
+            parts = [bed_stays for _, bed_stays in segments[c][k]]
             stays[policy] = (np.concatenate([s for s, _ in parts]), np.concatenate([e for _, e in parts]))
-        cohort = {policy: _assemble(segments[c][k], record_events) for k, policy in enumerate(policies)}
-        segments[c] = None
+        cohort = {policy: (outcomes[c][k], _assemble(segments[c][k], record_events))
+                  for k, policy in enumerate(policies)}
+        segments[c] = outcomes[c] = None
         warnings = {policy: [] for policy in policies}
         # Policies whose beds were over-subscribed: simulate them again with the
         # queue, together (one row group per policy, one queue per group).  Only
@@ -274,7 +288,7 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
             queues = GroupQueues(capacity, len(queued))
             pathway = advance(Pathway(model, queued, [(access.part(asked), streams)], record_events, beds=queues),
                               queues)
-            events = pathway.event_columns() if record_events else [None] * len(queued)
+            events = pathway.event_columns(coded) if record_events else [None] * len(queued)
             for group, policy in enumerate(queued):
                 rows = slice(pathway.group_start[group], pathway.group_start[group + 1])
                 out, all_events = cohort[policy]
@@ -304,13 +318,12 @@ def beds_checked(model: ModelDefinition, use: dict, stays) -> tuple[dict, bool]:
 
 
 def _assemble(segments, record_events: bool):
-    """One cohort's (outcome columns, event columns) under one policy, from
-    the slabs that advanced its patients."""
+    """One cohort's event columns under one policy, from the slabs that advanced its patients."""
+    if not record_events:
+        return None
     if len(segments) == 1:
-        out, events, _ = segments[0]
-        return out, events
-    return join_columns([o for o, _, _ in segments]), (join_columns([e for _, e, _ in segments])
-                                                          if record_events else None)
+        return segments[0][0]
+    return join_columns([e for e, _ in segments])
 
 
 def join_columns(pieces: list[dict]) -> dict:

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .._units import DAYS_PER_MONTH
-from .records import text_codes
+from .records import text_codes, vocabulary
 
 DAYS_PER_YEAR = 365.25
 
@@ -78,14 +78,19 @@ class EventIndex:
     def __init__(self, events: dict, patient_ids: np.ndarray, end_day: np.ndarray):
         rows = np.searchsorted(patient_ids, events["patient"])
         time_days = np.asarray(events["time_days"], float)
-        event = np.asarray(events["event"], object)
-        detail = np.asarray(events["detail"], object)
+        coded = "event_code" in events  # the array engine's codes (records.vocabulary), not texts
+        event = events["event_code"] if coded else np.asarray(events["event"], object)
+        detail = events["detail_code"] if coded else np.asarray(events["detail"], object)
         if not _in_order(rows, time_days):  # the engines give each patient's events in time order
             order = np.lexsort((time_days, rows))
             rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
         self.rows, self.time_days = rows, time_days
-        self.event_codes, self.event_names = text_codes(event)
-        detail_codes, detail_names = text_codes(detail)
+        if coded:
+            self.event_names = detail_names = vocabulary()
+            self.event_codes, detail_codes = np.asarray(event, np.int64), np.asarray(detail, np.int64)
+        else:
+            self.event_codes, self.event_names = text_codes(event)
+            detail_codes, detail_names = text_codes(detail)
         # an ``event/detail`` key per distinct pair, from integer codes (no string per row)
         width = max(1, len(detail_names))
         pairs, self.pair_codes = _compact(self.event_codes * width + detail_codes, len(self.event_names) * width)

@@ -33,11 +33,12 @@ from itertools import pairwise
 
 import numpy as np
 
+from ..scenario.schema import ACTIONS
 from ..scenario.vocabulary import INITIAL_STATE
 from .access import exp1
 from .clocks import Clocks
 from .definition import ModelDefinition, StateView, as_mask, product
-from .records import column_dtype
+from .records import code_of, codes_of, column_dtype, vocabulary
 
 INF = np.inf
 _DAY28, _MONTH3 = 28.0, 365.25 / 4
@@ -54,6 +55,13 @@ def per_row(values, idx) -> np.ndarray:
     if values.__class__ is np.ndarray and values.shape == idx.shape:
         return values
     return np.broadcast_to(np.asarray(values, dtype=float), idx.shape)
+
+
+def _labels(flag, yes: str, no: str) -> np.ndarray:
+    """``yes`` where ``flag``, else ``no``, as an object array of those two
+    strings (not one string object per row, as np.where's text would become):
+    the event tables code text columns by object."""
+    return np.array([no, yes], dtype=object)[np.asarray(flag, dtype=np.intp)]
 
 
 class UnlimitedBeds:
@@ -180,13 +188,18 @@ class Pathway:
             return
         self.chunks.append((idx, per_row(now - self.arrival[idx], idx), event, detail))
 
-    def event_columns(self) -> list[dict]:
+    def event_columns(self, coded: bool = False) -> list[dict]:
         """Per group (cohort, policy): the cohort's access-pathway events and
-        the group's own chunks as columns, each patient's events in time order."""
+        the group's own chunks as columns, each patient's events in time order.
+        ``coded``: event and detail as codes (``event_code``, ``detail_code``;
+        :func:`~carsim.model.records.vocabulary`), for the accounting alone.
+
+        The texts are handled as codes throughout (sorting and splitting
+        integers, not object arrays) and looked up once at the end."""
         n_policies = len(self.policies)
         rows, time_days, event, detail = [], [], [], []
         for c, access in enumerate(self.cohorts):
-            patient, days, names, details = access.event_arrays()
+            patient, days, names, details = access.event_arrays(coded=True)
             starts = self.group_start[c * n_policies:(c + 1) * n_policies]
             local = np.searchsorted(access.patient_ids, patient)
             rows.append(np.concatenate([local + start for start in starts]))
@@ -194,30 +207,29 @@ class Pathway:
             event.append(np.tile(names, n_policies))
             detail.append(np.tile(details, n_policies))
         if self.chunks:
-            # A chunk's event name (and usually its detail) is one string: they
-            # are expanded once, for all chunks, rather than chunk by chunk.
+            # A chunk's event name (and usually its detail) is one string: coded
+            # once per chunk; the details given per row are coded together.
             sizes = [len(chunk[0]) for chunk in self.chunks]
-            vocabulary: dict[str, int] = {}
-            name_codes = [vocabulary.setdefault(chunk[2], len(vocabulary)) for chunk in self.chunks]
-            detail_codes = [vocabulary.setdefault(chunk[3], len(vocabulary)) if isinstance(chunk[3], str) else 0
-                            for chunk in self.chunks]
-            text = np.array(list(vocabulary), dtype=object)
-            chunk_details = text[np.repeat(detail_codes, sizes)]
-            offset = 0
-            for (_rows, _rel, _event, values), size in zip(self.chunks, sizes):
-                if not isinstance(values, str):
-                    chunk_details[offset:offset + size] = values
-                offset += size
+            event.append(np.repeat([code_of(chunk[2]) for chunk in self.chunks], sizes))
+            chunk_details = np.repeat([code_of(chunk[3]) if isinstance(chunk[3], str) else -1
+                                       for chunk in self.chunks], sizes)
+            per_row = [chunk[3] for chunk in self.chunks if not isinstance(chunk[3], str)]
+            if per_row:
+                chunk_details[chunk_details < 0] = codes_of(np.concatenate(
+                    [np.asarray(values, dtype=object) for values in per_row]))
             rows.append(np.concatenate([chunk[0] for chunk in self.chunks]))
             time_days.append(np.concatenate([np.asarray(chunk[1], dtype=float) for chunk in self.chunks]))
-            event.append(text[np.repeat(name_codes, sizes)])
             detail.append(chunk_details)
         rows, time_days, event, detail = (np.concatenate(x) for x in (rows, time_days, event, detail))
         order = np.argsort(rows, kind="stable")  # a row's events keep the order they happened in
         rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
         bounds = np.searchsorted(rows, self.group_start)
-        return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event": event[a:b],
-                 "detail": detail[a:b]} for a, b in pairwise(bounds)]
+        if coded:
+            return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event_code": event[a:b],
+                     "detail_code": detail[a:b]} for a, b in pairwise(bounds)]
+        texts = vocabulary()
+        return [{"patient": self.ids[rows[a:b]], "time_days": time_days[a:b], "event": texts[event[a:b]],
+                 "detail": texts[detail[a:b]]} for a, b in pairwise(bounds)]
 
     def first_day(self, column, idx, now):
         """Set outcome ``column`` (days since enrolment) where it is not yet set."""
@@ -280,34 +292,40 @@ class Pathway:
 
     # ------------------------------------------------------------ dispatch
     def _handler(self, source: str):
+        """The function ``(pathway, idx, now)`` that applies ``source``'s event.
+        It takes the pathway as an argument rather than holding it: a pathway
+        holding closures over itself would be a reference cycle, its arrays
+        freed only when the cyclic garbage collector next ran (a slab after
+        another, hundreds of MB at 100,000 patients)."""
+        cls = type(self)
         if source.startswith("clock:relapse."):
             phenotype = source[len("clock:relapse."):]
-            return lambda idx, now: self.relapse(idx, now, phenotype)
+            return lambda p, idx, now: p.relapse(idx, now, phenotype)
         if source.startswith("clock:"):
             name = source[len("clock:"):]
-            transition = {"non_relapse_death": lambda idx, now: self.die(idx, now, "non_relapse"),
-                          "bca_loss": self.bca_lost, "mrd_emergence": self.mrd_emerges}[name]
+            transition = {"non_relapse_death": lambda p, idx, now: p.die(idx, now, "non_relapse"),
+                          "bca_loss": cls.bca_lost, "mrd_emergence": cls.mrd_emerges}[name]
 
-            def fire_clock(idx, now):
-                self.stop_clock(name, idx)
-                transition(idx, now)
+            def fire_clock(p, idx, now):
+                p.stop_clock(name, idx)
+                transition(p, idx, now)
             return fire_clock
-        transition = {"death": lambda idx, now: self.die(idx, now, self.death_cause[idx]),
-                      "censor": self.censor, "response": self.response, "mrd_test": self.mrd_test,
-                      "bca_check": self.bca_check, "donor_found": self.donor_found,
-                      "reinfusion": self.reinfusion, "reremission": self.reremission}[source]
+        transition = {"death": lambda p, idx, now: p.die(idx, now, p.death_cause[idx]),
+                      "censor": cls.censor, "response": cls.response, "mrd_test": cls.mrd_test,
+                      "bca_check": cls.bca_check, "donor_found": cls.donor_found,
+                      "reinfusion": cls.reinfusion, "reremission": cls.reremission}[source]
         if source in ("death", "censor", "mrd_test"):
             return transition  # these re-time or end the row themselves
         column = self.column[source]
 
-        def fire_once(idx, now):
-            self.times[idx, column] = INF
-            transition(idx, now)
+        def fire_once(p, idx, now):
+            p.times[idx, column] = INF
+            transition(p, idx, now)
         return fire_once
 
     def fire(self, source: int, idx, now):
         """Apply the event ``sources[source]`` to rows ``idx`` at times ``now``."""
-        self.handlers[source](idx, now)
+        self.handlers[source](self, idx, now)
 
     # ------------------------------------------------------------ start and end
     def infuse(self, idx):
@@ -374,7 +392,7 @@ class Pathway:
         st["cr"][idx] = cr
         out["cr"][idx] = cr
         out["response_day"][idx] = now - self.arrival[idx]
-        self.record(idx, now, "response", np.where(cr, "CR", "NR"))
+        self.record(idx, now, "response", _labels(cr, "CR", "NR"))
         nr, nr_now = idx[~cr], now[~cr]
         self.stop_clock("non_relapse_death", nr)
         self.stop_clock("bca_loss", nr)
@@ -519,9 +537,11 @@ class Pathway:
         if len(idx) == 0 or event not in self.decided_events:
             return  # nothing fires: everyone observes
         now = per_row(now, idx)
-        action = np.full(len(idx), DEFAULT_ACTIONS.get(event, "observe"), dtype=object)
-        details = np.full(len(idx), "", dtype=object)
-        fired = np.zeros(len(idx), bool)
+        # Actions as codes into ACTIONS and details as positions in ``texts``:
+        # object arrays of strings for every row would cost more than the rules.
+        action = np.full(len(idx), ACTIONS.index(DEFAULT_ACTIONS.get(event, "observe")), dtype=np.int8)
+        detail = np.full(len(idx), -1, dtype=np.int64)
+        texts = []
         policy_of = self.policy_of_row[idx]
         for k, rules in enumerate(self.rules):
             if not rules.get(event):
@@ -533,14 +553,16 @@ class Pathway:
             undecided = np.ones(len(members), bool)
             for rule in rules[event]:
                 hit = undecided & as_mask(rule.test(view), len(members))
-                action[members[hit]] = rule.action
-                details[members[hit]] = f"{event}: rule {rule.index} -> {rule.action}"
+                action[members[hit]] = ACTIONS.index(rule.action)
+                detail[members[hit]] = len(texts)
+                texts.append(f"{event}: rule {rule.index} -> {rule.action}")
                 undecided &= ~hit
-            fired[members] = ~undecided
-        self.record(idx[fired], now[fired], "decision", details[fired])
+        fired = detail >= 0
+        if fired.any():
+            self.record(idx[fired], now[fired], "decision", np.array(texts, dtype=object)[detail[fired]])
         for act, handler in (("hsct", self.request_hsct), ("reinfuse", self.request_reinfusion),
                              ("salvage", self.salvage)):
-            pick = action == act
+            pick = action == ACTIONS.index(act)
             if pick.any():
                 handler(idx[pick], now[pick])
 
@@ -560,7 +582,7 @@ class Pathway:
         consolidative = ~st["relapsed"][idx]
         self.hsct_consolidative[idx] = consolidative
         k = st["hsct_after_car"][idx]
-        self.record(idx, now, "hsct_planned", np.where(consolidative, "consolidative", "salvage"))
+        self.record(idx, now, "hsct_planned", _labels(consolidative, "consolidative", "salvage"))
         self.set_time("donor_found", idx, now + m.donor_search.from_uniform(
             self.u.occurrence("hsct.{}.donor_search", k, idx)))
 
@@ -584,7 +606,7 @@ class Pathway:
         self.first_day("first_hsct_day", idx, now)
         consolidative = self.hsct_consolidative[idx]
         out["consolidative_hsct"][idx[consolidative]] = True
-        self.record(idx, now, "hsct", np.where(consolidative, "consolidative", "salvage"))
+        self.record(idx, now, "hsct", _labels(consolidative, "consolidative", "salvage"))
         law = m.survival_after_salvage_hsct
         if law is not None:  # a salvage transplant replaces the course drawn at relapse
             s, s_now = idx[~consolidative], now[~consolidative]
@@ -638,5 +660,5 @@ class Pathway:
         self.stop_clock("bca_loss", r)
         self.start_clock("bca_loss", r, r_now, r_now, self.u.occurrence("bca.loss.{}", k[regained] + 1, r))
         self.update_clocks(r, r_now, ("bca_lost", "bca_loss_detected", "bca_regained", "reinfusions"))
-        self.record(idx, now, "reinfusion_result", np.where(regained, "bca_regained", "no_bca"))
+        self.record(idx, now, "reinfusion_result", _labels(regained, "bca_regained", "no_bca"))
         self.decide("reinfusion_result", idx, now)

@@ -103,3 +103,32 @@ def text_codes(values) -> tuple[np.ndarray, np.ndarray]:
     objects = np.array([v if type(v) is str else str(v) for v in values[first]], dtype=object)
     remap, categories = pd.factorize(objects)
     return remap[codes], np.asarray(categories, dtype=object)
+
+
+# Event texts (names and details) as integer codes, one vocabulary for the
+# process: the engines' event tables can then be sorted, split and joined
+# as integers, and turned into text (or read by the accounting) only at the
+# end.  Codes are never stored or sent: a table of codes is read with
+# ``vocabulary()`` of the same process.
+_CODES: dict[str, int] = {}
+_TEXTS: list[str] = []
+
+
+def code_of(text: str) -> int:
+    """The code of an event text (a new text gets the next code)."""
+    code = _CODES.get(text)
+    if code is None:
+        code = _CODES[text] = len(_TEXTS)
+        _TEXTS.append(text)
+    return code
+
+
+def vocabulary() -> np.ndarray:
+    """Every coded text, at its code (an object array)."""
+    return np.array(_TEXTS, dtype=object)
+
+
+def codes_of(values) -> np.ndarray:
+    """Codes of a text column (a value that is not a string as its str())."""
+    codes, texts = text_codes(values)
+    return np.array([code_of(t) for t in texts], dtype=np.int64)[codes] if len(codes) else np.zeros(0, np.int64)

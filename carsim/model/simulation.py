@@ -89,8 +89,9 @@ def simulate_replications(model: ModelDefinition, policies, replications, n_pati
                        for replication in batch]
         else:
             cohorts = [(*draw_cohort(model, seed, replication, stop), start, stop) for replication in batch]
+        # Events kept only for the accounting stay codes (no event table is built).
         simulated = simulate_cohorts(model, policies, cohorts, record_events or _priced(model),
-                                     advanced=(start, stop) if whole_queue else None)
+                                     advanced=(start, stop) if whole_queue else None, coded=not record_events)
         for replication, (_streams, covariates, *_), done in zip(batch, cohorts, simulated, strict=True):
             for policy in policies:
                 outcomes, events, use, warnings, stays = done[policy]
