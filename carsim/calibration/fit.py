@@ -107,14 +107,17 @@ class Calibrator:
 
     @property
     def parameters(self) -> list:
-        """Every fitted parameter: the stages' and those tuned to match a published HR."""
-        return [p for stage in self.spec.stages for p in stage.parameters] + [m.parameter for m in self.spec.match]
+        """Every fitted parameter: the stages', those tuned to match a published HR and those of a synthesis."""
+        return ([p for stage in self.spec.stages for p in stage.parameters] + [m.parameter for m in self.spec.match]
+                + [p for synthesis in self.spec.synthesis for p in synthesis.parameters])
 
     def _check_paths(self):
         """Every fitted path must name a number in the scenario (typos are errors)."""
         places = [(f"stages[{s}].parameters[{i}]", parameter) for s, stage in enumerate(self.spec.stages)
                   for i, parameter in enumerate(stage.parameters)]
         places += [(f"match[{m}].parameter", match.parameter) for m, match in enumerate(self.spec.match)]
+        places += [(f"synthesis[{k}].parameters[{i}]", parameter) for k, synthesis in enumerate(self.spec.synthesis)
+                   for i, parameter in enumerate(synthesis.parameters)]
         for where, parameter in places:
             for path in self.tied[parameter.path]:
                 try:
@@ -215,8 +218,10 @@ class StageResult:
 
 def fit(calibrator: Calibrator, log=print, published: dict | None = None) -> tuple[dict, list[StageResult]]:
     """Fit each stage in turn (later stages start from earlier fits), then
-    tune the parameters that match published hazard ratios (``published``:
-    the targets file's entries by id)."""
+    tune the parameters that match published hazard ratios, then those that
+    several published figures constrain together (``published``: the targets
+    file's entries by id)."""
+    from .synthesis import synthesize  # it builds on this module
     spec = calibrator.spec
     values = {}
     for stage in spec.stages:
@@ -251,6 +256,8 @@ def fit(calibrator: Calibrator, log=print, published: dict | None = None) -> tup
         log(f"stage {stage.name}: objective {before:.2f} -> {best:.2f} in {used} evaluations")
     for match in spec.match:
         results.append(match_input(calibrator, values, match, float(published[match.id]["value"]), log))
+    for synthesis in spec.synthesis:
+        results.append(synthesize(calibrator, values, synthesis, published, log))
     return values, results
 
 

@@ -109,6 +109,7 @@ def _ranges(spec) -> dict:
     """Fitted path -> its Parameter (search range and scale)."""
     ranges = {p.path: p for stage in spec.stages for p in stage.parameters}
     ranges.update({m.parameter.path: m.parameter for m in spec.match})
+    ranges.update({p.path: p for synthesis in spec.synthesis for p in synthesis.parameters})
     return ranges
 
 
@@ -193,11 +194,37 @@ def markdown(spec, table: pd.DataFrame, stages, values: dict, priors: dict, seco
     for stage in stages:
         lines.append(f"| {stage.name} | {stage.objective_before:.2f} | {stage.objective_after:.2f} | "
                      f"{stage.evaluations} |")
+    lines += _synthesis_lines(stages)
     lines += _uncertainty_lines(spec, values, intervals or {}, posterior)
     lines += ["", "## Sources", ""]
     for row in table.drop_duplicates("id").itertuples():
         lines.append(f"- `{row.id}`: {row.source}")
     return "\n".join(lines) + "\n"
+
+
+def _synthesis_lines(stages) -> list[str]:
+    """Published figures weighed together: each figure at the fit, each parameter with its interval."""
+    lines = []
+    for result in stages:
+        if not hasattr(result, "evidence"):
+            continue
+        lines += ["", f"## Published figures weighed together: {result.name.split()[-1]}", "",
+                  ("The parameters below minimise the sum of squared standardised gaps on the log scale, each "
+                   "published figure weighted by the precision of its 95% CI; their 95% intervals are the "
+                   "Laplace approximation around the fit, and PSA draws them from those intervals. "
+                   + result.note).strip(), "",
+                  "| figure | how | published (95% CI) | model | standardised gap | inside |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for row in result.evidence:
+            lines.append(f"| `{row['id']}` | {row['how']} | {row['published']:.3g} ({row['lower']:.3g}-"
+                         f"{row['upper']:.3g}) | {row['model']:.3g} | {row['z']:+.2f} | "
+                         f"{'yes' if row['inside'] else '**no**'} |")
+        lines += ["", "| parameter | fitted | 95% interval (Laplace) |", "| --- | --- | --- |"]
+        for path, value in result.values.items():
+            interval = result.intervals.get(path)
+            shown = f"{interval[0]:.6g}-{interval[1]:.6g}" if interval else "not pinned down (flat objective)"
+            lines.append(f"| `{path}` | {value:.6g} | {shown} |")
+    return lines
 
 
 def _uncertainty_lines(spec, values: dict, intervals: dict, posterior) -> list[str]:

@@ -18,6 +18,7 @@ from ..scenario.paths import label_of, locate, parent_of, set_value_at, value_at
 from .fit import Calibrator, fit, match_interval
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
+from .synthesis import SynthesisResult
 from .uncertainty import Posterior, sample_posterior
 
 
@@ -119,10 +120,11 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         table = pd.concat([table, recovery_rows(spec, published, recovered)], ignore_index=True)
     table = table.astype({"inside": bool, "fitted": bool})
     seconds = time.perf_counter() - started
+    synthesized = [stage for stage in stages if isinstance(stage, SynthesisResult)]
     text = markdown(spec, table, stages, values, priors, seconds, calibrator.evaluations, intervals, posterior)
     write_report(report_dir, table, text, f"{spec.name}: model vs published")
     fitted_path = (path.parent / spec.writes) if out is None else Path(out) / Path(spec.writes).name
-    write_fitted(fitted_path, calibrator, values, spec, path, report_dir, intervals, posterior)
+    write_fitted(fitted_path, calibrator, values, spec, path, report_dir, intervals, posterior, synthesized)
     manifest = calibration_manifest(calibrator, spec, path, fitted_path, values, stages,
                                     {"fit_seconds": round(fit_seconds, 3),
                                      "total_seconds": round(time.perf_counter() - started, 3),
@@ -138,6 +140,13 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
                        "uncertainty.samples (longer chains)")
             manifest.warn(message)
             log(f"warning: {message}")
+    for result in synthesized:
+        for path, interval in result.intervals.items():
+            if interval is None:
+                message = (f"{result.name}: the published figures do not pin down {path} (the objective is not "
+                           "curved around the fit); it keeps the model's own distribution")
+                manifest.warn(message)
+                log(f"warning: {message}")
     for parameter, value, bound in parameters_at_bounds(spec, stages):
         message = f"fitted parameter {parameter} = {value:.6g} sits at the bound {bound:g} of its search range"
         manifest.warn(message)
@@ -166,9 +175,11 @@ MIN_EFFECTIVE_SAMPLES = 30  # below this the draws rest on a handful of independ
 
 
 def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterior | None, tied: dict,
-                          raw_model: dict, values: dict) -> None:
+                          raw_model: dict, values: dict, synthesized=()) -> None:
     """Matched parameters get the interval matched to the published one (one
-    draw for the values tied to them); calibrated ones the joint draws."""
+    draw for the values tied to them), synthesized ones their Laplace
+    interval (drawn independently of each other, a stated simplification);
+    calibrated ones the joint draws."""
     by_id = {match.id: match for match in spec.match}
     for match_id, ((low, high), _unreached) in intervals.items():
         parameter = by_id[match_id].parameter
@@ -176,6 +187,19 @@ def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterio
             holder = value_at(body, parent_of(place))
             holder["distribution"] = {"family": "lognormal", "ci": [_round(low), _round(high)],
                                       "shared": match_id}
+    for result in synthesized or ():
+        for k, (path, interval) in enumerate(result.intervals.items()):
+            if interval is None:
+                continue
+            places = tied.get(path, (path,))
+            # A probability keeps a beta; any other value a lognormal.  One
+            # draw sets every place the value is tied to.
+            prior = value_at(raw_model, parent_of(path)).get("distribution") or {}
+            family = "beta" if prior.get("family") == "beta" else "lognormal"
+            for place in places:
+                value_at(body, parent_of(place))["distribution"] = {
+                    "family": family, "ci": [_round(interval[0]), _round(interval[1])],
+                    "shared": f"{result.name.split()[-1]}_{k}"}
     inherited = raw_model.get("calibration_uncertainty")
     if posterior is None:
         if inherited and set(inherited["parameters"]) & set(values):
@@ -203,7 +227,7 @@ def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterio
 
 
 def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, spec_path: Path, report_dir: Path,
-                 intervals: dict | None = None, posterior: Posterior | None = None):
+                 intervals: dict | None = None, posterior: Posterior | None = None, synthesized=()):
     scenario_rel = os.path.relpath(calibrator.scenario_path, fitted_path.parent)
     report_rel = os.path.relpath(report_dir / "report.md", spec_path.parent.parent)
     note = f"fitted to published targets by carsim calibrate {spec_path.name} (see {report_rel})"
@@ -212,7 +236,7 @@ def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, 
               "# Re-run the calibration to change them; edit the model file for anything else.\n")
     overrides = fitted_overrides(calibrator.raw, values, note, calibrator.tied)
     body = {"extends": scenario_rel, **overrides}
-    uncertainty_overrides(body, spec, intervals or {}, posterior, calibrator.tied, calibrator.raw, values)
+    uncertainty_overrides(body, spec, intervals or {}, posterior, calibrator.tied, calibrator.raw, values, synthesized)
     text = header + yaml.safe_dump(body, sort_keys=False, width=110, default_flow_style=None)
     atomic_write(fitted_path, lambda p: p.write_text(text))
 

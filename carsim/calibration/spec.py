@@ -72,12 +72,17 @@ class Stage(Strict):
     max_evaluations: int = Field(150, ge=1)
 
 
+# How a published hazard ratio is re-estimated on the simulated cohort
+# (carsim.calibration.recovery).
+Analysis = Literal["bca_loss_relapse", "burden_efs", "burden_os", "burden_relapse", "burden_cd19neg_relapse",
+                   "extramedullary_efs", "prior_lines_os", "prior_crs_cd19pos_relapse", "mrd_day28_relapse",
+                   "mrd_month3_relapse", "consolidative_hsct", "consolidative_hsct_lfs", "fludarabine_relapse",
+                   "kmt2a_relapse", "kmt2a_lineage_switch"]
+
+
 class Recovery(Strict):
     id: str
-    analysis: Literal["bca_loss_relapse", "burden_efs", "burden_os", "burden_relapse", "burden_cd19neg_relapse",
-                      "extramedullary_efs", "prior_lines_os", "prior_crs_cd19pos_relapse", "mrd_day28_relapse", "mrd_month3_relapse",
-                      "consolidative_hsct", "consolidative_hsct_lfs", "fludarabine_relapse", "kmt2a_relapse",
-                      "kmt2a_lineage_switch"]
+    analysis: Analysis
     tolerance_ratio: float | None = Field(None, gt=1)  # interval [HR / r, HR * r] where no CI is published
     subgroup: str | None = None  # re-estimated in this subgroup (the population the paper studied)
     # The burden analyses' high-burden group as the paper defined it, a
@@ -97,6 +102,55 @@ class Match(Strict):
     analysis: Literal["consolidative_hsct", "fludarabine_relapse", "kmt2a_relapse", "prior_lines_os"]
     parameter: Parameter
     note: str = ""
+
+
+class Evidence(Strict):
+    """One published figure in a synthesis: a hazard ratio re-estimated on the
+    simulated cohort (``analysis``) or the value of one of the synthesis's own
+    parameters (``parameter``, e.g. a published transplant mortality), or that
+    probability under one of its odds ratios (``odds_ratio``, e.g. the
+    mortality of a second transplant)."""
+
+    id: str  # the published figure in the targets file (a value and a 95% CI)
+    analysis: Analysis | None = None
+    parameter: str | None = None
+    odds_ratio: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if (self.analysis is None) == (self.parameter is None):
+            raise ValueError("expected exactly one of 'analysis' (a re-estimated HR) or 'parameter' (a fitted value)")
+        if self.odds_ratio is not None and self.parameter is None:
+            raise ValueError("odds_ratio: applies to a probability named by 'parameter'")
+        return self
+
+
+class Synthesis(Strict):
+    """Several published figures that constrain the same few parameters and
+    disagree at their point estimates (e.g. a meta-analysis's relapse HR, its
+    LFS HR and its transplant mortality, pooled over different study subsets).
+    The parameters are fitted by weighted least squares on the log scale, each
+    figure weighted by the precision its 95% CI implies; their uncertainty is
+    the Laplace approximation around that fit (carsim.calibration.synthesis)."""
+
+    id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    parameters: list[Parameter] = Field(min_length=1)
+    evidence: list[Evidence] = Field(min_length=1)
+    max_evaluations: int = Field(80, ge=1)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _identified(self):
+        if len(self.evidence) < len(self.parameters):
+            raise ValueError(f"evidence: {len(self.evidence)} figure(s) cannot fix {len(self.parameters)} parameters")
+        paths = {p.path for p in self.parameters}
+        for e, evidence in enumerate(self.evidence):
+            for key in ("parameter", "odds_ratio"):
+                named = getattr(evidence, key)
+                if named is not None and named not in paths:
+                    raise ValueError(f"evidence[{e}].{key}: {named!r} is not one of the synthesis's parameters "
+                                     f"({', '.join(sorted(paths))})")
+        return self
 
 
 class UncertaintySettings(Strict):
@@ -126,6 +180,7 @@ class CalibrationSpec(Strict):
     stages: list[Stage]
     recover: list[Recovery] = Field(default_factory=list)
     match: list[Match] = Field(default_factory=list)
+    synthesis: list[Synthesis] = Field(default_factory=list)
     uncertainty: UncertaintySettings | None = None
 
 
@@ -305,4 +360,18 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
             float(published[match.id]["value"])
         except (TypeError, ValueError):
             raise ScenarioError(path, f"match[{m}].id", f"{match.id!r} has no numeric value to match") from None
+    for s, synthesis in enumerate(spec.synthesis):
+        for e, evidence in enumerate(synthesis.evidence):
+            where = f"synthesis[{s}].evidence[{e}].id"
+            entry = published.get(evidence.id)
+            if entry is None:
+                raise ScenarioError(path, where, f"unknown target id {evidence.id!r}")
+            ci = entry.get("ci")
+            try:
+                ok = float(entry["value"]) > 0 and ci is not None and 0 < float(ci[0]) < float(ci[1])
+            except (TypeError, ValueError, IndexError):
+                ok = False
+            if not ok:
+                raise ScenarioError(path, where, f"{evidence.id!r} needs a positive value and a 95% CI "
+                                    "(ci: [lower, upper]) to be weighted in a synthesis")
     return spec, targets
