@@ -346,6 +346,30 @@ def test_a_target_among_part_of_the_cohort_is_read_off_those_patients_only(tmp_p
     assert outputs["cr_high"] != pytest.approx(outputs["cr"])
 
 
+def test_a_target_among_non_responders_is_their_kaplan_meier_os(tmp_path):
+    """``among: "not cr"`` (a published figure for CAR non-responders): OS at
+    12 months is lifelines' Kaplan-Meier of the infused non-responders alone."""
+    from lifelines import KaplanMeierFitter
+
+    from carsim.experiment.metrics import endpoint_arrays
+
+    path = _write(tmp_path, _spec(MODEL, targets=[
+        {"id": "cr", "output": "cr"}, {"id": "os_nr", "output": "os", "time_months": 12, "among": "not cr"}]),
+        {"synthetic": [{"id": "cr", "what": "CR", "value": 0.8, "ci": [0.78, 0.82], "source": "t"},
+                       {"id": "os_nr", "what": "OS 12 mo, non-responders", "value": 0.19, "ci": [0.07, 0.5],
+                        "source": "t"}]})
+    spec, targets = load_calibration(path)
+    calibrator = Calibrator(spec, targets, path, patients=1500, n_jobs=1)
+    patients = calibrator.simulate({})
+    p = next(iter(patients.values()))
+    outputs = calibrator.outputs(patients, ["os_nr"])
+    mask, durations, events = endpoint_arrays(p, "os", "infusion")
+    non_responders = ~np.asarray(p["cr"], dtype=bool)[mask]
+    assert 20 < non_responders.sum() < mask.sum() / 2
+    fitter = KaplanMeierFitter().fit(durations[non_responders], events[non_responders])
+    assert outputs["os_nr"] == pytest.approx(float(fitter.predict(12 * 365.25 / 12)), abs=1e-9)
+
+
 def test_a_burden_recovery_takes_the_papers_high_burden_definition(derived_scenario):
     """Relapse x2.5 with extramedullary disease only (marrow blasts act on no
     relapse hazard): with high burden defined as extramedullary disease the

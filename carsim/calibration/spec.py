@@ -41,8 +41,9 @@ class TargetMapping(Strict):
     censor_at_hsct: bool = False
     subgroup: str | None = None
     # The patients the figure was reported among, a condition on baseline
-    # covariates (e.g. "marrow_blasts_infusion >= 5"): a published figure for
-    # one part of a cohort, read off the same simulated cohort.
+    # covariates or on response at day 28 (e.g. "marrow_blasts_infusion >= 5",
+    # "not cr"): a published figure for one part of a cohort, read off the
+    # same simulated cohort.
     among: str | None = None
     tolerance: float | None = Field(None, gt=0)
     fit: bool = True  # false: reported, not fitted (e.g. a different cohort or era)
@@ -328,9 +329,10 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
             raise ScenarioError(path, f"{where}.subgroup", f"unknown subgroup {mapping.subgroup!r}")
         if mapping.among is not None:
             try:
-                parse_condition(mapping.among, baseline_columns)
+                parse_condition(mapping.among, baseline_columns | {"cr"})
             except ConditionSyntaxError as exc:
-                raise ScenarioError(path, f"{where}.among", f"a condition on baseline covariates: {exc}") from None
+                raise ScenarioError(path, f"{where}.among", f"a condition on baseline covariates or response "
+                                    f"(cr): {exc}") from None
         target = Target(mapping, published[mapping.id], spec.default_tolerance)
         if output.needs_time and target.time_months is None:
             raise ScenarioError(path, f"{where}.time_months", f"output {mapping.output!r} needs a time point")
