@@ -38,7 +38,7 @@ def load(path, **overrides):
     ``path``, with ``overrides``: ``patients``, ``seed``, ``replications``,
     ``n_jobs``, ``engine``, ``horizon_years``, ``report_times``, ``policies``,
     or any value by its key path with ``__`` for ``.``
-    (``pathway__hsct__transplant_related_death__value=0.1``)."""
+    (``pathway__hsct__transplant_related_death__value=0.09``)."""
     from .scenario import load_scenario
 
     dotted = {SCENARIO_KEYWORDS.get(key, key.replace("__", ".")): value for key, value in overrides.items()}

@@ -13,9 +13,9 @@ from carsim.errors import CarsimError
 
 
 def test_load_takes_named_and_dotted_overrides():
-    scenario = carsim.load(BASELINE, patients=123, seed=9, pathway__hsct__transplant_related_death__value=0.1)
+    scenario = carsim.load(BASELINE, patients=123, seed=9, pathway__hsct__transplant_related_death__value=0.09)
     assert scenario.cohort.size == 123 and scenario.run.seed == 9
-    assert scenario.pathway.hsct.transplant_related_death.value == 0.1
+    assert scenario.pathway.hsct.transplant_related_death.value == 0.09
     with pytest.raises(CarsimError, match="cohort.size"):
         carsim.load(BASELINE, patients=0)
 

@@ -110,7 +110,7 @@ def test_resume_with_another_seed_is_a_one_line_error(uninterrupted, capsys):
 
 
 def test_resume_with_another_scenario_is_a_one_line_error(uninterrupted, tmp_path, capsys):
-    other = write_scenario(tmp_path, {"pathway": {"hsct": {"transplant_related_death": {"value": 0.1}}}})
+    other = write_scenario(tmp_path, {"pathway": {"hsct": {"transplant_related_death": {"value": 0.09}}}})
     assert "scenario_sha256 was" in _error(capsys, other, "--resume", uninterrupted)
 
 

@@ -30,7 +30,8 @@ def salvage_cohort(derived_scenario):
                 "donor_search": {"family": "fixed", "value": 5, "assumption": A},
                 # transplant deaths on the next day: no other death competes with them
                 "time_to_transplant_death": {"family": "fixed", "value": 1, "assumption": A},
-                "transplant_related_death": {"value": BASE_TRM, "assumption": A, "odds_ratios": [
+                # distribution: none (the inherited interval describes the calibrated value, not this one)
+                "transplant_related_death": {"value": BASE_TRM, "assumption": A, "distribution": None, "odds_ratios": [
                     {"label": "second_hsct", "if": "prior_hsct or hsct_after_car >= 1", "value": SECOND_OR,
                      "assumption": A}]}}},
         "run": {"horizon_years": 10}})

@@ -218,10 +218,9 @@ class StageResult:
 
 def fit(calibrator: Calibrator, log=print, published: dict | None = None) -> tuple[dict, list[StageResult]]:
     """Fit each stage in turn (later stages start from earlier fits), then
-    tune the parameters that match published hazard ratios, then those that
-    several published figures constrain together (``published``: the targets
-    file's entries by id)."""
-    from .synthesis import synthesize  # it builds on this module
+    tune the parameters that match published hazard ratios (``published``:
+    the targets file's entries by id).  Syntheses follow
+    (:func:`carsim.calibration.synthesis.synthesize`)."""
     spec = calibrator.spec
     values = {}
     for stage in spec.stages:
@@ -256,8 +255,6 @@ def fit(calibrator: Calibrator, log=print, published: dict | None = None) -> tup
         log(f"stage {stage.name}: objective {before:.2f} -> {best:.2f} in {used} evaluations")
     for match in spec.match:
         results.append(match_input(calibrator, values, match, float(published[match.id]["value"]), log))
-    for synthesis in spec.synthesis:
-        results.append(synthesize(calibrator, values, synthesis, published, log))
     return values, results
 
 

@@ -18,7 +18,7 @@ from ..scenario.paths import label_of, locate, parent_of, set_value_at, value_at
 from .fit import Calibrator, fit, match_interval
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
 from .spec import load_calibration, load_targets_file
-from .synthesis import SynthesisResult
+from .synthesis import SynthesisResult, synthesize
 from .uncertainty import Posterior, sample_posterior
 
 
@@ -93,6 +93,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         calibrator.progress = progress_bar(None, "calibrating", unit="simulated cohorts")
         priors = calibrator.prior_values(calibrator.parameters)
         values, stages = fit(calibrator, log=log, published=published)
+        stages += [synthesize(calibrator, values, synthesis, published, log) for synthesis in spec.synthesis]
         intervals = {}
         for match in spec.match:
             interval = published[match.id].get("ci")
