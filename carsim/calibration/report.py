@@ -210,8 +210,9 @@ def _synthesis_lines(stages) -> list[str]:
             continue
         lines += ["", f"## Published figures weighed together: {result.name.split()[-1]}", "",
                   ("The parameters below minimise the sum of squared standardised gaps on the log scale, each "
-                   "published figure weighted by the precision of its 95% CI; their 95% intervals are the "
-                   "Laplace approximation around the fit, and PSA draws them from those intervals. "
+                   "published figure weighted by the precision of its 95% CI on the side of the gap; their 95% "
+                   "intervals come from the Laplace approximation around the fit, from which PSA takes joint "
+                   "draws (so their correlation is kept). "
                    + result.note).strip(), "",
                   "| figure | how | published (95% CI) | model | standardised gap | inside |",
                   "| --- | --- | --- | --- | --- | --- |"]

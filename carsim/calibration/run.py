@@ -11,9 +11,10 @@ from pathlib import Path
 import yaml
 
 from .._io import atomic_write
-from ..errors import display_path
+from ..errors import CarsimError, display_path
 from ..experiment.manifest import Manifest, clear
 from ..experiment.parallel import progress_bar
+from ..scenario import load_scenario
 from ..scenario.paths import label_of, locate, parent_of, set_value_at, value_at
 from .fit import Calibrator, fit, match_interval
 from .report import markdown, parameters_at_bounds, recovery_rows, target_rows, write_report
@@ -93,7 +94,8 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         calibrator.progress = progress_bar(None, "calibrating", unit="simulated cohorts")
         priors = calibrator.prior_values(calibrator.parameters)
         values, stages = fit(calibrator, log=log, published=published)
-        stages += [synthesize(calibrator, values, synthesis, published, log) for synthesis in spec.synthesis]
+        n_draws = spec.uncertainty.keep if spec.uncertainty is not None else 200
+        stages += [synthesize(calibrator, values, synthesis, published, log, n_draws) for synthesis in spec.synthesis]
         intervals = {}
         for match in spec.match:
             interval = published[match.id].get("ci")
@@ -142,12 +144,16 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
             manifest.warn(message)
             log(f"warning: {message}")
     for result in synthesized:
-        for path, interval in result.intervals.items():
-            if interval is None:
-                message = (f"{result.name}: the published figures do not pin down {path} (the objective is not "
-                           "curved around the fit); it keeps the model's own distribution")
-                manifest.warn(message)
-                log(f"warning: {message}")
+        messages = []
+        if not result.converged:
+            messages.append(f"{result.name} stopped at max_evaluations ({result.evaluations} evaluations) before "
+                            "converging: raise max_evaluations in the calibration file")
+        if result.draws is None:
+            messages.append(f"{result.name}: the published figures do not pin down {', '.join(result.values)} (the "
+                            "objective is not curved around the fit); PSA keeps them at the fitted values")
+        for message in messages:
+            manifest.warn(message)
+            log(f"warning: {message}")
     for parameter, value, bound in parameters_at_bounds(spec, stages):
         message = f"fitted parameter {parameter} = {value:.6g} sits at the bound {bound:g} of its search range"
         manifest.warn(message)
@@ -178,9 +184,8 @@ MIN_EFFECTIVE_SAMPLES = 30  # below this the draws rest on a handful of independ
 def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterior | None, tied: dict,
                           raw_model: dict, values: dict, synthesized=()) -> None:
     """Matched parameters get the interval matched to the published one (one
-    draw for the values tied to them), synthesized ones their Laplace
-    interval (drawn independently of each other, a stated simplification);
-    calibrated ones the joint draws."""
+    draw for the values tied to them); calibrated and synthesized ones joint
+    draws (``calibration_uncertainty``), the two sets paired row by row."""
     by_id = {match.id: match for match in spec.match}
     for match_id, ((low, high), _unreached) in intervals.items():
         parameter = by_id[match_id].parameter
@@ -188,31 +193,34 @@ def uncertainty_overrides(body: dict, spec, intervals: dict, posterior: Posterio
             holder = value_at(body, parent_of(place))
             holder["distribution"] = {"family": "lognormal", "ci": [_round(low), _round(high)],
                                       "shared": match_id}
+    columns, methods = [], []  # (path, column of draws)
+    if posterior is not None:
+        columns += [(p.path, posterior.draws[:, j]) for j, p in enumerate(posterior.parameters)]
+        methods.append(f"approximate Bayesian calibration by Markov chains: {posterior.samples} parameter sets "
+                       f"simulated, the chains took {posterior.moves:.0%} of their moves, effective sample size "
+                       f"{posterior.effective_sample_size:.0f}, {len(posterior.draws)} joint draws "
+                       f"({posterior.distinct} distinct)")
     for result in synthesized or ():
-        for k, (path, interval) in enumerate(result.intervals.items()):
-            if interval is None:
-                continue
-            places = tied.get(path, (path,))
-            # A probability keeps a beta; any other value a lognormal.  One
-            # draw sets every place the value is tied to.
-            prior = value_at(raw_model, parent_of(path)).get("distribution") or {}
-            family = "beta" if prior.get("family") == "beta" else "lognormal"
-            for place in places:
-                value_at(body, parent_of(place))["distribution"] = {
-                    "family": family, "ci": [_round(interval[0]), _round(interval[1])],
-                    "shared": f"{result.name.split()[-1]}_{k}"}
+        # The published distribution of a synthesized value no longer applies:
+        # its draws come from the synthesis (or none, when it is not pinned down).
+        for path in result.values:
+            for place in tied.get(path, (path,)):
+                value_at(body, parent_of(place))["distribution"] = None
+        if result.draws is not None:
+            columns += [(p.path, result.draws[:, j]) for j, p in enumerate(result.parameters)]
+            methods.append(f"{result.name}: {len(result.draws)} joint draws from the Laplace approximation around "
+                           "the fit, paired row by row with the draws above (taken as independent of them)")
     inherited = raw_model.get("calibration_uncertainty")
-    if posterior is None:
+    if not columns:
         if inherited and set(inherited["parameters"]) & set(values):
             body["calibration_uncertainty"] = None  # draws of values this calibration has changed
         return
-    paths = [p.path for p in posterior.parameters]
+    paths = [path for path, _column in columns]
     fitted = [_round(values[path]) for path in paths]
-    draws = [[_round(v) for v in row] for row in posterior.draws.tolist()]
+    n_rows = max(len(column) for _path, column in columns)
+    draws = [[_round(float(column[i % len(column)])) for _path, column in columns] for i in range(n_rows)]
     groups = [[path, *tied[path][1:]] for path in paths if len(tied.get(path, ())) > 1]
-    method = (f"approximate Bayesian calibration by Markov chains: {posterior.samples} parameter sets simulated, "
-              f"the chains took {posterior.moves:.0%} of their moves, effective sample size "
-              f"{posterior.effective_sample_size:.0f}, {len(draws)} joint draws ({posterior.distinct} distinct)")
+    method = "; ".join(methods)
     if inherited:
         # The model's own calibration draws, for the values not refitted here,
         # are paired row by row with these (the two fits taken as independent).
@@ -239,5 +247,14 @@ def write_fitted(fitted_path: Path, calibrator: Calibrator, values: dict, spec, 
     body = {"extends": scenario_rel, **overrides}
     uncertainty_overrides(body, spec, intervals or {}, posterior, calibrator.tied, calibrator.raw, values, synthesized)
     text = header + yaml.safe_dump(body, sort_keys=False, width=110, default_flow_style=None)
-    atomic_write(fitted_path, lambda p: p.write_text(text))
+
+    def write_checked(part: Path) -> None:
+        part.write_text(text)
+        try:  # a fitted file that does not load never replaces the last good one
+            load_scenario(part)
+        except CarsimError as exc:
+            raise CarsimError(f"the fitted parameters do not make a valid scenario, so {display_path(fitted_path)} "
+                              f"was not written: {exc}") from None
+
+    atomic_write(fitted_path, write_checked)
 

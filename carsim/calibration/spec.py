@@ -131,8 +131,9 @@ class Synthesis(Strict):
     disagree at their point estimates (e.g. a meta-analysis's relapse HR, its
     LFS HR and its transplant mortality, pooled over different study subsets).
     The parameters are fitted by weighted least squares on the log scale, each
-    figure weighted by the precision its 95% CI implies; their uncertainty is
-    the Laplace approximation around that fit (carsim.calibration.synthesis)."""
+    figure weighted by the precision its 95% CI implies on the side of the
+    gap; their uncertainty is the Laplace approximation around that fit, from
+    which PSA takes joint draws (carsim.calibration.synthesis)."""
 
     id: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     parameters: list[Parameter] = Field(min_length=1)
@@ -141,16 +142,9 @@ class Synthesis(Strict):
     note: str = ""
 
     @model_validator(mode="after")
-    def _identified(self):
+    def _enough_figures(self):
         if len(self.evidence) < len(self.parameters):
             raise ValueError(f"evidence: {len(self.evidence)} figure(s) cannot fix {len(self.parameters)} parameters")
-        paths = {p.path for p in self.parameters}
-        for e, evidence in enumerate(self.evidence):
-            for key in ("parameter", "odds_ratio"):
-                named = getattr(evidence, key)
-                if named is not None and named not in paths:
-                    raise ValueError(f"evidence[{e}].{key}: {named!r} is not one of the synthesis's parameters "
-                                     f"({', '.join(sorted(paths))})")
         return self
 
 
@@ -362,18 +356,63 @@ def load_calibration(path) -> tuple[CalibrationSpec, dict[str, Target]]:
             float(published[match.id]["value"])
         except (TypeError, ValueError):
             raise ScenarioError(path, f"match[{m}].id", f"{match.id!r} has no numeric value to match") from None
+    _check_syntheses(spec, published, path)
+    return spec, targets
+
+
+def _check_syntheses(spec: CalibrationSpec, published: dict, path: Path) -> None:
+    """Each synthesis: a unique id; figures with a value inside a 95% CI, each
+    figure once; parameters that a figure constrains, fitted nowhere else, with
+    a positive lower bound where a figure reads them on the log scale."""
+    elsewhere = {p_path: f"stage {stage.name!r}" for stage in spec.stages for p in stage.parameters
+                 for p_path in (p.path, *p.also)}
+    elsewhere.update({p_path: f"match {m.id!r}" for m in spec.match for p_path in (m.parameter.path, *m.parameter.also)})
+    ids: set = set()
     for s, synthesis in enumerate(spec.synthesis):
+        if synthesis.id in ids:
+            raise ScenarioError(path, f"synthesis[{s}].id", f"{synthesis.id!r} is used twice; expected one id per synthesis")
+        ids.add(synthesis.id)
+        paths = {p.path: i for i, p in enumerate(synthesis.parameters)}
+        named, seen = set(), set()
         for e, evidence in enumerate(synthesis.evidence):
-            where = f"synthesis[{s}].evidence[{e}].id"
+            where = f"synthesis[{s}].evidence[{e}]"
             entry = published.get(evidence.id)
             if entry is None:
-                raise ScenarioError(path, where, f"unknown target id {evidence.id!r}")
+                raise ScenarioError(path, f"{where}.id", f"unknown target id {evidence.id!r}")
+            if evidence.id in seen:
+                raise ScenarioError(path, f"{where}.id", f"{evidence.id!r} is listed twice (it would count double)")
+            seen.add(evidence.id)
             ci = entry.get("ci")
             try:
-                ok = float(entry["value"]) > 0 and ci is not None and 0 < float(ci[0]) < float(ci[1])
-            except (TypeError, ValueError, IndexError):
-                ok = False
-            if not ok:
-                raise ScenarioError(path, where, f"{evidence.id!r} needs a positive value and a 95% CI "
-                                    "(ci: [lower, upper]) to be weighted in a synthesis")
-    return spec, targets
+                value = float(entry["value"])
+                lo, hi = float(ci[0]), float(ci[1])
+            except (TypeError, ValueError, IndexError, KeyError):
+                raise ScenarioError(path, f"{where}.id", f"{evidence.id!r} needs a numeric value and a 95% CI "
+                                    "(ci: [lower, upper]) to be weighted in a synthesis") from None
+            if not 0 < lo < value < hi:
+                raise ScenarioError(path, f"{where}.id", f"{evidence.id!r}: expected 0 < lower < value < upper, got "
+                                    f"value {value:g} and CI {lo:g}-{hi:g}")
+            for key in ("parameter", "odds_ratio"):
+                target = getattr(evidence, key)
+                if target is None:
+                    continue
+                if target not in paths:
+                    raise ScenarioError(path, f"{where}.{key}", f"{target!r} is not one of the synthesis's "
+                                        f"parameters ({', '.join(paths)})")
+                named.add(target)
+                parameter = synthesis.parameters[paths[target]]
+                if parameter.bounds[0] <= 0 or (key == "parameter" and evidence.odds_ratio and parameter.bounds[1] >= 1):
+                    need = "a positive lower bound" + (" and an upper bound below 1 (a probability)"
+                                                      if key == "parameter" and evidence.odds_ratio else "")
+                    raise ScenarioError(path, f"synthesis[{s}].parameters[{paths[target]}].bounds",
+                                        f"{evidence.id!r} reads this parameter on the log scale; expected {need}")
+        by_analysis = any(e.analysis is not None for e in synthesis.evidence)
+        for i, parameter in enumerate(synthesis.parameters):
+            if parameter.path not in named and not by_analysis:
+                raise ScenarioError(path, f"synthesis[{s}].parameters[{i}]", f"no figure constrains "
+                                    f"{parameter.path!r}; name it in a figure's 'parameter:' or 'odds_ratio:'")
+            for place in (parameter.path, *parameter.also):
+                if place in elsewhere:
+                    raise ScenarioError(path, f"synthesis[{s}].parameters[{i}].path", f"{place!r} is also fitted by "
+                                        f"{elsewhere[place]}; a value is fitted in one place")
+                elsewhere[place] = f"synthesis {synthesis.id!r}"
