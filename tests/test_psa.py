@@ -166,9 +166,9 @@ def test_parameter_draws_follow_their_distributions(scenario):
         frozen = p.frozen
         assert abs(values.mean() - frozen.mean()) < 4 * frozen.std() / np.sqrt(2000), p.path
         assert stats.kstest(values, frozen.cdf).pvalue > 1e-3, p.path
-    trm = next(p for p in parameters if p.path == "pathway.hsct.transplant_related_death.value")
-    values = trm.ppf(uniforms[:, parameters.index(trm)])
-    point = scenario.pathway.hsct.transplant_related_death.value
+    sensitivity = next(p for p in parameters if p.path == "surveillance.mrd.sensitivity.value")
+    values = sensitivity.ppf(uniforms[:, parameters.index(sensitivity)])
+    point = scenario.surveillance.mrd.sensitivity.value
     assert values.mean() == pytest.approx(point, abs=0.004)  # the beta is centred on the point value
     assert (values > 0).all() and (values < 1).all()
 
