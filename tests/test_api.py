@@ -58,9 +58,9 @@ def test_read_results_of_a_run(baseline_run):
 
 def test_gsa_returns_its_tables(tmp_path):
     result = carsim.gsa(BASELINE, method="morris", samples=2, patients=40, n_jobs=1, out=tmp_path / "gsa",
-                        parameters="pathway.hsct.transplant_related_death.value")
+                        parameters="pathway.post_relapse.survival_after_salvage_hsct.median")
     assert result.study == "gsa" and list(result.gsa_indices.parameter) == [
-        "pathway.hsct.transplant_related_death.value"]
+        "pathway.post_relapse.survival_after_salvage_hsct.median"]
     assert (tmp_path / "gsa" / "report.html").exists() and result.figures == [tmp_path / "gsa" / "gsa.png"]
 
 

@@ -89,7 +89,7 @@ def test_same_seed_same_indices_and_bad_requests():
 
 
 def test_real_model_gsa_writes_the_index_table(tmp_path, capsys):
-    paths = ["pathway.hsct.transplant_related_death.value", "pathway.post_relapse.survival.cd19pos.median"]
+    paths = ["surveillance.mrd.sensitivity.value", "pathway.relapse.cd19pos.multipliers.mrd_present.value"]
     out = tmp_path / "gsa"
     status = main(["gsa", str(BASELINE), "--method", "sobol", "--samples", "4", "--patients", "60",
                    "--parameters", ",".join(paths), "--compare", "risk_triggered:observe", "--outcome", "os",
