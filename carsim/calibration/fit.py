@@ -29,7 +29,7 @@ from ..scenario.loader import resolve_extends
 from ..scenario.paths import set_value_at, value_at
 from ..scenario.schema import Scenario
 from .outputs import compute_output
-from .recovery import hsct_recovery, recover
+from .recovery import hsct_recovery, recover, simulate_hsct_arms
 from .spec import CalibrationSpec, Parameter, Target
 
 MAIN = "cohort"
@@ -93,6 +93,7 @@ class Calibrator:
         self.evaluations = 0
         self.progress = None  # a progress bar (experiment.parallel.progress_bar) counting evaluations
         self._parallel = None
+        self._hsct_arms = None  # (values and subgroup, the two arms): the last two-policy simulation
 
     def __enter__(self):
         if self.n_jobs > 1:
@@ -196,8 +197,12 @@ class Calibrator:
         when already simulated); ``high_burden``: the burden analyses' group
         as the paper defined it (a condition on baseline covariates)."""
         if analysis in ("consolidative_hsct", "consolidative_hsct_lfs"):  # the cohort under two policies
-            return hsct_recovery(ModelDefinition(self.scenario(values, subgroup)), self.patients, self.spec.seed,
-                                 "relapse" if analysis == "consolidative_hsct" else "lfs")
+            model = ModelDefinition(self.scenario(values, subgroup))
+            key = (tuple(sorted(values.items())), subgroup)
+            if self._hsct_arms is None or self._hsct_arms[0] != key:  # relapse and LFS read one simulation
+                self._hsct_arms = (key, simulate_hsct_arms(model, self.patients, self.spec.seed))
+            return hsct_recovery(model, self.patients, self.spec.seed,
+                                 "relapse" if analysis == "consolidative_hsct" else "lfs", arms=self._hsct_arms[1])
         group = subgroup or MAIN
         cohort = patients[group] if patients is not None and group in patients else self.simulate(values, [group])[group]
         return recover(cohort, analysis, high_burden)

@@ -182,8 +182,21 @@ def _bca_time_varying(p: dict):
             int(frame["event"].sum()))
 
 
+def simulate_hsct_arms(model, n_patients: int, seed: int, replication: int = 0) -> tuple:
+    """The cohort under ``observe`` and under ``hsct_all`` (common random
+    numbers): the two arms :func:`consolidative_hsct_effect` compares."""
+    from ..model.definition import ModelDefinition
+    from ..model.simulation import simulate_policies
+
+    wanted = ["observe", "hsct_all"]
+    if any(policy not in model.policies for policy in wanted):  # e.g. a calibration that runs observe alone
+        scenario = model.scenario
+        model = ModelDefinition(scenario.model_copy(update={"run": scenario.run.model_copy(update={"policies": wanted})}))
+    return tuple(simulate_policies(model, wanted, replication, n_patients, seed, record_events=False))
+
+
 def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: int = 0,
-                              endpoint: str = "relapse") -> dict:
+                              endpoint: str = "relapse", arms: tuple | None = None) -> dict:
     """The effective relapse hazard ratio of consolidative HSCT, measured the
     way a comparison of transplanted and untransplanted responders would:
     the same HSCT-naive responders under ``hsct_all`` and under ``observe``
@@ -193,16 +206,12 @@ def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: in
     the day of HSCT (lost before it, or intact), where the published pattern
     is a clearer benefit after early loss (Summers TCT 2022).
 
+    ``arms``: the two simulated arms (:func:`simulate_hsct_arms`), when
+    already at hand (relapse and LFS read the same simulation).
+
     Returns {"overall"|"bca_lost"|"bca_intact": {"hr", "lower", "upper",
     "patients", "events"}}."""
-    from ..model.definition import ModelDefinition
-    from ..model.simulation import simulate_policies
-
-    wanted = ["observe", "hsct_all"]
-    if any(policy not in model.policies for policy in wanted):  # e.g. a calibration that runs observe alone
-        scenario = model.scenario
-        model = ModelDefinition(scenario.model_copy(update={"run": scenario.run.model_copy(update={"policies": wanted})}))
-    observe, hsct_all = simulate_policies(model, wanted, replication, n_patients, seed, record_events=False)
+    observe, hsct_all = arms if arms is not None else simulate_hsct_arms(model, n_patients, seed, replication)
     o, h = observe.outcomes, hsct_all.outcomes
     prior = np.asarray(observe.covariates["prior_hsct"], dtype=bool)
     day = h["first_hsct_day"]
@@ -233,10 +242,10 @@ def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: in
     return out
 
 
-def hsct_recovery(model, n_patients: int, seed: int, endpoint: str = "relapse") -> dict:
+def hsct_recovery(model, n_patients: int, seed: int, endpoint: str = "relapse", arms: tuple | None = None) -> dict:
     """:func:`consolidative_hsct_effect` as a recovered-input row: the overall
     HR, with the HRs by B-cell aplasia at HSCT in the method text."""
-    effect = consolidative_hsct_effect(model, n_patients, seed, endpoint=endpoint)
+    effect = consolidative_hsct_effect(model, n_patients, seed, endpoint=endpoint, arms=arms)
     overall, lost, intact = effect["overall"], effect["bca_lost"], effect["bca_intact"]
     what = ("relapse from the day of HSCT, death censors" if endpoint == "relapse"
             else "relapse or death (leukaemia-free survival) from the day of HSCT")
