@@ -14,6 +14,7 @@ from .._io import atomic_write
 from .fit import MAIN, Calibrator
 from .outputs import compute_output, resolve_output
 from .spec import interval_kind
+from .synthesis import SynthesisResult
 
 REPORT_COLUMNS = ["id", "kind", "what", "cohort", "output", "published", "interval_lower", "interval_upper",
                   "interval", "model", "model_lower", "model_upper", "difference", "inside", "fitted",
@@ -206,7 +207,7 @@ def _synthesis_lines(stages) -> list[str]:
     """Published figures weighed together: each figure at the fit, each parameter with its interval."""
     lines = []
     for result in stages:
-        if not hasattr(result, "evidence"):
+        if not isinstance(result, SynthesisResult):
             continue
         lines += ["", f"## Published figures weighed together: {result.name.split()[-1]}", "",
                   ("The parameters below minimise the sum of squared standardised gaps on the log scale, each "

@@ -140,7 +140,7 @@ def run_calibration(path, patients=None, n_jobs=None, log=print, max_evaluations
         if posterior.effective_sample_size < MIN_EFFECTIVE_SAMPLES:
             message = (f"calibration uncertainty rests on an effective sample size of "
                        f"{posterior.effective_sample_size:.0f} (< {MIN_EFFECTIVE_SAMPLES}): raise "
-                       "uncertainty.samples (longer chains)")
+                       "uncertainty.chains (more chains from dispersed starts; longer chains mix no better)")
             manifest.warn(message)
             log(f"warning: {message}")
     for result in synthesized:
