@@ -178,3 +178,32 @@ def test_engines_agree_in_distribution_on_the_baseline():
             pa, pb = a.outcomes[flag].mean(), b.outcomes[flag].mean()
             se = np.sqrt(pa * (1 - pa) / 3000 + pb * (1 - pb) / 3000) + 1e-9
             assert abs(pa - pb) < 4 * se, (a.policy, flag)
+
+
+def test_compiled_access_loop_is_its_plain_python():
+    """The access pathway's event loop is compiled by numba; its plain Python
+    (what runs without numba) gives the same patients, events and resource
+    use, number for number, with queues at both resources."""
+    from carsim.model.access import WAITED, AccessPathway
+    from carsim.model.compiled import ENABLED, interpreted
+
+    if not ENABLED:
+        pytest.skip("numba is not installed (or CARSIM_NO_JIT is set): only the plain Python runs")
+    scenario = load_scenario(BASELINE, {"resources.apheresis.capacity": 1, "resources.manufacturing.capacity": 3})
+    model = ModelDefinition(scenario)
+    streams, covariates, arrivals = simulation.draw_cohort(model, 3, 0, 400)
+    runs = []
+    for loop in (array_engine._run_queues, interpreted(array_engine._run_queues)):
+        access = AccessPathway(model, streams, covariates, arrivals, 0, 400)
+        order = np.lexsort((np.arange(access.n), access.arrival))
+        use = loop(*access.arrays(), order, np.array([1, 3]))
+        runs.append((access, use))
+    (compiled_run, compiled_use), (python_run, python_use) = runs
+    logged = compiled_run.logged[0]
+    assert logged == python_run.logged[0] > 400 * 4
+    for got, reference in zip((compiled_run.floats, compiled_run.integers, compiled_run.log[:logged],
+                               compiled_run.log_days[:logged], *compiled_use),
+                              (python_run.floats, python_run.integers, python_run.log[:logged],
+                               python_run.log_days[:logged], *python_use), strict=True):
+        np.testing.assert_array_equal(got, reference)
+    assert np.mean(compiled_run.floats[:, WAITED] > 1) > 0.2  # the manufacturing queue is real

@@ -3,7 +3,8 @@
 * Before infusion, patients interact through the apheresis and
   manufacturing queues: an exact discrete-event loop over a heap (first
   come, first served, leaving the queue at death or withdrawal) calls the
-  access pathway's transitions.  It does not depend on the policy, so it
+  access pathway's transition function; both are compiled
+  (:mod:`carsim.model.compiled`).  It does not depend on the policy, so it
   runs once for all policies.
 * After infusion, every patient-policy row advances one event per round:
   each round takes every row's earliest next event and fires it for all the
@@ -18,136 +19,162 @@
 
 from __future__ import annotations
 
-import gc
 import heapq
 import math
-from collections import deque
 from itertools import pairwise
 
 import numpy as np
 
-from .access import INFUSED, REQUEST, WAIT, AccessPathway
+from .access import (
+    ARRIVAL,
+    ATTEMPTS,
+    ENROL,
+    EXIT,
+    EXIT_TIME,
+    INFUSED,
+    NO_STEP,
+    REQUEST,
+    RESOURCES,
+    WAIT,
+    AccessPathway,
+    transition,
+)
+from .compiled import compiled
 from .definition import ModelDefinition
 from .pathway import INF, Pathway
 from .queues import GroupQueues, beds_suffice, queue_growth
 
-_STEP, _HOLD_DONE, _EXIT = range(3)
+_STEP, _HOLD_DONE, _EXIT = range(3)  # what a heap entry is
 
 
 def run_access(access: AccessPathway, capacities: dict) -> dict:
     """Simulate the access pathway of a cohort; returns resource use."""
-    # The loop makes a few small tuples per event and no reference cycles:
-    # the cyclic garbage collector would only re-scan the growing event log.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _run_access(access, capacities)
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _run_access(access: AccessPathway, capacities: dict) -> dict:
-    n = access.n
-    caps = {"apheresis": capacities["apheresis"], "manufacturing": capacities["manufacturing"]}
-    busy = {"apheresis": 0, "manufacturing": 0}
-    waiting = {"apheresis": deque(), "manufacturing": deque()}
-    busy_days = {"apheresis": 0.0, "manufacturing": 0.0}
-    first_request = {"apheresis": None, "manufacturing": None}
-    last_release = {"apheresis": None, "manufacturing": None}
-    holding = [None] * n
-    hold_start = [0.0] * n
-    request = [None] * n  # the patient's current Request
-    next_step = [None] * n
-    status = [0] * n  # 0 on the pathway, 1 infused, 2 left
-    token = [0] * n
+    caps = np.array([-1 if capacities[name] is None else capacities[name] for name in RESOURCES], np.int64)
     arrival = access.arrival
-    heap = []
+    order = np.lexsort((np.arange(access.n), arrival))
+    busy_days, first_request, last_release, now = _run_queues(*access.arrays(), order, caps)
+    access.finish()
+    use = {}
+    for r, name in enumerate(RESOURCES):
+        if caps[r] >= 0 and not np.isnan(first_request[r]):
+            released = last_release[r] if not np.isnan(last_release[r]) and last_release[r] != 0.0 else now
+            use[name] = {"busy_days": float(busy_days[r]), "capacity": capacities[name],
+                         "span_days": float(released - first_request[r])}
+        else:
+            use[name] = {"busy_days": float("nan"), "capacity": None, "span_days": 0.0}
+    return use
+
+
+@compiled
+def _run_queues(f, k, s, log, days, logged, texts, order, caps):
+    """The access pathway's event loop over a heap: first come, first served
+    at each resource (``caps``: slots, -1 unlimited), leaving a queue or a
+    slot at death or withdrawal.  Heap entries are (time, sequence, kind,
+    patient, token); a patient's token changes when it leaves the pathway,
+    voiding its entries.  Returns per resource the busy slot-days, the first
+    request and the last release (NaN: none), and the time of the last event."""
+    n = len(order)
+    busy = np.zeros(2, np.int64)
+    busy_days = np.zeros(2)
+    first_request = np.full(2, np.nan)
+    last_release = np.full(2, np.nan)
+    holding = np.full(n, -1, np.int64)  # the resource whose slot the patient holds
+    hold_start = np.zeros(n)
+    hold = np.zeros(n)  # the current request: hold, step when granted, step when done
+    granted_step = np.zeros(n, np.int64)
+    done_step = np.zeros(n, np.int64)
+    next_step = np.zeros(n, np.int64)
+    status = np.zeros(n, np.int8)  # 0 on the pathway, 1 infused, 2 left
+    token = np.zeros(n, np.int64)
+    # First-come-first-served waiting lines (a patient asks at most once per attempt).
+    line = np.empty((2, n * int(s[ATTEMPTS]) + 1), np.int64)
+    head = np.zeros(2, np.int64)
+    tail = np.zeros(2, np.int64)
+    heap = [(0.0, 0, 0, 0, 0)]
+    heap.pop()
     seq = 0
-
-    push = heapq.heappush
-
-    def begin(resource, i, now):
-        nonlocal seq
-        if caps[resource] is not None:
-            busy[resource] += 1
-            holding[i] = resource
-            hold_start[i] = now
-        _, _, hold, granted, _ = request[i]
-        if granted is not None:
-            granted(i, now)
-        push(heap, (now + hold, seq, _HOLD_DONE, i, token[i]))
-        seq += 1
-
-    def release(i, now):
-        resource = holding[i]
-        if resource is None:
-            return
-        holding[i] = None
-        busy[resource] -= 1
-        busy_days[resource] += now - hold_start[i]
-        last_release[resource] = now
-        queue = waiting[resource]
-        while queue:
-            j = queue.popleft()
-            if status[j] == 0:
-                begin(resource, j, now)
-                break
-
-    # Arrivals are read in (time, patient) order beside the heap rather than
-    # pushed up front: the heap then holds only patients on the pathway.  At
-    # equal times an arrival goes first, as if pushed first.
-    arrival_order = np.lexsort((np.arange(n), np.asarray(arrival))).tolist()
-    exit_time = access.exit_time
-    pop = heapq.heappop
     arrived = 0
     now = 0.0
     while True:
-        if arrived < n and (not heap or arrival[arrival_order[arrived]] <= heap[0][0]):
-            i = arrival_order[arrived]
+        # Arrivals are read in (time, patient) order beside the heap: at equal
+        # times an arrival goes first, as if pushed first.
+        if arrived < n and (len(heap) == 0 or f[order[arrived], ARRIVAL] <= heap[0][0]):
+            i = order[arrived]
             arrived += 1
-            now = arrival[i]
-            push(heap, (exit_time[i], seq, _EXIT, i, token[i]))
+            now = f[i, ARRIVAL]
+            heapq.heappush(heap, (f[i, EXIT_TIME], seq, _EXIT, i, token[i]))
             seq += 1
-            result = access.enrol(i, now)
-        elif heap:
-            now, _, kind, i, tok = pop(heap)
+            action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, ENROL, i, now)
+        elif len(heap) > 0:
+            now, _seq, kind, i, tok = heapq.heappop(heap)
             if tok != token[i] or status[i] != 0:
                 continue
             if kind == _STEP:
-                result = next_step[i](i, now)
+                action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, next_step[i], i, now)
             elif kind == _HOLD_DONE:  # a held slot's time is up
-                release(i, now)
-                result = request[i][4](i, now)
+                seq = _release(f, k, s, log, days, logged, texts, heap, seq, i, now, caps, busy, busy_days, last_release, holding, hold_start, hold,
+                               granted_step, line, head, tail, status, token)
+                action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, done_step[i], i, now)
             else:
-                result = access.exit(i, now)
+                action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, EXIT, i, now)
         else:
             break
         # What the transition asked for next.
-        tag = result[0] if result.__class__ is tuple else result
-        if tag is WAIT:
-            next_step[i] = result[2]
-            push(heap, (result[1], seq, _STEP, i, token[i]))
+        if action == WAIT:
+            next_step[i] = then
+            heapq.heappush(heap, (value, seq, _STEP, i, token[i]))
             seq += 1
-        elif tag is REQUEST:
-            request[i] = result
-            resource = result[1]
-            if first_request[resource] is None:
+        elif action == REQUEST:
+            hold[i] = value
+            granted_step[i] = granted
+            done_step[i] = then
+            if np.isnan(first_request[resource]):
                 first_request[resource] = now
-            cap = caps[resource]
-            if cap is None or busy[resource] < cap:
-                begin(resource, i, now)
+            if caps[resource] < 0 or busy[resource] < caps[resource]:
+                seq = _begin(f, k, s, log, days, logged, texts, heap, seq, resource, i, now, caps, busy, holding, hold_start, hold, granted_step,
+                             token)
             else:
-                waiting[resource].append(i)
+                line[resource, tail[resource]] = i
+                tail[resource] += 1
         else:  # infused or left
-            status[i] = 1 if result is INFUSED else 2
+            status[i] = 1 if action == INFUSED else 2
             token[i] += 1
-            release(i, now)
-    return {name: ({"busy_days": busy_days[name], "capacity": caps[name],
-                    "span_days": (last_release[name] or now) - first_request[name]}
-                   if caps[name] is not None and first_request[name] is not None
-                   else {"busy_days": float("nan"), "capacity": None, "span_days": 0.0})
-            for name in ("apheresis", "manufacturing")}
+            seq = _release(f, k, s, log, days, logged, texts, heap, seq, i, now, caps, busy, busy_days, last_release, holding, hold_start, hold,
+                           granted_step, line, head, tail, status, token)
+    return busy_days, first_request, last_release, now
+
+
+@compiled
+def _begin(f, k, s, log, days, logged, texts, heap, seq, resource, i, now, caps, busy, holding, hold_start, hold, granted_step, token):
+    """Patient ``i`` takes a slot of ``resource`` now; returns the next sequence number."""
+    if caps[resource] >= 0:
+        busy[resource] += 1
+        holding[i] = resource
+        hold_start[i] = now
+    if granted_step[i] != NO_STEP:
+        transition(f, k, s, log, days, logged, texts, granted_step[i], i, now)
+    heapq.heappush(heap, (now + hold[i], seq, _HOLD_DONE, i, token[i]))
+    return seq + 1
+
+
+@compiled
+def _release(f, k, s, log, days, logged, texts, heap, seq, i, now, caps, busy, busy_days, last_release, holding, hold_start, hold, granted_step,
+             line, head, tail, status, token):
+    """Patient ``i`` frees the slot it holds (if any), which goes to the
+    first patient still waiting for it; returns the next sequence number."""
+    resource = holding[i]
+    if resource < 0:
+        return seq
+    holding[i] = -1
+    busy[resource] -= 1
+    busy_days[resource] += now - hold_start[i]
+    last_release[resource] = now
+    while head[resource] < tail[resource]:
+        j = line[resource, head[resource]]
+        head[resource] += 1
+        if status[j] == 0:
+            return _begin(f, k, s, log, days, logged, texts, heap, seq, resource, j, now, caps, busy, holding, hold_start, hold, granted_step, token)
+    return seq
 
 
 def advance(pathway: Pathway, queue: GroupQueues | None = None) -> Pathway:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from .access import INFUSED, LEFT, WAIT, AccessPathway
+from .access import ENROL, EXIT, INFUSED, LEFT, NO_STEP, RESOURCES, WAIT, AccessPathway
 from .definition import ModelDefinition
 from .pathway import INF, Pathway
 from .queues import queue_growth
@@ -145,39 +145,38 @@ def simulate(model: ModelDefinition, policy: str, streams, covariates: dict, arr
     def patient(i: int):
         yield env.timeout(access.arrival[i] - env.now)
         exit_event = env.timeout(access.exit_time[i] - env.now)
-        result = access.enrol(i, env.now)
-        while result is not INFUSED:
-            if result is LEFT:
+        action, value, resource, then, granted = access.step(ENROL, i, env.now)
+        while action != INFUSED:
+            if action == LEFT:
                 return
-            if result[0] is WAIT:
-                _, until, then = result
-                wait = env.timeout(until - env.now)
+            if action == WAIT:
+                wait = env.timeout(value - env.now)
                 yield wait | exit_event
                 if not wait.processed:
-                    access.exit(i, env.now)
+                    access.step(EXIT, i, env.now)
                     return
-                result = then(i, env.now)
+                action, value, resource, then, granted = access.step(then, i, env.now)
                 continue
-            _, name, hold, granted, done = result  # a request for a slot
-            resource = resources[name]
+            slots = resources[RESOURCES[resource]]  # a request for a slot, held ``value`` days
             slot = None
-            if resource is not None:
-                slot = resource.request()
+            if slots is not None:
+                slot = slots.request()
                 yield slot | exit_event
                 if not slot.processed:
-                    _withdraw(resource, slot)
-                    access.exit(i, env.now)
+                    _withdraw(slots, slot)
+                    access.step(EXIT, i, env.now)
                     return
-            if granted is not None:
-                granted(i, env.now)
-            held = env.timeout(hold)
+            if granted != NO_STEP:
+                access.step(granted, i, env.now)
+            held = env.timeout(value)
             yield held | exit_event
             if slot is not None:
-                resource.release(slot)
+                slots.release(slot)
             if not held.processed:
-                access.exit(i, env.now)
+                access.step(EXIT, i, env.now)
                 return
-            result = done(i, env.now)
+            action, value, resource, then, granted = access.step(then, i, env.now)
+        access.finish(i)  # the access pathway's columns, which the pathway after infusion reads
         yield from after_infusion(i)
 
     def after_infusion(i: int):
@@ -205,6 +204,7 @@ def simulate(model: ModelDefinition, policy: str, streams, covariates: dict, arr
     for i in range(access.n):
         env.process(patient(i))
     env.run()
+    access.finish()
     use = {name: (resource.use(env.now) if resource is not None
                   else {"busy_days": float("nan"), "capacity": None, "span_days": 0.0})
            for name, resource in resources.items()}
