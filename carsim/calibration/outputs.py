@@ -98,6 +98,19 @@ def _median_os_after_relapse(p, phenotype=None):
     return _median(durations, ~np.isnan(p["death_day"][relapsed]))
 
 
+def _os_after_relapse(p, time_months, phenotype=None):
+    """Kaplan-Meier OS ``time_months`` after the (first) relapse, among
+    patients who relapsed (with ``phenotype``: that phenotype's relapses)."""
+    relapsed = ~np.isnan(p["relapse_day"])
+    if phenotype:
+        relapsed &= p["relapse_phenotype"] == phenotype
+    durations = (p["end_day"] - p["relapse_day"])[relapsed]
+    t = time_months * DAYS_PER_MONTH
+    if durations.size == 0 or t > durations.max():
+        return float("nan")
+    return float(kaplan_meier(durations, ~np.isnan(p["death_day"][relapsed]), [t])[0])
+
+
 def _bca_retained(p, time_months):
     """Kaplan-Meier probability of keeping B-cell aplasia (no B-cell recovery
     seen at a check) at ``time_months`` after infusion, among responders;
@@ -158,9 +171,10 @@ _FIXED = {
     "median_remission_months": Output(lambda p, o, t, opt: _median_remission(p, **opt), origin_free=True),
     "median_os_after_relapse_months": Output(lambda p, o, t, opt: _median_os_after_relapse(p),
                                              origin_free=True),
+    "os_after_relapse": Output(lambda p, o, t, opt: _os_after_relapse(p, t), needs_time=True, origin_free=True),
 }
 # Outputs per relapse phenotype: name pattern -> Output for one phenotype.
-_PER_PHENOTYPE = ("cir_{}", "relapse_share_{}")
+_PER_PHENOTYPE = ("cir_{}", "relapse_share_{}", "os_after_relapse_{}")
 
 
 def model_outputs(phenotypes) -> dict[str, Output]:
@@ -177,6 +191,8 @@ def _outputs(phenotypes: tuple[str, ...]) -> dict[str, Output]:
         outputs[f"cir_{name}"] = Output(
             lambda p, o, t, opt, name=name: _incidence(p, o, t, (name,), phenotypes, **opt), needs_time=True)
         outputs[f"relapse_share_{name}"] = Output(_relapse_share(name), origin_free=True)
+        outputs[f"os_after_relapse_{name}"] = Output(
+            lambda p, o, t, opt, name=name: _os_after_relapse(p, t, name), needs_time=True, origin_free=True)
     return outputs
 
 

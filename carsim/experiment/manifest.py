@@ -63,6 +63,15 @@ def scenario_hash(scenario) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode("utf-8")).hexdigest()
 
 
+def command_line(command) -> list[str]:
+    """The command as typed: the program as ``carsim``, not the path of the
+    script that ran it (which names a folder of one machine)."""
+    command = [str(part) for part in command]
+    if command and Path(command[0]).name in ("carsim", "carsim.exe", "__main__.py"):
+        command[0] = "carsim"
+    return command
+
+
 def source_commit() -> dict | None:
     """The git commit of the carsim checkout the package runs from, and
     whether its files differ from it (None when not run from a checkout)."""
@@ -127,7 +136,7 @@ class Manifest:
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "carsim_version": __version__,
             "carsim_commit": source_commit(),
-            "command": list(self.command) if self.command is not None else None,
+            "command": command_line(self.command) if self.command is not None else None,
             "scenario": scenario.name if scenario is not None else None,
             "scenario_sha256": scenario_hash(scenario) if scenario is not None else None,
             "seed": None if self.seed is None else int(self.seed),
