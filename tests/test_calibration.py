@@ -292,6 +292,34 @@ def test_medians_are_the_kaplan_meier_medians_of_lifelines():
     assert compute_output(p, "median_remission_months", phenotypes=()) == pytest.approx(dor / month, rel=0.01)
 
 
+def test_os_after_relapse_is_the_kaplan_meier_of_lifelines_from_relapse():
+    """os_after_relapse (and per phenotype) against lifelines' Kaplan-Meier of
+    survival from the relapse, among the patients who relapsed (with that
+    phenotype); patients without a relapse are not in it."""
+    from lifelines import KaplanMeierFitter
+
+    month = 365.25 / 12
+    rng = np.random.default_rng(11)
+    n = 600
+    relapsed = rng.random(n) < 0.5
+    relapse = np.where(relapsed, rng.uniform(1, 12, n) * month, np.nan)
+    phenotype = np.where(relapsed, np.where(rng.random(n) < 0.6, "cd19pos", "cd19neg"), "none").astype(object)
+    after = np.where(phenotype == "cd19pos", rng.exponential(19 * month, n), rng.exponential(8 * month, n))
+    follow = rng.uniform(12, 48, n) * month
+    death = np.where(relapsed, relapse + after, rng.exponential(200 * month, n))
+    p = {"relapse_day": relapse, "relapse_phenotype": phenotype, "death_day": np.where(death <= follow, death, np.nan),
+         "end_day": np.minimum(death, follow)}
+    for name, keep in (("os_after_relapse", relapsed), ("os_after_relapse_cd19pos", phenotype == "cd19pos"),
+                       ("os_after_relapse_cd19neg", phenotype == "cd19neg")):
+        km = KaplanMeierFitter().fit((p["end_day"] - relapse)[keep], ~np.isnan(p["death_day"][keep]))
+        expected = float(km.survival_function_at_times(12 * month).iloc[0])
+        got = compute_output(p, name, "infusion", 12, phenotypes=("cd19pos", "cd19neg"))
+        assert got == pytest.approx(expected, abs=1e-9)
+    # The phenotypes differ as drawn: about exp(-12/19 ln 2) against exp(-12/8 ln 2).
+    assert (compute_output(p, "os_after_relapse_cd19pos", "infusion", 12, phenotypes=("cd19pos", "cd19neg"))
+            > compute_output(p, "os_after_relapse_cd19neg", "infusion", 12, phenotypes=("cd19pos", "cd19neg")) + 0.2)
+
+
 def test_a_median_with_its_n_is_not_read_as_a_count(tmp_path):
     path = _write(tmp_path, _spec(MODEL, targets=[{"id": "cr", "output": "cr"},
                                                   {"id": "m", "output": "median_os_months", "tolerance": 3}]),
