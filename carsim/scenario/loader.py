@@ -64,7 +64,7 @@ def check_nesting(text: str, path) -> None:
     """Refuse a document nested deeper than MAX_DEPTH, from its parse events
     (no recursion: PyYAML's constructor would exhaust Python's stack)."""
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in yaml.parse(text, Loader=_SafeLoader):
         if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > MAX_DEPTH:
