@@ -85,20 +85,20 @@ def sections(frame: pd.DataFrame, policies, value: str = "estimate") -> list[tup
         part = frame[frame["metric"].map(wanted)]
         if part.empty:
             continue
+        # Rows grouped by (metric, origin, month) in order of first appearance,
+        # read as plain records (a pandas filter per row costs more than the table).
+        groups: dict[tuple, dict] = {}
+        for record in part.to_dict("records"):
+            time = record["time_months"]
+            key = (record["metric"], record["origin"], None if pd.isna(time) else time)
+            groups.setdefault(key, {})[record["policy"]] = record
         rows = []
-        keys = part[["metric", "origin", "time_months"]].drop_duplicates()
-        for metric, origin, time in keys.itertuples(index=False, name=None):
-            same = part[(part.metric == metric) & (part.origin == origin)
-                        & ((part.time_months == time) | (pd.isna(time) & part.time_months.isna()))]
-            by_policy = same.set_index("policy")
-            month = "" if pd.isna(time) or metric == "rmst_os" else f"{time:g}"
+        for (metric, origin, time), by_policy in groups.items():
+            month = "" if time is None or metric == "rmst_os" else f"{time:g}"
             row = {"outcome": metric_label(metric), "from": origin, "month": month}
             for policy in shown:
-                if policy in by_policy.index:
-                    r = by_policy.loc[policy]
-                    row[policy] = _cell(r[value], r["lower"], r["upper"], metric, difference)
-                else:
-                    row[policy] = "-"
+                r = by_policy.get(policy)
+                row[policy] = "-" if r is None else _cell(r[value], r["lower"], r["upper"], metric, difference)
             rows.append(row)
         table = pd.DataFrame(rows)
         if (table["month"] == "").all():
