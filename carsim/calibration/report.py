@@ -209,7 +209,7 @@ def _synthesis_lines(stages) -> list[str]:
     for result in stages:
         if not isinstance(result, SynthesisResult):
             continue
-        lines += ["", f"## Published figures weighed together: {result.name.split()[-1]}", "",
+        lines += ["", f"## Published figures weighed together: {result.id}", "",
                   ("The parameters below minimise the sum of squared standardised gaps on the log scale, each "
                    "published figure weighted by the precision of its 95% CI on the side of the gap; their 95% "
                    "intervals come from the Laplace approximation around the fit, from which PSA takes joint "

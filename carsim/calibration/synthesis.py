@@ -45,6 +45,7 @@ class SynthesisResult(StageResult):
     draws: np.ndarray | None = None  # joint draws (rows x parameters); None: not pinned down
     converged: bool = True
     note: str = ""
+    id: str = ""  # the synthesis's id in the calibration file (its name is "synthesis <id>")
 
 
 def standardised_gap(model: float, published: float, ci) -> float:
@@ -119,7 +120,8 @@ def synthesize(calibrator: Calibrator, values: dict, synthesis, published: dict,
         f"{'' if converged else ' (stopped at max_evaluations before converging)'}; "
         + ", ".join(f"{row['id']} {row['model']:.3g} (published {row['published']:g})" for row in evidence))
     return SynthesisResult(f"synthesis {synthesis.id}", {p.path: values[p.path] for p in parameters}, before, after,
-                           evaluations, {}, list(parameters), evidence, intervals, draws, converged, synthesis.note)
+                           evaluations, {}, list(parameters), evidence, intervals, draws, converged, synthesis.note,
+                           synthesis.id)
 
 
 def _laplace_covariance(objective, centre: np.ndarray, at_centre: float) -> np.ndarray | None:
