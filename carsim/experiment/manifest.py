@@ -50,7 +50,7 @@ COMMON_KEYS = ("study", "created", "carsim_version", "carsim_commit", "command",
 LIBRARIES = {"numpy": "numpy", "scipy": "scipy", "pandas": "pandas", "pyarrow": "pyarrow", "simpy": "simpy",
              "joblib": "joblib", "pydantic": "pydantic", "PyYAML": "yaml", "matplotlib": "matplotlib",
              "lifelines": "lifelines", "SALib": "SALib", "tqdm": "tqdm", "dask": "dask",
-             "distributed": "distributed"}
+             "distributed": "distributed", "numba": "numba"}
 _RUN_SETTINGS_NOT_HASHED = ("n_jobs", "write_events", "replications", "seed", "engine", "report_times")
 
 
