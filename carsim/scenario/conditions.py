@@ -12,6 +12,7 @@ YAML spellings ``true``/``false`` are accepted for the booleans.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -253,11 +254,18 @@ def vectorise_condition(condition: Condition):
     """An element-wise version of ``condition``: a function of a state whose
     attributes are arrays, returning a boolean array (or a scalar for a
     condition on constants only)."""
-    tree = ast.parse(condition.source, mode="eval")
+    return _vectorised(condition.source)
+
+
+# By condition text: a model is rebuilt for every PSA draw or calibration
+# step, from the same few conditions.
+@functools.lru_cache(maxsize=4096)
+def _vectorised(source: str):
+    tree = ast.parse(source, mode="eval")
     tree = _RewriteNames().visit(tree)
     tree = ast.fix_missing_locations(_Vectorise().visit(tree))
     lam = ast.Expression(body=ast.Lambda(
         args=ast.arguments(posonlyargs=[], args=[ast.arg(arg="s")], kwonlyargs=[], kw_defaults=[], defaults=[]),
         body=tree.body))
-    return eval(compile(ast.fix_missing_locations(lam), f"<vector condition {condition.source}>", "eval"),
+    return eval(compile(ast.fix_missing_locations(lam), f"<vector condition {source}>", "eval"),
                 dict(_VECTOR_GLOBALS))
