@@ -87,13 +87,15 @@ def clock_once(hazard, multiplier, uniforms):
 # ``f``, ``k``: the float and integer values, one row per patient; ``s``:
 # the settings; ``log``, ``days``, ``logged``: the event log and its length;
 # ``texts``: the codes of TEXTS, then of "attempt 1", "attempt 2", ...
+# Calls pass text codes read from ``texts`` rather than constants: numba
+# compiles a function again for every distinct constant it is called with.
 @compiled
-def _log(s, log, days, logged, texts, i, day, event, detail):
+def _log(s, log, days, logged, i, day, event, detail):
     if s[RECORD]:
         n = logged[0]
         log[n, LOG_PATIENT] = int(s[FIRST_ID]) + i
-        log[n, LOG_EVENT] = texts[event]
-        log[n, LOG_DETAIL] = texts[detail]
+        log[n, LOG_EVENT] = event
+        log[n, LOG_DETAIL] = detail
         days[n] = day
         logged[0] = n + 1
 
@@ -101,25 +103,28 @@ def _log(s, log, days, logged, texts, i, day, event, detail):
 @compiled
 def _end(f, k, s, log, days, logged, texts, i, when, event, cause):
     day = when - f[i, ARRIVAL]
-    _log(s, log, days, logged, texts, i, day, event, cause)
+    _log(s, log, days, logged, i, day, event, cause)
     f[i, END_DAY] = day
-    if event == _DIED:
+    if event == texts[_DIED]:
         f[i, DEATH_DAY] = day
-        k[i, DEATH_CAUSE] = texts[cause]
+        k[i, DEATH_CAUSE] = cause
 
 
 @compiled
-def _leave(f, k, s, log, days, logged, texts, i, now, withdrawal):
-    """Withdrawn or final product failure: followed for survival."""
+def _leave(f, k, s, log, days, logged, texts, i, now, after):
+    """Withdrawn or final product failure (``after``: the death cause's
+    code, after withdrawal or after manufacturing failure): followed for
+    survival."""
+    withdrawal = after == texts[_AFTER_WITHDRAWAL]
     f[i, PATHWAY_EXIT_DAY] = now - f[i, ARRIVAL]
     k[i, WITHDRAWN] = withdrawal
     if withdrawal:
-        _log(s, log, days, logged, texts, i, now - f[i, ARRIVAL], _WITHDRAWN, _NONE)
+        _log(s, log, days, logged, i, now - f[i, ARRIVAL], texts[_WITHDRAWN], texts[_NONE])
     dies = now + f[i, SURVIVAL_AFTER_EXIT]
     if dies < f[i, CENSOR]:
-        _end(f, k, s, log, days, logged, texts, i, dies, _DIED, _AFTER_WITHDRAWAL if withdrawal else _AFTER_FAILURE)
+        _end(f, k, s, log, days, logged, texts, i, dies, texts[_DIED], after)
     else:
-        _end(f, k, s, log, days, logged, texts, i, f[i, CENSOR], _CENSOR, _NONE)
+        _end(f, k, s, log, days, logged, texts, i, f[i, CENSOR], texts[_CENSOR], texts[_NONE])
 
 
 @compiled
@@ -133,26 +138,26 @@ def _collect(f, k, i, now):
 def transition(f, k, s, log, days, logged, texts, step, i, now):
     """Apply ``step`` to patient ``i`` at time ``now`` (days); what comes
     next, as (action, time or hold, resource, next step, granted step)."""
+    none = texts[_NONE]
     if step == ENROL:
-        _log(s, log, days, logged, texts, i, 0.0, _ENROLLED, _NONE)
+        _log(s, log, days, logged, i, 0.0, texts[_ENROLLED], none)
         return WAIT, now + f[i, REFERRAL], -1, REFERRED, NO_STEP
     if step == REFERRED:
         if k[i, DEFERRED]:
-            _log(s, log, days, logged, texts, i, now - f[i, ARRIVAL], _DEFERRED, _NONE)
+            _log(s, log, days, logged, i, now - f[i, ARRIVAL], texts[_DEFERRED], none)
             return WAIT, now + f[i, DEFERRAL], -1, COLLECT, NO_STEP
         return _collect(f, k, i, now)
     if step == COLLECT:
         return _collect(f, k, i, now)
-    attempt_text = len(TEXTS) + k[i, ATTEMPT]  # "attempt 1", ... for the current attempt
     if step == COLLECTED:
         day = now - f[i, ARRIVAL]
-        _log(s, log, days, logged, texts, i, day, _APHERESIS, attempt_text)
-        _log(s, log, days, logged, texts, i, day, _QUEUED, _NONE)
+        _log(s, log, days, logged, i, day, texts[_APHERESIS], texts[len(TEXTS) + k[i, ATTEMPT]])  # "attempt 1", ...
+        _log(s, log, days, logged, i, day, texts[_QUEUED], none)
         f[i, ASKED] = now
         return (REQUEST, f[i, PER_ATTEMPT + 4 * k[i, ATTEMPT] + MANUFACTURING_HOLD], MANUFACTURING, MANUFACTURED,
                 MANUFACTURING_STARTED)
     if step == MANUFACTURING_STARTED:
-        _log(s, log, days, logged, texts, i, now - f[i, ARRIVAL], _STARTED, _NONE)
+        _log(s, log, days, logged, i, now - f[i, ARRIVAL], texts[_STARTED], none)
         f[i, STARTED] = now
         return WAIT, now, -1, NO_STEP, NO_STEP  # (ignored: a granted step only records)
     if step == MANUFACTURED:
@@ -161,12 +166,12 @@ def transition(f, k, s, log, days, logged, texts, step, i, now):
         k[i, ATTEMPT] += 1
         if f[i, done + FAILURE_U] >= s[FAILURE_PROBABILITY]:
             return WAIT, now + f[i, INFUSION_DELAY], -1, INFUSE, NO_STEP
-        _log(s, log, days, logged, texts, i, now - f[i, ARRIVAL], _FAILURE, attempt_text)
+        _log(s, log, days, logged, i, now - f[i, ARRIVAL], texts[_FAILURE], texts[len(TEXTS) + k[i, ATTEMPT] - 1])
         if k[i, ATTEMPT] < s[ATTEMPTS] and f[i, done + RECOLLECTION_U] < s[RECOLLECTION_PROBABILITY]:
-            _log(s, log, days, logged, texts, i, now - f[i, ARRIVAL], _RECOLLECTION, _NONE)
+            _log(s, log, days, logged, i, now - f[i, ARRIVAL], texts[_RECOLLECTION], none)
             return _collect(f, k, i, now)
         k[i, FAILED] = 1
-        _leave(f, k, s, log, days, logged, texts, i, now, 0)
+        _leave(f, k, s, log, days, logged, texts, i, now, texts[_AFTER_FAILURE])
         return LEFT, now, -1, NO_STEP, NO_STEP
     if step == INFUSE:
         f[i, INFUSION_TIME] = now
@@ -174,11 +179,11 @@ def transition(f, k, s, log, days, logged, texts, step, i, now):
     # EXIT: the patient's exit time came before infusion.
     reason = k[i, EXIT_REASON]
     if reason == _DEATH:
-        _end(f, k, s, log, days, logged, texts, i, now, _DIED, _PRE_INFUSION)
+        _end(f, k, s, log, days, logged, texts, i, now, texts[_DIED], texts[_PRE_INFUSION])
     elif reason == _WITHDRAWAL:
-        _leave(f, k, s, log, days, logged, texts, i, now, 1)
+        _leave(f, k, s, log, days, logged, texts, i, now, texts[_AFTER_WITHDRAWAL])
     else:
-        _end(f, k, s, log, days, logged, texts, i, now, _CENSOR, _NONE)
+        _end(f, k, s, log, days, logged, texts, i, now, texts[_CENSOR], none)
     return LEFT, now, -1, NO_STEP, NO_STEP
 
 

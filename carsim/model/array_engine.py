@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import heapq
 import math
 from itertools import pairwise
 
@@ -52,7 +51,7 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
     caps = np.array([-1 if capacities[name] is None else capacities[name] for name in RESOURCES], np.int64)
     arrival = access.arrival
     order = np.lexsort((np.arange(access.n), arrival))
-    busy_days, first_request, last_release, now = _run_queues(*access.arrays(), order, caps)
+    (busy_days, first_request, last_release), now = _run_queues(*access.arrays(), order, caps)
     access.finish()
     use = {}
     for r, name in enumerate(RESOURCES):
@@ -65,116 +64,181 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
     return use
 
 
+# Per-patient queue state (columns of one integer array) and the heap's entries.
+_HOLDING, _GRANTED, _DONE, _NEXT, _STATUS, _TOKEN = range(6)  # _STATUS: 0 on the pathway, 1 infused, 2 left
+_TIME, _SEQ, _KIND, _PATIENT, _ENTRY_TOKEN = range(5)  # a heap entry's values (floats: whole numbers are exact)
+_HOLD_START, _HOLD = range(2)
+
+
 @compiled
 def _run_queues(f, k, s, log, days, logged, texts, order, caps):
     """The access pathway's event loop over a heap: first come, first served
     at each resource (``caps``: slots, -1 unlimited), leaving a queue or a
     slot at death or withdrawal.  Heap entries are (time, sequence, kind,
-    patient, token); a patient's token changes when it leaves the pathway,
-    voiding its entries.  Returns per resource the busy slot-days, the first
-    request and the last release (NaN: none), and the time of the last event."""
+    patient, token), ordered by time then sequence (the order of pushing); a
+    patient's token changes when it leaves the pathway, voiding its
+    entries.  Returns per resource (columns) the busy slot-days, the first
+    request and the last release (rows; NaN: none), and the time of the last
+    event."""
     n = len(order)
+    # (Element by element below: numba compiles array-wide assignments slowly.)
     busy = np.zeros(2, np.int64)
-    busy_days = np.zeros(2)
-    first_request = np.full(2, np.nan)
-    last_release = np.full(2, np.nan)
-    holding = np.full(n, -1, np.int64)  # the resource whose slot the patient holds
-    hold_start = np.zeros(n)
-    hold = np.zeros(n)  # the current request: hold, step when granted, step when done
-    granted_step = np.zeros(n, np.int64)
-    done_step = np.zeros(n, np.int64)
-    next_step = np.zeros(n, np.int64)
-    status = np.zeros(n, np.int8)  # 0 on the pathway, 1 infused, 2 left
-    token = np.zeros(n, np.int64)
+    use = np.zeros((3, 2))  # busy slot-days, first request, last release (NaN: none)
+    for r in range(2):
+        use[1, r] = use[2, r] = np.nan
+    p = np.zeros((n, 6), np.int64)
+    for j in range(n):
+        p[j, _HOLDING] = -1  # the resource whose slot the patient holds
+    pf = np.zeros((n, 2))  # when its hold started, and how long its current request holds
     # First-come-first-served waiting lines (a patient asks at most once per attempt).
     line = np.empty((2, n * int(s[ATTEMPTS]) + 1), np.int64)
-    head = np.zeros(2, np.int64)
-    tail = np.zeros(2, np.int64)
-    heap = [(0.0, 0, 0, 0, 0)]
-    heap.pop()
-    seq = 0
+    ends = np.zeros((2, 2), np.int64)  # each line's head and tail
+    # A patient has at most two entries in the heap: its exit and its next step or hold's end.
+    heap = np.empty((2 * n + 1, 5))  # one row per entry, together in memory
+    heap_n = np.zeros(2, np.int64)  # entries, and the next sequence number
+    entry = np.empty(2, np.int64)  # steps read at run time (a constant argument compiles the callee again)
+    entry[0], entry[1] = ENROL, EXIT
     arrived = 0
     now = 0.0
     while True:
         # Arrivals are read in (time, patient) order beside the heap: at equal
         # times an arrival goes first, as if pushed first.
-        if arrived < n and (len(heap) == 0 or f[order[arrived], ARRIVAL] <= heap[0][0]):
+        if arrived < n and (heap_n[0] == 0 or f[order[arrived], ARRIVAL] <= heap[0, _TIME]):
             i = order[arrived]
             arrived += 1
             now = f[i, ARRIVAL]
-            heapq.heappush(heap, (f[i, EXIT_TIME], seq, _EXIT, i, token[i]))
-            seq += 1
-            action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, ENROL, i, now)
-        elif len(heap) > 0:
-            now, _seq, kind, i, tok = heapq.heappop(heap)
-            if tok != token[i] or status[i] != 0:
+            _push(heap, heap_n, f[i, EXIT_TIME], _EXIT, i, p[i, _TOKEN])
+            action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, entry[0], i, now)
+        elif heap_n[0] > 0:
+            now = heap[0, _TIME]
+            kind, i, token = int(heap[0, _KIND]), int(heap[0, _PATIENT]), int(heap[0, _ENTRY_TOKEN])
+            _pop(heap, heap_n)
+            if token != p[i, _TOKEN] or p[i, _STATUS] != 0:
                 continue
             if kind == _STEP:
-                action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, next_step[i], i, now)
+                step = p[i, _NEXT]
             elif kind == _HOLD_DONE:  # a held slot's time is up
-                seq = _release(f, k, s, log, days, logged, texts, heap, seq, i, now, caps, busy, busy_days, last_release, holding, hold_start, hold,
-                               granted_step, line, head, tail, status, token)
-                action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, done_step[i], i, now)
+                _release(f, k, s, log, days, logged, texts, heap, heap_n, i, now, caps, busy, use, p, pf,
+                         line, ends)
+                step = p[i, _DONE]
             else:
-                action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, EXIT, i, now)
+                step = entry[1]
+            action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, step, i, now)
         else:
             break
         # What the transition asked for next.
         if action == WAIT:
-            next_step[i] = then
-            heapq.heappush(heap, (value, seq, _STEP, i, token[i]))
-            seq += 1
+            p[i, _NEXT] = then
+            _push(heap, heap_n, value, _STEP, i, p[i, _TOKEN])
         elif action == REQUEST:
-            hold[i] = value
-            granted_step[i] = granted
-            done_step[i] = then
-            if np.isnan(first_request[resource]):
-                first_request[resource] = now
+            pf[i, _HOLD] = value
+            p[i, _GRANTED] = granted
+            p[i, _DONE] = then
+            if np.isnan(use[1, resource]):
+                use[1, resource] = now
             if caps[resource] < 0 or busy[resource] < caps[resource]:
-                seq = _begin(f, k, s, log, days, logged, texts, heap, seq, resource, i, now, caps, busy, holding, hold_start, hold, granted_step,
-                             token)
+                _begin(f, k, s, log, days, logged, texts, heap, heap_n, resource, i, now, caps, busy, p, pf)
             else:
-                line[resource, tail[resource]] = i
-                tail[resource] += 1
+                line[resource, ends[resource, 1]] = i
+                ends[resource, 1] += 1
         else:  # infused or left
-            status[i] = 1 if action == INFUSED else 2
-            token[i] += 1
-            seq = _release(f, k, s, log, days, logged, texts, heap, seq, i, now, caps, busy, busy_days, last_release, holding, hold_start, hold,
-                           granted_step, line, head, tail, status, token)
-    return busy_days, first_request, last_release, now
+            p[i, _STATUS] = 1 if action == INFUSED else 2
+            p[i, _TOKEN] += 1
+            _release(f, k, s, log, days, logged, texts, heap, heap_n, i, now, caps, busy, use, p, pf, line,
+                     ends)
+    return use, now
 
 
-@compiled
-def _begin(f, k, s, log, days, logged, texts, heap, seq, resource, i, now, caps, busy, holding, hold_start, hold, granted_step, token):
-    """Patient ``i`` takes a slot of ``resource`` now; returns the next sequence number."""
+@compiled(inline=True)
+def _begin(f, k, s, log, days, logged, texts, heap, heap_n, resource, i, now, caps, busy, p, pf):
+    """Patient ``i`` takes a slot of ``resource`` now."""
     if caps[resource] >= 0:
         busy[resource] += 1
-        holding[i] = resource
-        hold_start[i] = now
-    if granted_step[i] != NO_STEP:
-        transition(f, k, s, log, days, logged, texts, granted_step[i], i, now)
-    heapq.heappush(heap, (now + hold[i], seq, _HOLD_DONE, i, token[i]))
-    return seq + 1
+        p[i, _HOLDING] = resource
+        pf[i, _HOLD_START] = now
+    if p[i, _GRANTED] != NO_STEP:
+        transition(f, k, s, log, days, logged, texts, p[i, _GRANTED], i, now)
+    _push(heap, heap_n, now + pf[i, _HOLD], _HOLD_DONE, i, p[i, _TOKEN])
 
 
-@compiled
-def _release(f, k, s, log, days, logged, texts, heap, seq, i, now, caps, busy, busy_days, last_release, holding, hold_start, hold, granted_step,
-             line, head, tail, status, token):
+@compiled(inline=True)
+def _release(f, k, s, log, days, logged, texts, heap, heap_n, i, now, caps, busy, use, p, pf, line, ends):
     """Patient ``i`` frees the slot it holds (if any), which goes to the
-    first patient still waiting for it; returns the next sequence number."""
-    resource = holding[i]
+    first patient still waiting for it."""
+    resource = p[i, _HOLDING]
     if resource < 0:
-        return seq
-    holding[i] = -1
+        return
+    p[i, _HOLDING] = -1
     busy[resource] -= 1
-    busy_days[resource] += now - hold_start[i]
-    last_release[resource] = now
-    while head[resource] < tail[resource]:
-        j = line[resource, head[resource]]
-        head[resource] += 1
-        if status[j] == 0:
-            return _begin(f, k, s, log, days, logged, texts, heap, seq, resource, j, now, caps, busy, holding, hold_start, hold, granted_step, token)
-    return seq
+    use[0, resource] += now - pf[i, _HOLD_START]
+    use[2, resource] = now
+    while ends[resource, 0] < ends[resource, 1]:
+        j = line[resource, ends[resource, 0]]
+        ends[resource, 0] += 1
+        if p[j, _STATUS] == 0:
+            _begin(f, k, s, log, days, logged, texts, heap, heap_n, resource, j, now, caps, busy, p, pf)
+            return
+
+
+@compiled(inline=True)
+def _before(heap, a, t, seq):
+    """Whether entry ``a`` comes before an entry at (``t``, ``seq``)."""
+    return heap[a, _TIME] < t or (heap[a, _TIME] == t and heap[a, _SEQ] < seq)
+
+
+@compiled(inline=True)
+def _move(heap, source, target):
+    """Copy heap entry ``source`` to position ``target`` (element by element:
+    numba compiles a row assignment slowly)."""
+    for column in range(5):
+        heap[target, column] = heap[source, column]
+
+
+@compiled(inline=True)
+def _push(heap, heap_n, t, kind, i, token):
+    """Push (t, next sequence number, kind, i, token) onto the binary heap."""
+    seq = heap_n[1]
+    heap_n[1] = seq + 1
+    at = heap_n[0]
+    heap_n[0] = at + 1
+    while at > 0:
+        parent = (at - 1) // 2
+        if _before(heap, parent, t, seq):
+            break
+        _move(heap, parent, at)
+        at = parent
+    heap[at, _TIME] = t
+    heap[at, _SEQ] = seq
+    heap[at, _KIND] = kind
+    heap[at, _PATIENT] = i
+    heap[at, _ENTRY_TOKEN] = token
+
+
+@compiled(inline=True)
+def _pop(heap, heap_n):
+    """Remove the first entry of the binary heap (read it before): its
+    smaller children move up to a leaf, where the last entry goes and sifts
+    up (as Python's heapq does, with fewer comparisons)."""
+    last = heap_n[0] - 1
+    heap_n[0] = last
+    if last == 0:
+        return
+    at = 0
+    child = 1
+    while child < last:
+        if child + 1 < last and _before(heap, child + 1, heap[child, _TIME], heap[child, _SEQ]):
+            child += 1
+        _move(heap, child, at)
+        at = child
+        child = 2 * at + 1
+    t, seq = heap[last, _TIME], heap[last, _SEQ]
+    while at > 0:
+        parent = (at - 1) // 2
+        if _before(heap, parent, t, seq):
+            break
+        _move(heap, parent, at)
+        at = parent
+    _move(heap, last, at)
 
 
 def advance(pathway: Pathway, queue: GroupQueues | None = None) -> Pathway:

@@ -23,11 +23,15 @@ except ImportError:  # pragma: no cover - exercised by forcing CARSIM_NO_JIT
 ENABLED = numba is not None and os.environ.get("CARSIM_NO_JIT", "") in ("", "0")
 
 
-def compiled(function):
-    """``function`` compiled in nopython mode (cached on disk), when enabled."""
+def compiled(function=None, *, inline: bool = False):
+    """``function`` compiled in nopython mode (cached on disk), when enabled;
+    ``inline``: compiled into each caller (for small functions called in a
+    hot loop, where the call itself is the cost)."""
+    if function is None:
+        return lambda f: compiled(f, inline=inline)
     if not ENABLED:
         return function
-    return numba.njit(cache=True, nogil=True)(function)
+    return numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(function)
 
 
 def interpreted(function):
