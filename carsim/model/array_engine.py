@@ -195,18 +195,25 @@ def _move(heap, source, target):
 
 
 @compiled(inline=True)
-def _push(heap, heap_n, t, kind, i, token):
-    """Push (t, next sequence number, kind, i, token) onto the binary heap."""
-    seq = heap_n[1]
-    heap_n[1] = seq + 1
-    at = heap_n[0]
-    heap_n[0] = at + 1
+def _vacate_up(heap, at, t, seq):
+    """Move the entries above free position ``at`` that come after (``t``,
+    ``seq``) down a level; the position where that entry belongs."""
     while at > 0:
         parent = (at - 1) // 2
         if _before(heap, parent, t, seq):
             break
         _move(heap, parent, at)
         at = parent
+    return at
+
+
+@compiled(inline=True)
+def _push(heap, heap_n, t, kind, i, token):
+    """Push (t, next sequence number, kind, i, token) onto the binary heap."""
+    seq = heap_n[1]
+    heap_n[1] = seq + 1
+    at = _vacate_up(heap, heap_n[0], t, seq)
+    heap_n[0] += 1
     heap[at, _TIME] = t
     heap[at, _SEQ] = seq
     heap[at, _KIND] = kind
@@ -231,14 +238,7 @@ def _pop(heap, heap_n):
         _move(heap, child, at)
         at = child
         child = 2 * at + 1
-    t, seq = heap[last, _TIME], heap[last, _SEQ]
-    while at > 0:
-        parent = (at - 1) // 2
-        if _before(heap, parent, t, seq):
-            break
-        _move(heap, parent, at)
-        at = parent
-    _move(heap, last, at)
+    _move(heap, last, _vacate_up(heap, at, heap[last, _TIME], heap[last, _SEQ]))
 
 
 def advance(pathway: Pathway, queue: GroupQueues | None = None) -> Pathway:
