@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import heapq
 import math
 from itertools import pairwise
 
@@ -66,7 +67,6 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
 
 # Per-patient queue state (columns of one integer array) and the heap's entries.
 _HOLDING, _GRANTED, _DONE, _NEXT, _STATUS, _TOKEN = range(6)  # _STATUS: 0 on the pathway, 1 infused, 2 left
-_TIME, _SEQ, _KIND, _PATIENT, _ENTRY_TOKEN = range(5)  # a heap entry's values (floats: whole numbers are exact)
 _HOLD_START, _HOLD = range(2)
 
 
@@ -93,9 +93,9 @@ def _run_queues(f, k, s, log, days, logged, texts, order, caps):
     # First-come-first-served waiting lines (a patient asks at most once per attempt).
     line = np.empty((2, n * int(s[ATTEMPTS]) + 1), np.int64)
     ends = np.zeros((2, 2), np.int64)  # each line's head and tail
-    # A patient has at most two entries in the heap: its exit and its next step or hold's end.
-    heap = np.empty((2 * n + 1, 5))  # one row per entry, together in memory
-    heap_n = np.zeros(2, np.int64)  # entries, and the next sequence number
+    heap = [(0.0, 0, 0, 0, 0)]  # (time, sequence, kind, patient, token); typed by this first entry
+    heap.pop()
+    heap_n = np.zeros(1, np.int64)  # the next sequence number
     entry = np.empty(2, np.int64)  # steps read at run time (a constant argument compiles the callee again)
     entry[0], entry[1] = ENROL, EXIT
     arrived = 0
@@ -103,16 +103,14 @@ def _run_queues(f, k, s, log, days, logged, texts, order, caps):
     while True:
         # Arrivals are read in (time, patient) order beside the heap: at equal
         # times an arrival goes first, as if pushed first.
-        if arrived < n and (heap_n[0] == 0 or f[order[arrived], ARRIVAL] <= heap[0, _TIME]):
+        if arrived < n and (len(heap) == 0 or f[order[arrived], ARRIVAL] <= heap[0][0]):
             i = order[arrived]
             arrived += 1
             now = f[i, ARRIVAL]
             _push(heap, heap_n, f[i, EXIT_TIME], _EXIT, i, p[i, _TOKEN])
             action, value, resource, then, granted = transition(f, k, s, log, days, logged, texts, entry[0], i, now)
-        elif heap_n[0] > 0:
-            now = heap[0, _TIME]
-            kind, i, token = int(heap[0, _KIND]), int(heap[0, _PATIENT]), int(heap[0, _ENTRY_TOKEN])
-            _pop(heap, heap_n)
+        elif len(heap) > 0:
+            now, _seq, kind, i, token = heapq.heappop(heap)
             if token != p[i, _TOKEN] or p[i, _STATUS] != 0:
                 continue
             if kind == _STEP:
@@ -181,64 +179,10 @@ def _release(f, k, s, log, days, logged, texts, heap, heap_n, i, now, caps, busy
 
 
 @compiled(inline=True)
-def _before(heap, a, t, seq):
-    """Whether entry ``a`` comes before an entry at (``t``, ``seq``)."""
-    return heap[a, _TIME] < t or (heap[a, _TIME] == t and heap[a, _SEQ] < seq)
-
-
-@compiled(inline=True)
-def _move(heap, source, target):
-    """Copy heap entry ``source`` to position ``target`` (element by element:
-    numba compiles a row assignment slowly)."""
-    for column in range(5):
-        heap[target, column] = heap[source, column]
-
-
-@compiled(inline=True)
-def _vacate_up(heap, at, t, seq):
-    """Move the entries above free position ``at`` that come after (``t``,
-    ``seq``) down a level; the position where that entry belongs."""
-    while at > 0:
-        parent = (at - 1) // 2
-        if _before(heap, parent, t, seq):
-            break
-        _move(heap, parent, at)
-        at = parent
-    return at
-
-
-@compiled(inline=True)
 def _push(heap, heap_n, t, kind, i, token):
-    """Push (t, next sequence number, kind, i, token) onto the binary heap."""
-    seq = heap_n[1]
-    heap_n[1] = seq + 1
-    at = _vacate_up(heap, heap_n[0], t, seq)
+    """Push (t, next sequence number, kind, i, token) onto the heap."""
+    heapq.heappush(heap, (t, heap_n[0], kind, i, token))
     heap_n[0] += 1
-    heap[at, _TIME] = t
-    heap[at, _SEQ] = seq
-    heap[at, _KIND] = kind
-    heap[at, _PATIENT] = i
-    heap[at, _ENTRY_TOKEN] = token
-
-
-@compiled(inline=True)
-def _pop(heap, heap_n):
-    """Remove the first entry of the binary heap (read it before): its
-    smaller children move up to a leaf, where the last entry goes and sifts
-    up (as Python's heapq does, with fewer comparisons)."""
-    last = heap_n[0] - 1
-    heap_n[0] = last
-    if last == 0:
-        return
-    at = 0
-    child = 1
-    while child < last:
-        if child + 1 < last and _before(heap, child + 1, heap[child, _TIME], heap[child, _SEQ]):
-            child += 1
-        _move(heap, child, at)
-        at = child
-        child = 2 * at + 1
-    _move(heap, last, _vacate_up(heap, at, heap[last, _TIME], heap[last, _SEQ]))
 
 
 def advance(pathway: Pathway, queue: GroupQueues | None = None) -> Pathway:
