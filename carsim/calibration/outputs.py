@@ -43,13 +43,18 @@ def _share(flag, mask):
     return float(np.mean(flag[mask])) if mask.any() else float("nan")
 
 
-def _survival(p, endpoint, origin, time_months, censor_at_hsct=False):
-    censor = p["first_hsct_day"] if censor_at_hsct else None
-    _mask, durations, events = endpoint_arrays(p, endpoint, origin, censor_day=censor)
+def _survival_at(durations, events, time_months) -> float:
+    """Kaplan-Meier survival at ``time_months`` (NaN past the longest follow-up)."""
     t = time_months * DAYS_PER_MONTH
     if durations.size == 0 or t > durations.max():
         return float("nan")
     return float(kaplan_meier(durations, events, [t])[0])
+
+
+def _survival(p, endpoint, origin, time_months, censor_at_hsct=False):
+    censor = p["first_hsct_day"] if censor_at_hsct else None
+    _mask, durations, events = endpoint_arrays(p, endpoint, origin, censor_day=censor)
+    return _survival_at(durations, events, time_months)
 
 
 def _incidence(p, origin, time_months, wanted, phenotypes, censor_at_hsct=False):
@@ -88,27 +93,22 @@ def _median_remission(p, censor_at_hsct=False):
     return _median(np.maximum(since_response, 0.0), events)
 
 
-def _median_os_after_relapse(p, phenotype=None):
-    relapsed = ~np.isnan(p["relapse_day"])
-    if phenotype:
-        relapsed &= p["relapse_phenotype"] == phenotype
-    if not relapsed.any():
-        return float("nan")
-    durations = (p["end_day"] - p["relapse_day"])[relapsed]
-    return _median(durations, ~np.isnan(p["death_day"][relapsed]))
-
-
-def _os_after_relapse(p, time_months, phenotype=None):
-    """Kaplan-Meier OS ``time_months`` after the (first) relapse, among
+def _after_relapse(p, phenotype=None) -> tuple[np.ndarray, np.ndarray]:
+    """(days from the (first) relapse to death or the end, died) among the
     patients who relapsed (with ``phenotype``: that phenotype's relapses)."""
     relapsed = ~np.isnan(p["relapse_day"])
     if phenotype:
         relapsed &= p["relapse_phenotype"] == phenotype
-    durations = (p["end_day"] - p["relapse_day"])[relapsed]
-    t = time_months * DAYS_PER_MONTH
-    if durations.size == 0 or t > durations.max():
-        return float("nan")
-    return float(kaplan_meier(durations, ~np.isnan(p["death_day"][relapsed]), [t])[0])
+    return (p["end_day"] - p["relapse_day"])[relapsed], ~np.isnan(p["death_day"][relapsed])
+
+
+def _median_os_after_relapse(p, phenotype=None):
+    return _median(*_after_relapse(p, phenotype))
+
+
+def _os_after_relapse(p, time_months, phenotype=None):
+    """Kaplan-Meier OS ``time_months`` after the (first) relapse."""
+    return _survival_at(*_after_relapse(p, phenotype), time_months)
 
 
 def _bca_retained(p, time_months):
@@ -121,11 +121,7 @@ def _bca_retained(p, time_months):
     stop = np.fmin.reduce([p["end_day"][responders] - start, p["relapse_day"][responders] - start,
                            p["first_hsct_day"][responders] - start])
     events = ~np.isnan(seen) & ~(seen > stop)
-    durations = np.where(events, seen, stop)
-    t = time_months * DAYS_PER_MONTH
-    if durations.size == 0 or t > durations.max():
-        return float("nan")
-    return float(kaplan_meier(durations, events, [t])[0])
+    return _survival_at(np.where(events, seen, stop), events, time_months)
 
 
 def _relapse_with_bca(p):
