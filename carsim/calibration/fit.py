@@ -197,11 +197,11 @@ class Calibrator:
         when already simulated); ``high_burden``: the burden analyses' group
         as the paper defined it (a condition on baseline covariates)."""
         if analysis in ("consolidative_hsct", "consolidative_hsct_lfs"):  # the cohort under two policies
-            model = ModelDefinition(self.scenario(values, subgroup))
             key = (tuple(sorted(values.items())), subgroup)
             if self._hsct_arms is None or self._hsct_arms[0] != key:  # relapse and LFS read one simulation
+                model = ModelDefinition(self.scenario(values, subgroup))
                 self._hsct_arms = (key, simulate_hsct_arms(model, self.patients, self.spec.seed))
-            return hsct_recovery(model, self.patients, self.spec.seed,
+            return hsct_recovery(None, self.patients, self.spec.seed,
                                  "relapse" if analysis == "consolidative_hsct" else "lfs", arms=self._hsct_arms[1])
         group = subgroup or MAIN
         cohort = patients[group] if patients is not None and group in patients else self.simulate(values, [group])[group]

@@ -207,7 +207,8 @@ def consolidative_hsct_effect(model, n_patients: int, seed: int, replication: in
     is a clearer benefit after early loss (Summers TCT 2022).
 
     ``arms``: the two simulated arms (:func:`simulate_hsct_arms`), when
-    already at hand (relapse and LFS read the same simulation).
+    already at hand (relapse and LFS read the same simulation); ``model``
+    is then not needed.
 
     Returns {"overall"|"bca_lost"|"bca_intact": {"hr", "lower", "upper",
     "patients", "events"}}."""
