@@ -46,7 +46,7 @@ ENROL, REFERRED, COLLECT, COLLECTED, MANUFACTURING_STARTED, MANUFACTURED, INFUSE
 NO_STEP = -1
 _DEATH, _WITHDRAWAL, _CENSORED = range(3)  # why a patient leaves before infusion
 
-# The event texts the pathway writes, by position in ``AccessArrays.texts``.
+# The event texts the pathway writes, by position in ``AccessPathway.texts``.
 TEXTS = ("", "enrolled", "apheresis_deferred", "apheresis", "manufacturing_queued", "manufacturing_start",
          "manufacturing_failure", "recollection", "withdrawal", "death", "censored", "pre_infusion",
          "after_withdrawal", "after_manufacturing_failure")
@@ -218,8 +218,6 @@ class AccessPathway:
         censor = arrival + model.horizon_days
         attempts = model.max_manufacturing_attempts
         first = np.minimum(np.minimum(death, withdraw), censor)
-        self.arrival = arrival
-        self.exit_time = first
         f = self.floats = np.full((n, PER_ATTEMPT + 4 * attempts), np.nan)
         f[:, ARRIVAL], f[:, EXIT_TIME], f[:, CENSOR] = arrival, first, censor
         f[:, SURVIVAL_AFTER_EXIT] = model.survival_after_withdrawal.from_uniform(u("pre_infusion.survival_after_exit"))
@@ -256,6 +254,15 @@ class AccessPathway:
         """One transition of one patient, as plain Python (the SimPy engine's
         per-patient calls; a compiled call would cost more than it saves)."""
         return _transition_python(*self.arrays(), step, i, now)
+
+    @property
+    def arrival(self) -> np.ndarray:
+        return self.floats[:, ARRIVAL]
+
+    @property
+    def exit_time(self) -> np.ndarray:
+        """When each patient dies, withdraws or reaches the end of follow-up, if not infused first."""
+        return self.floats[:, EXIT_TIME]
 
     @property
     def infusion_time(self) -> np.ndarray:

@@ -65,7 +65,7 @@ def run_access(access: AccessPathway, capacities: dict) -> dict:
     return use
 
 
-# Per-patient queue state (columns of one integer array) and the heap's entries.
+# Per-patient queue state: columns of one integer and one float array.
 _HOLDING, _GRANTED, _DONE, _NEXT, _STATUS, _TOKEN = range(6)  # _STATUS: 0 on the pathway, 1 infused, 2 left
 _HOLD_START, _HOLD = range(2)
 
