@@ -179,3 +179,14 @@ def _without_distributions(node):
     if isinstance(node, list):
         return [_without_distributions(v) for v in node]
     return node
+
+
+def test_the_command_names_the_program_not_its_path():
+    """A manifest records `carsim ...`, not the path of one machine's script;
+    another program's __main__.py keeps its name."""
+    from carsim.experiment.manifest import command_line
+
+    assert command_line(["/opt/env/lib/carsim/__main__.py", "run", "a.yaml"]) == ["carsim", "run", "a.yaml"]
+    assert command_line(["/opt/env/bin/carsim", "psa"]) == ["carsim", "psa"]
+    assert command_line(["/opt/tool/__main__.py", "run"]) == ["/opt/tool/__main__.py", "run"]
+    assert command_line([]) == []

@@ -67,7 +67,9 @@ def command_line(command) -> list[str]:
     """The command as typed: the program as ``carsim``, not the path of the
     script that ran it (which names a folder of one machine)."""
     command = [str(part) for part in command]
-    if command and Path(command[0]).name in ("carsim", "carsim.exe", "__main__.py"):
+    program = Path(command[0]) if command else None
+    if program is not None and (program.name in ("carsim", "carsim.exe")
+                                or (program.name == "__main__.py" and program.parent.name == "carsim")):
         command[0] = "carsim"
     return command
 
