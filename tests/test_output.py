@@ -141,6 +141,28 @@ def test_parquet_parts_read_back_as_one_table(tmp_path):
     pd.testing.assert_frame_equal(got, expected, check_exact=True)
 
 
+def test_parquet_row_groups_carry_statistics_of_the_label_columns_only(tmp_path):
+    """A reader can skip row groups by replication, policy or patient (each
+    row group's minimum and maximum); the outcome columns carry none."""
+    import pyarrow.parquet as pq
+
+    from carsim.experiment.output import write_parquet_parts
+
+    parts = [{"replication": np.full(3, r, np.int64), "policy": (np.zeros(3, np.int32), np.array([p], dtype=object)),
+              "patient": np.arange(3) + 3 * r, "death_day": np.array([1.0, np.nan, 2.0 + r])}
+             for r, p in enumerate(("a", "b"))]
+    write_parquet_parts(iter(parts), tmp_path / "t.parquet")
+    metadata = pq.ParquetFile(tmp_path / "t.parquet").metadata
+    for group in range(2):
+        columns = {metadata.schema.column(c).name: metadata.row_group(group).column(c) for c in range(4)}
+        assert (columns["patient"].statistics.min, columns["patient"].statistics.max) == (3 * group, 3 * group + 2)
+        assert columns["replication"].statistics.min == group
+        assert columns["policy"].statistics.min == "ab"[group]
+        assert not columns["death_day"].is_stats_set
+    got = pq.read_table(tmp_path / "t.parquet", filters=[("policy", "=", "b")]).to_pandas()
+    assert list(got["patient"]) == [3, 4, 5]
+
+
 def test_text_codes_number_texts_as_pandas_does():
     from carsim.model.records import text_codes
 
