@@ -112,6 +112,25 @@ def test_influence_variance_matches_the_bootstrap_on_a_cohort():
     assert_allclose(kaplan_meier(time, cause > 0, times), 1 - f_boot.mean(axis=0).sum(axis=0), atol=0.01)
 
 
+def test_influence_functions_give_the_estimates_of_the_curves_bit_for_bit():
+    """The estimate returned beside an influence function comes from the
+    same risk table and is the curve the estimators give, to the last bit
+    (the summary reports it)."""
+    from carsim.experiment.survival import competing_risks_curves, kaplan_meier_curve
+
+    member = np.random.default_rng(9).random(2500) < 0.8  # a subgroup of a cohort of 2,500
+    (time, cause), _ = synthetic(np.random.default_rng(8), member.sum())
+    time = np.round(time, 2)  # ties
+    times = np.array([0.25, 1.0, 2.0, 3.5])
+    curve, _, _ = kaplan_meier_influence(time, cause > 0, times, 2500, member, tau=3.0, curve=True)
+    expected = kaplan_meier_curve(time, cause > 0, 3.5)
+    np.testing.assert_array_equal(curve.at(times), expected.at(times))
+    assert curve.restricted_mean(3.0) == expected.restricted_mean(3.0)
+    curves, _, _ = competing_risks_influence(time, cause, 2, times, 2500, member, curves=True)
+    for got, want in zip(curves.at(times), competing_risks_curves(time, cause, 2, 3.5).at(times), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 @pytest.fixture(scope="module")
 def summaries():
     """A simulated baseline cohort summarised both ways (bootstrap of 400 resamples)."""

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from ..experiment.metrics import compute_metrics, metric_influences
+from ..experiment.metrics import compute_metrics
 from ..experiment.survival import bootstrap_weights
 
 SUMMARY_COLUMNS = ["policy", "metric", "origin", "time_months", "estimate", "lower", "upper", "n"]
@@ -115,11 +115,9 @@ def summarise(result, n_boot: int = 200):
         # differences, not every policy's at once (hundreds of MB at 100,000 patients).
         point, half, difference_half = {}, {}, {}
         for pol in policies:  # the reference first
-            group, endpoints = result.group(pol, 0), {}
-            point[pol] = compute_metrics(group, horizon_days, phenotypes=phenotypes, times_months=times,
-                                         endpoints=endpoints)
-            influence = metric_influences(group, horizon_days, phenotypes=phenotypes, times_months=times,
-                                          endpoints=endpoints)
+            influence = []
+            point[pol] = compute_metrics(result.group(pol, 0), horizon_days, phenotypes=phenotypes,
+                                         times_months=times, influences=influence)
             half[pol] = _half_widths(influence)
             if pol == reference:
                 reference_influence = influence

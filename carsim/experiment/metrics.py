@@ -139,18 +139,6 @@ def endpoint_arrays(p: dict, endpoint: str, origin: str, censor_day=None, phenot
     return mask, durations, codes[mask]
 
 
-def _endpoint(p: dict, endpoints: dict | None, endpoint: str, origin: str, phenotypes=None):
-    """:func:`endpoint_arrays`, kept in ``endpoints`` (if given) for the next
-    reader of the same patients: the summary reads each endpoint for the
-    estimates and again for their influence functions."""
-    if endpoints is None:
-        return endpoint_arrays(p, endpoint, origin, phenotypes=phenotypes)
-    key = (endpoint, origin)
-    if key not in endpoints:
-        endpoints[key] = endpoint_arrays(p, endpoint, origin, phenotypes=phenotypes)
-    return endpoints[key]
-
-
 def _shares(flags_among, weights):
     """Share of patients with ``flag`` among those in ``among``, for each
     (flag, among) pair: floats, or (B,) arrays for weights of shape (B, n)."""
@@ -187,7 +175,7 @@ def _median(values, mask, weights_by_patient):
 
 
 def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
-                    times_months=TIMES_MONTHS, endpoints: dict | None = None) -> list[tuple]:
+                    times_months=TIMES_MONTHS, influences: list | None = None) -> list[tuple]:
     """All metrics of one (policy, replication): (metric, origin, time_months, value, n).
 
     Survival and incidence metrics are read at ``times_months`` (the
@@ -195,7 +183,18 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
 
     ``phenotypes``: the relapse phenotypes in scenario order
     (``Scenario.relapse_phenotypes``); each has its ``relapse_share_`` and
-    ``cir_`` rows (see :func:`metric_origins`)."""
+    ``cir_`` rows (see :func:`metric_origins`).
+
+    ``influences`` (a list; unweighted only): each row's empirical influence
+    function is appended to it, one array per row in the same order, one
+    value per patient, so that a metric's standard error is
+    ``sqrt(sum(row**2)) / n`` and that of the difference between two
+    policies on the same patients is that of the difference of their rows
+    (the delta method; see :mod:`carsim.experiment.survival`).  Each curve's
+    estimate and influence come from one risk table.  Medians use the
+    order-statistic estimate of the density at the median."""
+    if influences is not None and weights is not None:
+        raise ValueError("influence functions are of the unweighted estimates")
     phenotypes = tuple(phenotypes)
     rows = []
     n_all = len(p["end_day"])
@@ -220,15 +219,16 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
     shares = _shares([(flag, among) for _, _, flag, among in share_metrics], weights)
     for (metric, origin, _, among), share in zip(share_metrics, shares, strict=True):
         rows.append((metric, origin, np.nan, share, int(among.sum())))
-    n_inf = int(infused.sum())
     started = p["manufacturing_attempts"] > 0
-    rows.append(("wait_manufacturing_days", "enrollment", np.nan,
-                 _median(p["wait_manufacturing_days"], started, weights_by_patient), int(started.sum())))
-    rows.append(("vein_to_vein_days", "infusion", np.nan,
-                 _median(p["vein_to_vein_days"], infused, weights_by_patient), n_inf))
     transplanted = p["hsct_count"] > 0
-    rows.append(("wait_hsct_bed_days", "infusion", np.nan,
-                 _median(p["hsct_bed_wait_days"], transplanted, weights_by_patient), int(transplanted.sum())))
+    medians = [("wait_manufacturing_days", "enrollment", p["wait_manufacturing_days"], started),
+               ("vein_to_vein_days", "infusion", p["vein_to_vein_days"], infused),
+               ("wait_hsct_bed_days", "infusion", p["hsct_bed_wait_days"], transplanted)]
+    for metric, origin, values, among in medians:
+        rows.append((metric, origin, np.nan, _median(values, among, weights_by_patient), int(among.sum())))
+    if influences is not None:
+        influences += [_share_influence(flag, among) for _, _, flag, among in share_metrics]
+        influences += [_median_influence(values, among) for _, _, values, among in medians]
 
     times_months = tuple(float(t) for t in times_months)
     times_days = np.asarray(times_months, dtype=float) * DAYS_PER_MONTH
@@ -236,21 +236,41 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
         for t, v in zip(times_months, np.moveaxis(np.atleast_1d(values), -1, 0), strict=True):
             rows.append((metric, origin, float(t), v if weights is not None else float(v), n))
 
+    none = np.zeros((len(times_days), n_all))  # the influence where there is no estimate
+    n_causes = death_in_remission_code(phenotypes)
     for origin in ("infusion", "enrollment"):
         # Responders' relapse-free survival and every cumulative incidence of
         # relapse come from one Aalen-Johansen risk table.
-        cr_mask, cr_durations, codes = _endpoint(p, endpoints, "cir", origin, phenotypes)
-        rfs, incidence = _competing_or_nan(cr_durations, codes, death_in_remission_code(phenotypes),
-                                           times_days, weights_by_patient, cr_mask)
+        cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin, phenotypes=phenotypes)
+        if influences is None or not cr_durations.size:
+            rfs, incidence = _competing_or_nan(cr_durations, codes, n_causes, times_days, weights_by_patient,
+                                               cr_mask)
+            rfs_influence, incidence_influence = none, np.zeros((n_causes, *none.shape))
+        else:
+            curves, rfs_influence, incidence_influence = competing_risks_influence(
+                cr_durations, codes, n_causes, times_days, n_all, cr_mask, curves=True)
+            rfs, incidence = _competing_at(curves, cr_durations, times_days)
         n_cr = int(cr_mask.sum())
-        efs_mask, efs_durations, efs_events = _endpoint(p, endpoints, "efs", origin)
-        efs_curve = _kaplan_meier_or_none(efs_durations, efs_events, times_days.max(), weights_by_patient, efs_mask)
-        os_mask, os_durations, os_events = _endpoint(p, endpoints, "os", origin)
+        efs_mask, efs_durations, efs_events = endpoint_arrays(p, "efs", origin)
+        efs_influence = none
+        if influences is None or not efs_durations.size:
+            efs_curve = _kaplan_meier_or_none(efs_durations, efs_events, times_days.max(), weights_by_patient,
+                                              efs_mask)
+        else:
+            efs_curve, efs_influence = kaplan_meier_influence(efs_durations, efs_events, times_days, n_all, efs_mask,
+                                                              curve=True)
+        os_mask, os_durations, os_events = endpoint_arrays(p, "os", origin)
+        os_influence, rmst_influence = none, np.zeros(n_all)
         if os_durations.size:
             tau = horizon_days if origin == "enrollment" else min(horizon_days, float(os_durations.max()))
             # One Kaplan-Meier curve gives both OS at the time points and its RMST.
-            os_curve = kaplan_meier_curve(os_durations, os_events, max(times_days.max(), tau), weights_by_patient,
-                                          _subjects(weights_by_patient, os_mask))
+            if influences is None:
+                os_curve = kaplan_meier_curve(os_durations, os_events, max(times_days.max(), tau),
+                                              weights_by_patient, _subjects(weights_by_patient, os_mask))
+            else:
+                os_curve, os_influence, rmst_influence = kaplan_meier_influence(
+                    os_durations, os_events, times_days, n_all, os_mask, tau=tau, curve=True)
+                rmst_influence = rmst_influence / DAYS_PER_MONTH
             rmst = os_curve.restricted_mean(tau) / DAYS_PER_MONTH
             tau_months = round(tau / DAYS_PER_MONTH, 3)
         else:
@@ -264,12 +284,20 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
         for phenotype, code in cause_codes(phenotypes).items():
             add(f"cir_{phenotype}", origin, incidence[..., code - 1, :], n_cr)
         rows.append(("rmst_os", origin, tau_months, rmst if weights is not None else float(rmst), int(os_mask.sum())))
+        if influences is not None:
+            influences += [*efs_influence, *rfs_influence, *os_influence,
+                           *incidence_influence[:len(phenotypes)].sum(axis=0)]
+            for code in cause_codes(phenotypes).values():
+                influences += list(incidence_influence[code - 1])
+            influences.append(rmst_influence)
     if "cost" in p:
         resamples = None if weights is None else np.asarray(weights, dtype=float)
         for metric in ECONOMIC_METRICS:
             values = np.asarray(p[metric], dtype=float)
             mean = float(values.mean()) if resamples is None else resamples @ values / resamples.sum(axis=1)
             rows.append((metric, "enrollment", np.nan, mean, n_all))
+            if influences is not None:
+                influences.append(values - values.mean())
     return rows
 
 
@@ -286,6 +314,11 @@ def _competing_or_nan(durations, codes, n_causes, times_days, weights_by_patient
         return np.full(batch + (len(times_days),), np.nan), np.full(batch + (n_causes, len(times_days)), np.nan)
     curves = competing_risks_curves(durations, codes, n_causes, times_days.max(), weights_by_patient,
                                     _subjects(weights_by_patient, mask))
+    return _competing_at(curves, durations, times_days)
+
+
+def _competing_at(curves, durations, times_days):
+    """(survival, incidence) of ``curves`` at ``times_days``; NaN beyond the longest follow-up."""
     survival, incidence = curves.at(times_days)
     beyond = times_days > durations.max() + 1e-9
     survival[..., beyond] = np.nan
@@ -307,55 +340,6 @@ def _survival_or_nan(curve, durations, times_days, weights):
     beyond = times_days > durations.max() + 1e-9
     values[..., beyond] = np.nan
     return values
-
-
-def metric_influences(p: dict, horizon_days: float, *, phenotypes, times_months=TIMES_MONTHS,
-                      endpoints: dict | None = None) -> list[np.ndarray]:
-    """Each metric's empirical influence function: one array per row of
-    :func:`compute_metrics` (in its order), one value per patient, so that
-    a metric's standard error is ``sqrt(sum(row**2)) / n`` and that of the
-    difference between two policies on the same patients is that of the
-    difference of their rows (the delta method; see
-    :mod:`carsim.experiment.survival`).  Medians use the order-statistic
-    estimate of the density at the median."""
-    phenotypes = tuple(phenotypes)
-    n_all = len(p["end_day"])
-    everyone = np.ones(n_all, dtype=bool)
-    infused = p["infused"].astype(bool)
-    relapsed = ~np.isnan(p["relapse_day"])
-    rows = [_share_influence(flag, among) for flag, among in (
-        (infused, everyone), (p["manufacturing_failure"], everyone), (p["death_cause"] == "pre_infusion", everyone),
-        (p["cr"], infused), (p["hsct_count"] > 0, infused), (p["hsct_death"], infused),
-        (p["reinfusions"] > 0, infused), *((p["relapse_phenotype"] == name, relapsed) for name in phenotypes))]
-    rows += [_median_influence(p["wait_manufacturing_days"], p["manufacturing_attempts"] > 0),
-             _median_influence(p["vein_to_vein_days"], infused),
-             _median_influence(p["hsct_bed_wait_days"], p["hsct_count"] > 0)]
-    times_days = np.asarray(times_months, dtype=float) * DAYS_PER_MONTH
-    none = np.zeros((len(times_days), n_all))
-    for origin in ("infusion", "enrollment"):
-        cr_mask, cr_durations, codes = _endpoint(p, endpoints, "cir", origin, phenotypes)
-        rfs, incidence = (competing_risks_influence(cr_durations, codes, death_in_remission_code(phenotypes),
-                                                    times_days, n_all, cr_mask) if cr_durations.size
-                          else (none, np.zeros((len(phenotypes) + 1, *none.shape))))
-        efs_mask, efs_durations, efs_events = _endpoint(p, endpoints, "efs", origin)
-        efs = kaplan_meier_influence(efs_durations, efs_events, times_days, n_all, efs_mask) if efs_durations.size \
-            else none
-        os_mask, os_durations, os_events = _endpoint(p, endpoints, "os", origin)
-        if os_durations.size:
-            tau = horizon_days if origin == "enrollment" else min(horizon_days, float(os_durations.max()))
-            os, rmst = kaplan_meier_influence(os_durations, os_events, times_days, n_all, os_mask, tau=tau)
-            rmst = rmst / DAYS_PER_MONTH
-        else:
-            os, rmst = none, np.zeros(n_all)
-        rows += [*efs, *rfs, *os, *incidence[:len(phenotypes)].sum(axis=0)]
-        for code in cause_codes(phenotypes).values():
-            rows += list(incidence[code - 1])
-        rows.append(rmst)
-    if "cost" in p:
-        for metric in ECONOMIC_METRICS:
-            values = np.asarray(p[metric], dtype=float)
-            rows.append(values - values.mean())
-    return rows
 
 
 def _share_influence(flag, among) -> np.ndarray:

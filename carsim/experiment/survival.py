@@ -471,6 +471,7 @@ class _Steps(NamedTuple):
 
     knots: np.ndarray  # distinct event times up to the horizon
     deaths: np.ndarray  # events of any kind at each knot
+    at_risk: np.ndarray  # subjects at risk at each knot
     scale: np.ndarray  # N / n: the inverse share of the cohort at risk
     weight: np.ndarray  # N / (n (1 - h)), h = d / n: Greenwood's weight (0 where all at risk die)
     survival: np.ndarray  # S from each knot on, after a leading 1 (so survival[j] is S just before knot j)
@@ -494,8 +495,14 @@ def _steps(durations, events, n_cohort: int, horizon: float) -> _Steps:
     remaining = 1.0 - hazard
     safe = np.where(remaining > 0, remaining, 1.0)
     weight = np.where(remaining > 0, n_cohort / (at_risk * safe), 0.0)
-    return _Steps(knots, deaths, n_cohort / at_risk, weight, np.concatenate([[1.0], np.cumprod(remaining)]),
-                  np.concatenate([[0.0], np.cumsum(hazard * weight)]), count, own)
+    return _Steps(knots, deaths, at_risk, n_cohort / at_risk, weight,
+                  np.concatenate([[1.0], np.cumprod(remaining)]), np.concatenate([[0.0], np.cumsum(hazard * weight)]),
+                  count, own)
+
+
+def _steps_survival(steps: _Steps) -> StepCurve:
+    """The Kaplan-Meier curve of the steps, computed as :func:`_survival` computes it (the same bits)."""
+    return _survival(steps.deaths, steps.at_risk, steps.knots)
 
 
 def _at_own(steps: _Steps, values: np.ndarray) -> np.ndarray:
@@ -519,23 +526,30 @@ def _survival_influence(steps: _Steps, durations, times, n_cohort: int, rows) ->
 
 
 def kaplan_meier_influence(durations, events, times, n_cohort: int | None = None,
-                           subjects=None, tau: float | None = None):
+                           subjects=None, tau: float | None = None, curve: bool = False):
     """Influence of each subject on the Kaplan-Meier S(t) at ``times``,
     shape ``(len(times), N)`` (and, with ``tau``, on the restricted mean
     up to ``tau``: a second array of shape ``(N,)``).
 
     ``subjects``: the cohort rows of the durations (indices or a mask over
     the N = ``n_cohort`` subjects; others have influence 0).  The variance
-    of S(t) is ``sum(IF**2) / N**2``: Greenwood's formula."""
+    of S(t) is ``sum(IF**2) / N**2``: Greenwood's formula.
+
+    ``curve``: also return, first, the estimate itself (the
+    :class:`KaplanMeierCurve` of :func:`kaplan_meier_curve`, the same bits),
+    from the same risk table."""
     durations, events = _as_durations(durations, events)
     n_cohort = durations.size if n_cohort is None else int(n_cohort)
     rows = _rows(subjects, durations.size)
     times = np.atleast_1d(np.asarray(times, dtype=float))
-    steps = _steps(durations, events.astype(bool), n_cohort, max(_horizon(times), -np.inf if tau is None else tau))
-    out = _survival_influence(steps, durations, times, n_cohort, rows)
-    if tau is None:
-        return out
-    return out, _restricted_mean_influence(steps, durations, tau, n_cohort, rows)
+    horizon = max(_horizon(times), -np.inf if tau is None else tau)
+    steps = _steps(durations, events.astype(bool), n_cohort, horizon)
+    out = (_survival_influence(steps, durations, times, n_cohort, rows),)
+    if tau is not None:
+        out += (_restricted_mean_influence(steps, durations, tau, n_cohort, rows),)
+    if curve:
+        out = (KaplanMeierCurve(_steps_survival(steps), horizon), *out)
+    return out[0] if len(out) == 1 else out
 
 
 def _restricted_mean_influence(steps: _Steps, durations, tau: float, n_cohort: int, rows) -> np.ndarray:
@@ -557,11 +571,15 @@ def _restricted_mean_influence(steps: _Steps, durations, tau: float, n_cohort: i
 
 
 def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort: int | None = None,
-                              subjects=None):
+                              subjects=None, curves: bool = False):
     """Influence of each subject on the survival from any cause and on the
     Aalen-Johansen incidence of each cause ``1..n_causes`` at ``times``:
     shapes ``(len(times), N)`` and ``(n_causes, len(times), N)`` (subjects
-    as in :func:`kaplan_meier_influence`)."""
+    as in :func:`kaplan_meier_influence`).
+
+    ``curves``: also return, first, the estimates themselves (the
+    :class:`CompetingRisksCurves` of :func:`competing_risks_curves`, the
+    same bits), from the same risk table."""
     durations, causes = _as_durations(durations, causes)
     causes = np.asarray(causes, dtype=np.intp)
     n_cohort = durations.size if n_cohort is None else int(n_cohort)
@@ -577,22 +595,31 @@ def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort:
     own = np.where(steps.own < steps.knots.size, _at_own(steps, steps.weight), 0.0) - steps.cumulative[steps.count]
     before = steps.survival[:-1]
     own_scale = _at_own(steps, before * steps.scale)
-    curves = []  # per cause: its subjects, running sums of dF_k, S(t-) (N / n) h_k and dF_k Q(t-) (after a
+    sums = []  # per cause: its subjects, running sums of dF_k, S(t-) (N / n) h_k and dF_k Q(t-) (after a
     # leading 0), and the first of these at each subject's own time (the same at every t: read once)
+    incidence_curves = []  # per cause, as _competing_risks computes it: over the knots where the cause occurs
     for cause in range(1, n_causes + 1):
         mine = causes == cause
         deaths = np.bincount(steps.own[mine], minlength=steps.knots.size + 1)[:-1]
         increments = before * deaths * steps.scale / n_cohort
         running, drift, carried = (np.concatenate([[0.0], np.cumsum(values)]) for values in
                                    (increments, increments * steps.scale, increments * steps.cumulative[:-1]))
-        curves.append((mine, running, drift, carried, running[steps.count]))
+        sums.append((mine, running, drift, carried, running[steps.count]))
+        if curves:
+            occurs = np.flatnonzero(deaths)
+            change = _hazard(deaths[occurs].astype(float), steps.at_risk[occurs])
+            change *= before[occurs]
+            incidence_curves.append(StepCurve(steps.knots[occurs], change, 0.0, np.add))
     incidence = np.zeros((n_causes, times.size, n_cohort))
     for k, at_t in enumerate(np.searchsorted(steps.knots, times, side="right")):
         count = np.minimum(steps.count, at_t)
         own_before = np.where(steps.own < at_t, own_scale, 0.0)
         earlier = durations < times[k]
-        for cause, (mine, running, drift, carried, running_own) in enumerate(curves, start=1):
+        for cause, (mine, running, drift, carried, running_own) in enumerate(sums, start=1):
             later = np.where(earlier, running[at_t] - running_own, 0.0)
             incidence[cause - 1, k, rows] = (np.where(mine, own_before, 0.0) - drift[count]
                                              + carried[count] - own * later)
+    if curves:
+        estimates = CompetingRisksCurves(_steps_survival(steps), tuple(incidence_curves), _horizon(times))
+        return estimates, survival, incidence
     return survival, incidence
