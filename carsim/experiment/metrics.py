@@ -83,7 +83,7 @@ def _first(*arrays):
     """Element-wise earliest of several day arrays (NaN = did not happen)."""
     out = np.full_like(arrays[0], np.inf)
     for a in arrays:
-        out = np.fmin(out, np.where(np.isnan(a), np.inf, a))
+        np.fmin(out, a, out=out)  # fmin passes over NaN
     return out
 
 

@@ -521,7 +521,10 @@ def _survival_influence(steps: _Steps, durations, times, n_cohort: int, rows) ->
     out = np.zeros((times.size, n_cohort))
     for k, at_t in enumerate(np.searchsorted(steps.knots, times, side="right")):
         count = np.minimum(steps.count, at_t)
-        out[k, rows] = -steps.survival[at_t] * (np.where(steps.own < at_t, own, 0.0) - steps.cumulative[count])
+        value = np.where(steps.own < at_t, own, 0.0)
+        value -= steps.cumulative[count]
+        value *= -steps.survival[at_t]
+        out[k, rows] = value
     return out
 
 
@@ -617,8 +620,13 @@ def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort:
         earlier = durations < times[k]
         for cause, (mine, running, drift, carried, running_own) in enumerate(sums, start=1):
             later = np.where(earlier, running[at_t] - running_own, 0.0)
-            incidence[cause - 1, k, rows] = (np.where(mine, own_before, 0.0) - drift[count]
-                                             + carried[count] - own * later)
+            # (own_before 1{mine} - drift + carried - own later), in place: the same sums in the same order
+            value = np.where(mine, own_before, 0.0)
+            value -= drift[count]
+            value += carried[count]
+            later *= own
+            value -= later
+            incidence[cause - 1, k, rows] = value
     if curves:
         estimates = CompetingRisksCurves(_steps_survival(steps), tuple(incidence_curves), _horizon(times))
         return estimates, survival, incidence
