@@ -61,3 +61,38 @@ def test_fork_map_keeps_the_order_and_surfaces_errors_of_children():
     assert fork_map(_square_or_fail, [1], 4) == [1]
     with pytest.raises(ValueError, match="five"):
         fork_map(_square_or_fail, [1, 2, 3, 5], 2)  # 5 fails in a child, then again here
+
+
+def _columns(k):
+    """Columns as the engines write them: numbers, booleans, a few texts repeated (and one of each other kind)."""
+    n = 5000 + k
+    texts = np.array(["relapse", "death", "response"], dtype=object)
+    return {"k": k, "day": np.arange(n) * 0.5 + k, "flag": np.arange(n) % 3 == 0, "event": texts[np.arange(n) % 3],
+            "mixed": np.array([None, 1, "x"] * 2000, dtype=object), "empty": np.zeros(0), "matrix": np.ones((7, 3)).T}
+
+
+@pytest.mark.parametrize("memory_file", [True, False], ids=["memfd", "temporary-file"])
+def test_fork_map_returns_the_childrens_arrays_whole_and_writable(memory_file, monkeypatch):
+    """Results come back from the children through a file in memory (or a
+    removed temporary file where there is none), the arrays read in place
+    from its mapping: equal, with their dtypes and layouts, texts as texts,
+    and writable (a private mapping)."""
+    import os
+
+    from carsim.experiment.parallel import fork_map
+
+    if not memory_file:
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+
+    got = fork_map(_columns, [0, 1, 2], 3)
+    for k, result in enumerate(got):
+        expected = _columns(k)
+        assert list(result) == list(expected) and result["k"] == k
+        for name, values in expected.items():
+            if name == "k":
+                continue
+            np.testing.assert_array_equal(result[name], values)
+            assert result[name].dtype == values.dtype and (result[name].strides == values.strides or not values.size)
+        assert all(type(t) is str for t in result["event"])
+        result["day"][0] = -1.0  # writable
+    assert [result["day"][1] for result in got] == [0.5, 1.5, 2.5]  # each its own memory
