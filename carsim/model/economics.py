@@ -76,7 +76,7 @@ class EventIndex:
     is an integer lookup."""
 
     def __init__(self, events: dict, patient_ids: np.ndarray, end_day: np.ndarray):
-        rows = np.searchsorted(patient_ids, events["patient"])
+        rows = _positions(patient_ids, events["patient"])
         time_days = np.asarray(events["time_days"], float)
         coded = "event_code" in events  # the array engine's codes (records.vocabulary), not texts
         event = events["event_code"] if coded else np.asarray(events["event"], object)
@@ -107,6 +107,15 @@ class EventIndex:
         pair = by_pair[self.pair_codes] if len(self.pair_codes) else np.zeros(0, np.int64)
         event = by_event[self.event_codes] if len(self.event_codes) else np.zeros(0, np.int64)
         return np.where(pair != default, pair, event)
+
+
+def _positions(patient_ids: np.ndarray, patients: np.ndarray) -> np.ndarray:
+    """Where each of ``patients`` is in ``patient_ids`` (sorted, distinct):
+    a subtraction when the ids are a run of consecutive numbers, as a
+    cohort's or a chunk's are."""
+    if len(patient_ids) and patient_ids[-1] - patient_ids[0] == len(patient_ids) - 1:
+        return np.asarray(patients, np.int64) - patient_ids[0]
+    return np.searchsorted(patient_ids, patients)
 
 
 def _in_order(rows: np.ndarray, times: np.ndarray) -> bool:
@@ -162,9 +171,8 @@ def account(economics, events: dict, outcomes: dict, covariates: dict | None = N
     discounted = amounts * discount_factor(t, cost_force)
     add(out["cost"], rows, discounted)
     add(out["cost_undiscounted"], rows, amounts)
-    for i, k in enumerate(keys):
-        mine = code[hit] == i
-        add(by_category[event_category(k, economics.event_costs[k])], rows[mine], discounted[mine])
+    for i, per_patient in enumerate(_by_kind(code[hit], len(keys), rows, discounted, n)):
+        by_category[event_category(keys[i], economics.event_costs[keys[i]])] += per_patient
     losses = list(economics.qaly_losses)
     code = index.lookup({k: i for i, k in enumerate(losses)})
     hit = code >= 0
@@ -304,21 +312,29 @@ def _accrue(entries, names, rows, start, stop, which, cost_force, outcome_force,
     over intervals [start, stop] (days) of ``rows``, ``which`` naming the entry."""
     if not len(rows):
         return
-    cost_days = present_value(start, stop, cost_force)
-    outcome_days = present_value(start, stop, outcome_force)
     days = stop - start
+    per_day = np.array([0.0 if entries[name].cost_per_month is None
+                        else entries[name].cost_per_month.value / DAYS_PER_MONTH for name in names])
+    utility = [entries[name].utility if utility_sign > 0 else entries[name].utility_decrement for name in names]
+    per_year = np.array([0.0 if u is None else utility_sign * u.value / DAYS_PER_YEAR for u in utility])
+    # Each entry's intervals summed per patient (in one pass per quantity), then added entry by entry.
+    costs = _by_kind(which, len(names), rows, per_day[which] * present_value(start, stop, cost_force), n)
+    undiscounted_costs = _by_kind(which, len(names), rows, per_day[which] * days, n)
+    qalys = _by_kind(which, len(names), rows, per_year[which] * present_value(start, stop, outcome_force), n)
+    undiscounted_qalys = _by_kind(which, len(names), rows, per_year[which] * days, n)
     for i, name in enumerate(names):
         entry = entries[name]
-        mine = which == i
-        r = rows[mine]
         if entry.cost_per_month is not None:
-            per_day = entry.cost_per_month.value / DAYS_PER_MONTH
-            values = per_day * cost_days[mine]
-            out["cost"] += np.bincount(r, weights=values, minlength=n)
-            out["cost_undiscounted"] += np.bincount(r, weights=per_day * days[mine], minlength=n)
-            by_category[entry.cost_per_month.category or name] += np.bincount(r, weights=values, minlength=n)
-        utility = entry.utility if utility_sign > 0 else entry.utility_decrement
-        if utility is not None:
-            u = utility_sign * utility.value / DAYS_PER_YEAR
-            out["qaly"] += np.bincount(r, weights=u * outcome_days[mine], minlength=n)
-            out["qaly_undiscounted"] += np.bincount(r, weights=u * days[mine], minlength=n)
+            out["cost"] += costs[i]
+            out["cost_undiscounted"] += undiscounted_costs[i]
+            by_category[entry.cost_per_month.category or name] += costs[i]
+        if utility[i] is not None:
+            out["qaly"] += qalys[i]
+            out["qaly_undiscounted"] += undiscounted_qalys[i]
+
+
+def _by_kind(kind: np.ndarray, n_kinds: int, rows: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Sums of ``values`` per (kind, patient row), shape ``(n_kinds, n)``:
+    one tally, each cell adding its values in the order given (as a tally
+    per kind would)."""
+    return np.bincount(kind * n + rows, weights=values, minlength=n_kinds * n).reshape(n_kinds, n)

@@ -58,10 +58,10 @@ def per_row(values, idx) -> np.ndarray:
 
 
 def _labels(flag, yes: str, no: str) -> np.ndarray:
-    """``yes`` where ``flag``, else ``no``, as an object array of those two
-    strings (not one string object per row, as np.where's text would become):
-    the event tables code text columns by object."""
-    return np.array([no, yes], dtype=object)[np.asarray(flag, dtype=np.intp)]
+    """The event-detail codes (:func:`~carsim.model.records.code_of`) of
+    ``yes`` where ``flag``, else of ``no``: details given per row as codes
+    need no coding when the event table is built."""
+    return np.array([code_of(no), code_of(yes)], dtype=np.int64)[np.asarray(flag, dtype=np.intp)]
 
 
 class UnlimitedBeds:
@@ -163,9 +163,9 @@ class Pathway:
         self.mrd_test_index = np.zeros(n, np.int64)
         self.test_days = np.asarray(model.mrd_test_days, dtype=float)
         self.check_days = np.asarray(model.bca_check_days, dtype=float)
-        # Event details of every (result, test number), looked up rather than formatted per row.
-        self.mrd_test_details = np.array([[f"{result} (test {k})" for k in range(len(self.test_days))]
-                                          for result in ("uninformative", "positive", "negative")], dtype=object)
+        # Event-detail codes of every (result, test number), looked up rather than formatted per row.
+        self.mrd_test_details = np.array([[code_of(f"{result} (test {k})") for k in range(len(self.test_days))]
+                                          for result in ("uninformative", "positive", "negative")], dtype=np.int64)
         self.death_after_relapse = np.full(n, INF)
         self.hsct_consolidative = np.zeros(n, bool)
         self.bed_asked = np.zeros(n)  # when the latest bed request was made
@@ -183,7 +183,9 @@ class Pathway:
         return StateView(self.state, idx, now, self.infusion)
 
     def record(self, idx, now, event, detail=""):
-        """Append events as array chunks (in time order for each row)."""
+        """Append events as array chunks (in time order for each row).
+        ``detail``: one text, or per row texts (an object array) or their
+        codes (:func:`~carsim.model.records.code_of`)."""
         if not self.record_events or len(idx) == 0:
             return
         self.chunks.append((idx, per_row(now - self.arrival[idx], idx), event, detail))
@@ -208,15 +210,15 @@ class Pathway:
             detail.append(np.tile(details, n_policies))
         if self.chunks:
             # A chunk's event name (and usually its detail) is one string: coded
-            # once per chunk; the details given per row are coded together.
+            # once per chunk; details given per row mostly come as codes already.
             sizes = [len(chunk[0]) for chunk in self.chunks]
             event.append(np.repeat([code_of(chunk[2]) for chunk in self.chunks], sizes))
             chunk_details = np.repeat([code_of(chunk[3]) if isinstance(chunk[3], str) else -1
                                        for chunk in self.chunks], sizes)
-            per_row = [chunk[3] for chunk in self.chunks if not isinstance(chunk[3], str)]
+            per_row = [chunk[3] if chunk[3].dtype != object else codes_of(chunk[3])
+                       for chunk in self.chunks if not isinstance(chunk[3], str)]
             if per_row:
-                chunk_details[chunk_details < 0] = codes_of(np.concatenate(
-                    [np.asarray(values, dtype=object) for values in per_row]))
+                chunk_details[chunk_details < 0] = np.concatenate(per_row)
             rows.append(np.concatenate([chunk[0] for chunk in self.chunks]))
             time_days.append(np.concatenate([np.asarray(chunk[1], dtype=float) for chunk in self.chunks]))
             detail.append(chunk_details)
@@ -559,7 +561,7 @@ class Pathway:
                 undecided &= ~hit
         fired = detail >= 0
         if fired.any():
-            self.record(idx[fired], now[fired], "decision", np.array(texts, dtype=object)[detail[fired]])
+            self.record(idx[fired], now[fired], "decision", np.array([code_of(t) for t in texts])[detail[fired]])
         for act, handler in (("hsct", self.request_hsct), ("reinfuse", self.request_reinfusion),
                              ("salvage", self.salvage)):
             pick = action == ACTIONS.index(act)
