@@ -227,7 +227,8 @@ def _advance_queued(pathway: Pathway, queue: GroupQueues) -> Pathway:
 
 # Rows one Pathway advances at most: beyond a few tens of thousands each row
 # costs more (the arrays outgrow the CPU caches), so a large cohort is
-# advanced in slabs of patients after its shared queue is simulated.
+# advanced in slabs of patients after its shared queue is simulated.  (Below
+# 2**16, the event table sorts a slab's rows as 16-bit numbers.)
 SLAB_ROWS = 40_000
 
 

@@ -223,7 +223,9 @@ class Pathway:
             time_days.append(np.concatenate([np.asarray(chunk[1], dtype=float) for chunk in self.chunks]))
             detail.append(chunk_details)
         rows, time_days, event, detail = (np.concatenate(x) for x in (rows, time_days, event, detail))
-        order = np.argsort(rows, kind="stable")  # a row's events keep the order they happened in
+        # A row's events keep the order they happened in; rows below 2**16 (a
+        # slab's, see array_engine.SLAB_ROWS) are sorted as 16-bit numbers, by radix.
+        order = np.argsort(rows.astype(np.uint16) if self.n <= 2**16 else rows, kind="stable")
         rows, time_days, event, detail = rows[order], time_days[order], event[order], detail[order]
         bounds = np.searchsorted(rows, self.group_start)
         if coded:
