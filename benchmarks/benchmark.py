@@ -1,5 +1,6 @@
 """carsim speed benchmark: baseline scenario at several sizes, all four
-policies, beside a fixed reference toy model (for ratios across machines).
+policies, beside a fixed reference toy model in SimPy and in NumPy (for
+ratios across machines).
 
     python benchmarks/benchmark.py                 # 1k, 10k, 100k patients
     python benchmarks/benchmark.py --sizes 1000 10000 --engine simpy
@@ -8,15 +9,16 @@ Prints, per size: wall time, patients/s, patient-policy trajectories/s,
 events/s, microseconds per patient and peak memory, for one core
 (in-process: one cohort, and small cohorts as replications advanced
 together; then the middle size with 1, 2, ... policies) and for the
-experiment runner with all cores; the reference toy's patients/s and the
-ratio; and the wall time of the whole
+experiment runner with all cores; the reference toys' patients/s and the
+ratios to each (``ratio_to_toy``: SimPy, ``ratio_to_numpy_toy``: NumPy); and
+the wall time of the whole
 `carsim run scenarios/baseline.yaml`.  Then the targets (``--targets``
 alone runs only these): whole commands (start-up included) with their wall
 seconds and peak memory, ``carsim run`` at 100k patients with one and two
 workers (and the two-worker speed-up at several sizes), the simulation
 alone on every core at 100k patients, the summary of a 100k cohort, a PSA
 of 1,000 draws x 10,000 patients and ``carsim trial``; each time is also
-given in units of the reference toy's time for 100,000 patients measured in
+given in units of the SimPy toy's time for 100,000 patients measured in
 the same run (``toy_units``).  Not a test: machines are noisy, compare
 ratios.
 """
@@ -179,6 +181,7 @@ def targets(scenario, toy: dict, args) -> None:
         show("target_run_two_workers", two)
     row = all_cores(scenario, 100000, "auto", 1)
     row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
+    row["ratio_to_numpy_toy"] = round(row["trajectories_per_s"] / toy["numpy_patients_per_s"], 3)
     show("target_simulation_all_cores", row)
     show("target_summary", summary_seconds(scenario, 100000, args.repeats))
     if not args.skip_psa:
@@ -203,14 +206,18 @@ def main():
     parser.add_argument("--skip-psa", action="store_true", help="skip the PSA target (minutes)")
     args = parser.parse_args()
 
-    from reference_toy import run_toy
+    from reference_toy import run_toy, run_toy_numpy
 
     from carsim.scenario import load_scenario
 
     scenario = load_scenario(ROOT / "scenarios" / "baseline.yaml")
     toy = run_toy(args.toy_patients)
+    numpy_toy = min((run_toy_numpy(args.toy_patients) for _ in range(3)), key=lambda row: row["seconds"])
     print(json.dumps({"reference_toy": {k: round(v, 3) if isinstance(v, float) else v for k, v in toy.items()},
+                      "reference_toy_numpy": {k: round(v, 3) if isinstance(v, float) else v
+                                              for k, v in numpy_toy.items()},
                       "load_average": load_average()}), flush=True)
+    toy["numpy_patients_per_s"] = numpy_toy["patients_per_s"]
     if args.targets:
         targets(scenario, toy, args)
         return
@@ -220,6 +227,7 @@ def main():
     for n, replications in runs:
         row = one_core(scenario, n, args.engine, replications, args.repeats)
         row["ratio_to_toy"] = round(row["trajectories_per_s"] / toy["patients_per_s"], 2)
+        row["ratio_to_numpy_toy"] = round(row["trajectories_per_s"] / toy["numpy_patients_per_s"], 3)
         row["peak_memory_mib"] = round(peak_memory_mib())
         print(json.dumps({"one_core": row}))
     # Policies share the access pathway (simulated once) and the rounds after
