@@ -121,6 +121,26 @@ def test_economics_leaves_the_clinical_results_alone(derived_scenario):
         np.testing.assert_array_equal(a[column], b[column])
 
 
+def test_the_accounting_is_the_same_without_an_event_table(derived_scenario):
+    """A run that keeps no event table records, after infusion, only the
+    events the accounting reads: every cost, QALY and life-year is the same
+    to the last bit as when every event is recorded (bed queue included)."""
+    from carsim.model.economics import ECONOMIC_FIELDS, accounted_events, cost_column
+
+    scenario = derived_scenario({"cohort": {"size": 600},
+                                 "resources": {"hsct_beds": {"capacity": 2, "assumption": "test"}}})
+    assert {"mrd_test", "decision", "death"}.isdisjoint(accounted_events(scenario.economics))  # some are left out
+    kept, dropped = (run_experiment(scenario.model_copy(update={"run": scenario.run.model_copy(
+        update={"write_events": write})}), n_jobs=1) for write in (True, False))
+    assert any(part.warnings for part in kept.parts)  # the bed queue was used
+    assert len(dropped.parts[0].events["patient"]) == 0 < len(kept.parts[0].events["patient"])
+    for policy in scenario.policy_names:
+        a, b = kept.group(policy, 0), dropped.group(policy, 0)
+        columns = [*ECONOMIC_FIELDS, *(c for c in a if c.startswith(cost_column("")))]
+        for column in columns:
+            np.testing.assert_array_equal(a[column], b[column], err_msg=f"{policy} {column}")
+
+
 def test_an_unknown_event_kind_is_refused_in_one_line(tmp_path):
     message = scenario_error(tmp_path, {"economics": {"event_costs": {"transplant": {"value": 1, "assumption": "x"}}}})
     assert "economics.event_costs.transplant" in message and "did you mean 'hsct'" not in message

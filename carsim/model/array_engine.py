@@ -41,6 +41,7 @@ from .access import (
 )
 from .compiled import compiled
 from .definition import ModelDefinition
+from .economics import accounted_events
 from .pathway import INF, Pathway
 from .queues import GroupQueues, beds_suffice, queue_growth
 
@@ -265,8 +266,11 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     part's stays, so it is then the caller's (see :func:`beds_checked`).
 
     ``coded``: the event columns hold codes (``Pathway.event_columns``), for
-    the accounting of a run that keeps no event table."""
+    the accounting of a run that keeps no event table: after infusion, only
+    the events the accounting reads are recorded."""
     policies = list(policies)
+    priced = model.scenario.economics is not None
+    only_events = accounted_events(model.scenario.economics) if coded and record_events and priced else None
     prepared = []
     for streams, covariates, arrivals, start, stop, *simulated in cohorts:
         access, use = simulated[0] if simulated else simulate_access(model, streams, covariates, arrivals, start,
@@ -293,7 +297,7 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
     outcomes = [[None] * len(policies) for _ in prepared]
     for slab in slabs:
         pathway = advance(Pathway(model, policies, [(piece, streams) for _, piece, streams, _ in slab],
-                                  record_events))
+                                  record_events, only_events=only_events))
         events = pathway.event_columns(coded) if record_events else None
         for position, (c, piece, _streams, at) in enumerate(slab):
             _access, _streams, _use, (offset, end) = prepared[c]
@@ -330,8 +334,8 @@ def simulate_cohorts(model: ModelDefinition, policies, cohorts, record_events: b
         if queued:
             asked = np.nonzero(np.any([cohort[p][0]["hsct_count"] > 0 for p in queued], axis=0))[0]
             queues = GroupQueues(capacity, len(queued))
-            pathway = advance(Pathway(model, queued, [(access.part(asked), streams)], record_events, beds=queues),
-                              queues)
+            pathway = advance(Pathway(model, queued, [(access.part(asked), streams)], record_events, beds=queues,
+                                      only_events=only_events), queues)
             events = pathway.event_columns(coded) if record_events else [None] * len(queued)
             for group, policy in enumerate(queued):
                 rows = slice(pathway.group_start[group], pathway.group_start[group + 1])

@@ -120,11 +120,13 @@ class Pathway:
     ``g = c * len(policies) + k`` holds cohort ``c``'s patients under
     ``policies[k]``, in patient order, at rows ``group_start[g]`` on."""
 
-    def __init__(self, model: ModelDefinition, policies, cohorts, record_events: bool = True, beds=None):
+    def __init__(self, model: ModelDefinition, policies, cohorts, record_events: bool = True, beds=None,
+                 only_events: frozenset | None = None):
         self.model = model
         self.policies = list(policies)
         self.cohorts = [access for access, _streams in cohorts]
         self.record_events = record_events
+        self.only_events = only_events  # if given, the only events recorded (e.g. those the accounting reads)
         self.beds = UnlimitedBeds() if beds is None else beds
         self.chunks: list[tuple] = []
         self.rules = [model.policies[policy].rules_by_event for policy in self.policies]
@@ -186,7 +188,8 @@ class Pathway:
         """Append events as array chunks (in time order for each row).
         ``detail``: one text, or per row texts (an object array) or their
         codes (:func:`~carsim.model.records.code_of`)."""
-        if not self.record_events or len(idx) == 0:
+        if not self.record_events or len(idx) == 0 or (self.only_events is not None
+                                                       and event not in self.only_events):
             return
         self.chunks.append((idx, per_row(now - self.arrival[idx], idx), event, detail))
 
