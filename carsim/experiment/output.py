@@ -24,6 +24,13 @@ RESULT_FILES = ("summary.csv", "summary.md", "summary.tex", "comparison.csv", "c
                 "patients.parquet", "events.parquet", "survival.png", "relapse_incidence.png", "manifest.json")
 
 
+# Patient-policy rows from which a run with workers writes its Parquet files
+# in a process of their own: below, that third process (beside the figures'
+# and this one) cost more than it saved on two cores (20,000 patients x 4
+# policies: 0.94 of one worker's wall time with the files written here,
+# about 1.0 with them written beside).
+TABLES_BESIDE_FROM = 400_000
+
 # Columns that place a row (a row group is one replication and policy, in patient order).
 LABEL_COLUMNS = ("replication", "policy", "patient")
 
@@ -177,15 +184,16 @@ def write_results(out_dir: Path, result, summarise, plot, command=None, tables=N
 
     The figures need matplotlib, whose import costs about as much as the
     drawing: a second process draws them while this one summarises and writes
-    the tables.  If the simulation used more than one worker (a large run), a
-    third writes the Parquet files meanwhile.
+    the tables.  If the simulation used more than one worker and the run is
+    large (``TABLES_BESIDE_FROM``), a third writes the Parquet files meanwhile.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _manifest.clear(out_dir)  # an old manifest would mark a half-written folder done
     figure = run_beside(write_figures, out_dir, result, plot)
+    rows = result.n_patients * len(result.policies) * result.replications
     tables_written = (run_beside(write_patient_tables, out_dir, result)
-                      if result.timings.get("workers", 1) > 1 else None)
+                      if result.timings.get("workers", 1) > 1 and rows >= TABLES_BESIDE_FROM else None)
     started = time.perf_counter()
     summary, comparison = summarise(result)
     summary_seconds = time.perf_counter() - started
