@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
 from ..._units import DAYS_PER_MONTH
 from .design import H1, TrialDesign
@@ -108,9 +108,11 @@ def _cox(durations, events, experimental) -> tuple[float, float]:
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    # Beta quantiles as scipy.stats.beta.ppf computes them (the same function),
+    # without importing scipy.stats (half a second).
     tail = (1 - level) / 2
-    lower = float(stats.beta.ppf(tail, k, n - k + 1)) if k > 0 else 0.0
-    upper = float(stats.beta.ppf(1 - tail, k + 1, n - k)) if k < n else 1.0
+    lower = float(special.betaincinv(k, n - k + 1, tail)) if k > 0 else 0.0
+    upper = float(special.betaincinv(k + 1, n - k, 1 - tail)) if k < n else 1.0
     return lower, upper
 
 
