@@ -318,12 +318,12 @@ def test_trials_simulated_together_analyse_as_one_by_one(capacity):
 
 @pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (10, 10), (412, 1000), (1, 20000)])
 def test_clopper_pearson_is_scipys_beta_quantiles(k, n):
-    """The exact binomial interval: the beta quantiles scipy.stats.beta.ppf gives, to the last bit."""
+    """The exact binomial interval: the beta quantiles scipy.stats.beta.ppf gives (to rounding)."""
     from scipy import stats
 
     from carsim.experiment.trial.statistics import clopper_pearson
 
     lower, upper = clopper_pearson(k, n)
-    assert lower == (float(stats.beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0)
-    assert upper == (float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0)
+    assert lower == pytest.approx(float(stats.beta.ppf(0.025, k, n - k + 1)) if k > 0 else 0.0, rel=1e-12, abs=0)
+    assert upper == pytest.approx(float(stats.beta.ppf(0.975, k + 1, n - k)) if k < n else 1.0, rel=1e-12, abs=0)
     assert lower <= k / n <= upper

@@ -108,8 +108,8 @@ def _cox(durations, events, experimental) -> tuple[float, float]:
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    # Beta quantiles as scipy.stats.beta.ppf computes them (the same function),
-    # without importing scipy.stats (half a second).
+    # The beta quantiles of scipy.stats.beta.ppf (to rounding), without
+    # importing scipy.stats (half a second).
     tail = (1 - level) / 2
     lower = float(special.betaincinv(k, n - k + 1, tail)) if k > 0 else 0.0
     upper = float(special.betaincinv(k + 1, n - k, 1 - tail)) if k < n else 1.0
