@@ -184,12 +184,15 @@ class Pathway:
     def view(self, idx, now) -> StateView:
         return StateView(self.state, idx, now, self.infusion)
 
+    def records(self, event: str) -> bool:
+        """Are events of this kind recorded?"""
+        return self.record_events and (self.only_events is None or event in self.only_events)
+
     def record(self, idx, now, event, detail=""):
         """Append events as array chunks (in time order for each row).
         ``detail``: one text, or per row texts (an object array) or their
         codes (:func:`~carsim.model.records.code_of`)."""
-        if not self.record_events or len(idx) == 0 or (self.only_events is not None
-                                                       and event not in self.only_events):
+        if len(idx) == 0 or not self.records(event):
             return
         self.chunks.append((idx, per_row(now - self.arrival[idx], idx), event, detail))
 
@@ -519,7 +522,7 @@ class Pathway:
         m3 = informative & ~d28 & (np.abs(day - _MONTH3) < 1)
         out["mrd_day28_positive"][idx[d28]] = positive[d28].astype(float)
         out["mrd_month3_positive"][idx[m3]] = positive[m3].astype(float)
-        if self.record_events:
+        if self.records("mrd_test"):  # (its details cost a lookup per row)
             result = np.where(~informative, 0, np.where(positive, 1, 2))
             self.record(idx, now, "mrd_test", self.mrd_test_details[result, number])
         nxt = number + 1
