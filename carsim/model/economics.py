@@ -58,12 +58,7 @@ def accounted_events(economics) -> frozenset[str]:
     """The events the accounting reads (those a cost, a QALY loss, a state
     or a period names, by event or by ``event/detail``): a run that records
     events for the accounting alone need record no others."""
-    keys = [*economics.event_costs, *economics.qaly_losses]
-    for state in economics.states.values():
-        keys += state.entered_by
-    for period in economics.periods.values():
-        keys += [*period.opened_by, *period.closed_by]
-    return frozenset(key.split("/")[0] for key in keys)
+    return frozenset(key.split("/")[0] for key, _where in economics.event_keys())
 
 
 def present_value(start_days, stop_days, force_per_day: float):

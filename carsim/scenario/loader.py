@@ -436,23 +436,12 @@ def check_economics_events(economics, fail) -> None:
     """Costs, QALY losses, states and periods name event kinds the pathway records."""
     from .vocabulary import EVENT_KINDS
 
-    def check(key: str, loc: tuple):
+    for key, loc in economics.event_keys():
         kind = key.split("/", 1)[0]
         if kind not in EVENT_KINDS:
             hint = difflib.get_close_matches(kind, EVENT_KINDS, n=1)
-            fail(loc, f"unknown event kind {kind!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                      + "; known event kinds: " + ", ".join(EVENT_KINDS))
-
-    for section in ("event_costs", "qaly_losses"):
-        for key in getattr(economics, section):
-            check(key, ("economics", section, key))
-    for name, state in economics.states.items():
-        for i, key in enumerate(state.entered_by):
-            check(key, ("economics", "states", name, "entered_by", i))
-    for name, period in economics.periods.items():
-        for field in ("opened_by", "closed_by"):
-            for i, key in enumerate(getattr(period, field)):
-                check(key, ("economics", "periods", name, field, i))
+            fail(("economics", *loc), f"unknown event kind {kind!r}"
+                 + (f" (did you mean {hint[0]!r}?)" if hint else "") + "; known event kinds: " + ", ".join(EVENT_KINDS))
 
 
 def check_shared_draws(scenario: Scenario, fail) -> None:

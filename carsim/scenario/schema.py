@@ -656,6 +656,20 @@ class Economics(Strict):
     periods: dict[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")], Period] = {}
     extrapolation: Extrapolation | None = None
 
+    def event_keys(self):
+        """Every event key the block names (``event`` or ``event/detail``),
+        with where it is named: (key, location under ``economics``)."""
+        for section in ("event_costs", "qaly_losses"):
+            for key in getattr(self, section):
+                yield key, (section, key)
+        for name, state in self.states.items():
+            for i, key in enumerate(state.entered_by):
+                yield key, ("states", name, "entered_by", i)
+        for name, period in self.periods.items():
+            for field in ("opened_by", "closed_by"):
+                for i, key in enumerate(getattr(period, field)):
+                    yield key, ("periods", name, field, i)
+
     @model_validator(mode="after")
     def _starts_somewhere(self):
         if not any("enrolled" in state.entered_by for state in self.states.values()):
