@@ -391,12 +391,18 @@ def _competing_risks(durations, causes, n_causes: int, weights_by_subject, subje
     table = _risk_table(durations, kinds, n_causes, weights_by_subject, subjects, horizon)
     survival = _survival(table.deaths, table.at_risk, table.event_times)
     survival_before = survival.values()  # [j]: just before event time j
-    incidence = []
-    for time_index, deaths in table.kind_deaths:
-        increments = _hazard(deaths, table.at_risk[time_index])
-        increments *= survival_before[time_index]
-        incidence.append(StepCurve(table.event_times[time_index], increments, 0.0, np.add))
-    return CompetingRisksCurves(survival, tuple(incidence), horizon)
+    incidence = tuple(_incidence_curve(table.event_times, time_index, deaths, table.at_risk, survival_before)
+                      for time_index, deaths in table.kind_deaths)
+    return CompetingRisksCurves(survival, incidence, horizon)
+
+
+def _incidence_curve(event_times, time_index, deaths, at_risk, survival_before) -> StepCurve:
+    """A cause's Aalen-Johansen cumulative incidence: a step S(t-) d / n at
+    each event time ``event_times[time_index]`` where the cause occurs
+    (``deaths`` of it there)."""
+    increments = _hazard(deaths, at_risk[time_index])
+    increments *= survival_before[time_index]
+    return StepCurve(event_times[time_index], increments, 0.0, np.add)
 
 
 def _weighted_competing_risks(durations, causes, n_causes: int, weights, horizon: float) -> CompetingRisksCurves:
@@ -600,7 +606,9 @@ def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort:
     own_scale = _at_own(steps, before * steps.scale)
     sums = []  # per cause: its subjects, running sums of dF_k, S(t-) (N / n) h_k and dF_k Q(t-) (after a
     # leading 0), and the first of these at each subject's own time (the same at every t: read once)
-    incidence_curves = []  # per cause, as _competing_risks computes it: over the knots where the cause occurs
+    if curves:  # the estimates, as _competing_risks computes them from a risk table
+        survival_curve = _steps_survival(steps)
+        survival_before, incidence_curves = survival_curve.values(), []
     for cause in range(1, n_causes + 1):
         mine = causes == cause
         deaths = np.bincount(steps.own[mine], minlength=steps.knots.size + 1)[:-1]
@@ -610,9 +618,8 @@ def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort:
         sums.append((mine, running, drift, carried, running[steps.count]))
         if curves:
             occurs = np.flatnonzero(deaths)
-            change = _hazard(deaths[occurs].astype(float), steps.at_risk[occurs])
-            change *= before[occurs]
-            incidence_curves.append(StepCurve(steps.knots[occurs], change, 0.0, np.add))
+            incidence_curves.append(_incidence_curve(steps.knots, occurs, deaths[occurs].astype(float),
+                                                     steps.at_risk, survival_before))
     incidence = np.zeros((n_causes, times.size, n_cohort))
     for k, at_t in enumerate(np.searchsorted(steps.knots, times, side="right")):
         count = np.minimum(steps.count, at_t)
@@ -628,6 +635,6 @@ def competing_risks_influence(durations, causes, n_causes: int, times, n_cohort:
             value -= later
             incidence[cause - 1, k, rows] = value
     if curves:
-        estimates = CompetingRisksCurves(_steps_survival(steps), tuple(incidence_curves), _horizon(times))
+        estimates = CompetingRisksCurves(survival_curve, tuple(incidence_curves), _horizon(times))
         return estimates, survival, incidence
     return survival, incidence
