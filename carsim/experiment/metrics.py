@@ -236,23 +236,22 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
         for t, v in zip(times_months, np.moveaxis(np.atleast_1d(values), -1, 0), strict=True):
             rows.append((metric, origin, float(t), v if weights is not None else float(v), n))
 
-    none = np.zeros((len(times_days), n_all))  # the influence where there is no estimate
     n_causes = death_in_remission_code(phenotypes)
     for origin in ("infusion", "enrollment"):
         # Responders' relapse-free survival and every cumulative incidence of
         # relapse come from one Aalen-Johansen risk table.
+        # Influences stay None where there is no estimate (or none is asked for).
+        rfs_influence = incidence_influence = efs_influence = os_influence = rmst_influence = None
         cr_mask, cr_durations, codes = endpoint_arrays(p, "cir", origin, phenotypes=phenotypes)
         if influences is None or not cr_durations.size:
             rfs, incidence = _competing_or_nan(cr_durations, codes, n_causes, times_days, weights_by_patient,
                                                cr_mask)
-            rfs_influence, incidence_influence = none, np.zeros((n_causes, *none.shape))
         else:
             curves, rfs_influence, incidence_influence = competing_risks_influence(
                 cr_durations, codes, n_causes, times_days, n_all, cr_mask, curves=True)
             rfs, incidence = _competing_at(curves, cr_durations, times_days)
         n_cr = int(cr_mask.sum())
         efs_mask, efs_durations, efs_events = endpoint_arrays(p, "efs", origin)
-        efs_influence = none
         if influences is None or not efs_durations.size:
             efs_curve = _kaplan_meier_or_none(efs_durations, efs_events, times_days.max(), weights_by_patient,
                                               efs_mask)
@@ -260,7 +259,6 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
             efs_curve, efs_influence = kaplan_meier_influence(efs_durations, efs_events, times_days, n_all, efs_mask,
                                                               curve=True)
         os_mask, os_durations, os_events = endpoint_arrays(p, "os", origin)
-        os_influence, rmst_influence = none, np.zeros(n_all)
         if os_durations.size:
             tau = horizon_days if origin == "enrollment" else min(horizon_days, float(os_durations.max()))
             # One Kaplan-Meier curve gives both OS at the time points and its RMST.
@@ -285,6 +283,13 @@ def compute_metrics(p: dict, horizon_days: float, weights=None, *, phenotypes,
             add(f"cir_{phenotype}", origin, incidence[..., code - 1, :], n_cr)
         rows.append(("rmst_os", origin, tau_months, rmst if weights is not None else float(rmst), int(os_mask.sum())))
         if influences is not None:
+            none = np.zeros((len(times_days), n_all))  # the influence where there is no estimate
+            rfs_influence, efs_influence, os_influence = (none if x is None else x
+                                                          for x in (rfs_influence, efs_influence, os_influence))
+            if incidence_influence is None:
+                incidence_influence = np.zeros((n_causes, *none.shape))
+            if rmst_influence is None:
+                rmst_influence = np.zeros(n_all)
             influences += [*efs_influence, *rfs_influence, *os_influence,
                            *incidence_influence[:len(phenotypes)].sum(axis=0)]
             for code in cause_codes(phenotypes).values():
