@@ -13,6 +13,7 @@ time-to-event law, the law's scale field
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,11 +221,27 @@ def _merge_shared(found: list[UncertainParameter]) -> list[UncertainParameter]:
     return out
 
 
+# Per scenario object (frozen, so what it links cannot change), while it
+# lives: the PSA applies every draw to the same scenario, and finding its
+# uncertain parameters again each time cost half of applying the values.
+_LINKED: dict[int, dict[str, tuple]] = {}
+
+
+def _linked_places(scenario: Scenario) -> dict[str, tuple]:
+    """Each shared parameter's head path -> the other places its value goes."""
+    key = id(scenario)
+    linked = _LINKED.get(key)
+    if linked is None:
+        linked = _LINKED[key] = {p.path: p.also for p in uncertain_parameters(scenario) if p.also}
+        weakref.finalize(scenario, _LINKED.pop, key, None)
+    return linked
+
+
 def apply_values(scenario: Scenario, values: dict[str, float]) -> Scenario:
     """A copy of ``scenario`` with the values at the given key paths replaced
     (validated again, so an impossible draw is reported, not simulated)."""
     data = scenario.model_dump(by_alias=True, exclude_none=True)
-    linked = {p.path: p.also for p in uncertain_parameters(scenario) if p.also}
+    linked = _linked_places(scenario)
     places = [(place, value) for path, value in values.items() for place in (path, *linked.get(path, ()))]
     for place, value in places:
         set_value_at(data, place, float(value))
