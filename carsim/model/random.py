@@ -55,9 +55,11 @@ class RandomStreams:
         self.replication = int(replication)
         self.n_patients = int(n_patients)
         self._vectors: dict[str, np.ndarray] = {}
+        # The entropy words of every stream but the name's (None: numpy draws
+        # the streams).  SeedSequence pads the run entropy to its pool size
+        # (4 words) when there is a spawn key.
+        self._entropy = None
         if ENABLED and self.n_patients <= COMPILED_UP_TO:
-            # SeedSequence pads the run entropy to its pool size (4 words)
-            # when there is a spawn key.
             run = _words(self.seed)
             self._entropy = run + [0] * (4 - len(run)) + _words(self.replication)
 
@@ -70,7 +72,7 @@ class RandomStreams:
         return vector
 
     def _draw(self, name: str) -> np.ndarray:
-        if ENABLED and self.n_patients <= COMPILED_UP_TO:
+        if self._entropy is not None:
             entropy = np.array(self._entropy + _words(stream_id(name)), dtype=np.uint64)
             return _pcg64_uniforms(entropy, self.n_patients)
         seq = np.random.SeedSequence(self.seed, spawn_key=(self.replication, stream_id(name)))
